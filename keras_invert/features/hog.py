@@ -1,0 +1,219 @@
+"""HOG as batched TensorFlow ops, equal to VLFeat's `vl_hog` (UoCTTI variant).
+
+Implements SPEC.md section 1 "HOG": the Felzenszwalb et al. (UoCTTI) HOG that
+the paper computed with VLFeat (cell size 8, 9 orientations, hard orientation
+assignment). The op runs on a batch `[N, H, W, C]` on any device, inside
+`tf.data.Dataset.map`, inside a Keras model and inside a SavedModel, and is
+differentiable with respect to the image almost everywhere (the orientation
+bin and the selected colour channel are piecewise constant).
+
+How the C code maps onto tensor ops:
+- gradients by central differences at pixels 1..W-2 and 1..H-2; per pixel the
+  channel with the largest gradient norm (first one on ties, as VLFeat);
+- the directed orientation bin is the argmax of |<g/|g|, u_k>| over the 9
+  undirected unit vectors u_k, moved to bin k+9 when the projection is negative;
+- bilinear spatial pooling is separable, so it is two matrix products with
+  interpolation matrices built from `h = (x + 0.5) / cell - 0.5`;
+- the four 2x2 block norms, the 0.2 clamp, the 0.5 factors and the texture
+  channels follow `vl_hog_extract`.
+
+Features depend slightly on the intensity scale (the 1e-4 inside the block
+norms): the paper's features are computed on 0..255 images.
+
+Example:
+    >>> import numpy as np
+    >>> from keras_invert.features import hog
+    >>> image = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    >>> hog(image).shape
+    TensorShape([1, 8, 8, 31])
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+_BLOCK_EPSILON = 1e-4  # Inside the square root of each block norm, as VLFeat.
+_CLAMP = 0.2
+
+
+def hog_output_size(size: int, cell_size: int = 8) -> int:
+    """Number of HOG cells along a side of `size` pixels (VLFeat's rounding)."""
+    return (size + cell_size // 2) // cell_size
+
+
+def hog_num_channels(num_orientations: int = 9) -> int:
+    """Channels of UoCTTI HOG: 2n directed, n undirected and 4 texture."""
+    return 4 + 3 * num_orientations
+
+
+def _validate(images: tf.Tensor, cell_size: int, num_orientations: int) -> tuple[tf.Tensor, bool]:
+    if not isinstance(cell_size, int) or cell_size < 1:
+        raise ValueError(f"Expected a positive integer cell_size. Received: cell_size={cell_size!r}")
+    if not isinstance(num_orientations, int) or num_orientations < 1:
+        raise ValueError(
+            "Expected a positive integer num_orientations. "
+            f"Received: num_orientations={num_orientations!r}"
+        )
+    rank = images.shape.rank
+    if rank not in (3, 4):
+        raise ValueError(
+            f"Expected images of shape [N, H, W, C] or [H, W, C]. Received: shape={images.shape}"
+        )
+    if images.shape[-1] not in (1, 3):
+        raise ValueError(
+            "Expected 1 (grayscale) or 3 (RGB) channels in the last axis. "
+            f"Received: shape={images.shape}"
+        )
+    batched = images if rank == 4 else images[tf.newaxis]
+    return batched, rank == 3
+
+
+def _interpolation_matrix(num_pixels: tf.Tensor, num_cells: tf.Tensor, cell_size: int) -> tf.Tensor:
+    """`[num_pixels - 2, num_cells]` bilinear weights of pixels 1..num_pixels-2.
+
+    Row p holds the weights with which interior pixel p+1 votes for each cell,
+    with VLFeat's parametrisation: a pixel on a cell centre has h integer.
+    """
+    positions = tf.cast(tf.range(1, num_pixels - 1), tf.float32)
+    h = (positions + 0.5) / float(cell_size) - 0.5
+    lower = tf.floor(h)
+    upper_weight = h - lower
+    lower_index = tf.cast(lower, tf.int32)
+    # one_hot yields a zero row for an index outside [0, num_cells): exactly the
+    # votes VLFeat drops at the borders.
+    return tf.one_hot(lower_index, num_cells) * (1.0 - upper_weight)[:, None] + tf.one_hot(
+        lower_index + 1, num_cells
+    ) * upper_weight[:, None]
+
+
+def _safe_sqrt(x: tf.Tensor) -> tf.Tensor:
+    """sqrt with a finite (zero) gradient at 0, where tf.sqrt's is infinite."""
+    positive = x > 0
+    return tf.where(positive, tf.sqrt(tf.where(positive, x, tf.ones_like(x))), tf.zeros_like(x))
+
+
+def hog(images, cell_size: int = 8, num_orientations: int = 9) -> tf.Tensor:
+    """UoCTTI HOG of a batch of images, equal to VLFeat's `vl_hog`.
+
+    Args:
+        images: float `[N, H, W, C]` or `[H, W, C]` with C = 1 or 3, any value
+            range (the paper's features use 0..255). H and W may be dynamic.
+        cell_size: cell size in pixels (paper: 8).
+        num_orientations: undirected orientations (paper: 9, giving 31 channels).
+
+    Returns:
+        float32 `[N, (H + cell//2) // cell, (W + cell//2) // cell, 4 + 3 * num_orientations]`
+        (no batch axis for rank-3 input). Channels 0..2n-1 directed (bin k and
+        k+n opposite directions), 2n..3n-1 undirected, the last 4 texture.
+    """
+    images = tf.convert_to_tensor(images)
+    if images.dtype != tf.float32:
+        images = tf.cast(images, tf.float32)
+    images, unbatched = _validate(images, cell_size, num_orientations)
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    cells_y = (height + cell_size // 2) // cell_size
+    cells_x = (width + cell_size // 2) // cell_size
+
+    # Central differences at interior pixels, for every channel.
+    grad_x = images[:, 1:-1, 2:, :] - images[:, 1:-1, :-2, :]
+    grad_y = images[:, 2:, 1:-1, :] - images[:, :-2, 1:-1, :]
+    squared_norm = grad_x * grad_x + grad_y * grad_y
+    strongest = tf.argmax(squared_norm, axis=-1, output_type=tf.int32)[..., tf.newaxis]
+    grad_x = tf.gather(grad_x, strongest, axis=-1, batch_dims=3)[..., 0]
+    grad_y = tf.gather(grad_y, strongest, axis=-1, batch_dims=3)[..., 0]
+    squared_norm = tf.gather(squared_norm, strongest, axis=-1, batch_dims=3)[..., 0]
+    magnitude = _safe_sqrt(squared_norm)
+
+    # Hard assignment to the directed orientation with the largest projection.
+    # The unit vector is formed as VLFeat does so that ties round the same way.
+    divisor = tf.stop_gradient(tf.maximum(magnitude, 1e-10))
+    unit_x, unit_y = grad_x / divisor, grad_y / divisor
+    angles = np.arange(num_orientations) * math.pi / num_orientations
+    cosines = tf.constant(np.cos(angles), tf.float32)
+    sines = tf.constant(np.sin(angles), tf.float32)
+    projections = tf.stop_gradient(unit_x[..., None] * cosines + unit_y[..., None] * sines)
+    best = tf.argmax(tf.abs(projections), axis=-1, output_type=tf.int32)
+    best_projection = tf.gather(projections, best[..., None], axis=-1, batch_dims=3)[..., 0]
+    directed_bin = best + tf.where(best_projection < 0, num_orientations, 0)
+    votes = tf.one_hot(directed_bin, 2 * num_orientations) * magnitude[..., None]
+
+    # Separable bilinear pooling into cells: [N, y, x, o] -> [N, cy, cx, o].
+    weights_y = _interpolation_matrix(height, cells_y, cell_size)
+    weights_x = _interpolation_matrix(width, cells_x, cell_size)
+    pooled_x = tf.einsum("nyxo,xj->nyjo", votes, weights_x)
+    histogram = tf.einsum("nyjo,yi->nijo", pooled_x, weights_y)
+
+    return _uoctti_features(histogram, num_orientations, unbatched)
+
+
+def _uoctti_features(histogram: tf.Tensor, num_orientations: int, unbatched: bool) -> tf.Tensor:
+    """Block normalisation and the UoCTTI combination of `vl_hog_extract`."""
+    undirected = histogram[..., :num_orientations] + histogram[..., num_orientations:]
+    cell_energy = tf.reduce_sum(undirected * undirected, axis=-1)
+    # Edge replication: the neighbours of a border cell are clamped to the border.
+    padded = tf.pad(cell_energy, [[0, 0], [1, 1], [1, 1]], mode="SYMMETRIC")
+    block_energy = padded[:, :-1, :-1] + padded[:, :-1, 1:] + padded[:, 1:, :-1] + padded[:, 1:, 1:]
+    inverse_norm = tf.math.rsqrt(block_energy + _BLOCK_EPSILON)
+    # The four 2x2 blocks that contain cell (y, x): up-left, up-right, down-left, down-right.
+    factors = tf.stack(
+        [
+            inverse_norm[:, :-1, :-1],
+            inverse_norm[:, :-1, 1:],
+            inverse_norm[:, 1:, :-1],
+            inverse_norm[:, 1:, 1:],
+        ],
+        axis=-1,
+    )[..., tf.newaxis, :]
+    directed = tf.minimum(histogram[..., tf.newaxis] * factors, _CLAMP)
+    undirected = tf.minimum(undirected[..., tf.newaxis] * factors, _CLAMP)
+    texture = tf.reduce_sum(undirected, axis=-2) / math.sqrt(18.0)
+    features = tf.concat(
+        [0.5 * tf.reduce_sum(directed, axis=-1), 0.5 * tf.reduce_sum(undirected, axis=-1), texture],
+        axis=-1,
+    )
+    return features[0] if unbatched else features
+
+
+@keras.saving.register_keras_serializable(package="keras_invert")
+class HOG(keras.layers.Layer):
+    """Keras layer computing VLFeat UoCTTI HOG (see `hog`).
+
+    Args:
+        cell_size: cell size in pixels (paper: 8).
+        num_orientations: undirected orientations (paper: 9).
+
+    Example:
+        >>> inputs = keras.Input((64, 64, 3))
+        >>> features = HOG()(inputs)  # (None, 8, 8, 31)
+    """
+
+    def __init__(self, cell_size: int = 8, num_orientations: int = 9, **kwargs):
+        super().__init__(**kwargs)
+        self.cell_size = cell_size
+        self.num_orientations = num_orientations
+
+    def call(self, images):
+        return hog(images, self.cell_size, self.num_orientations)
+
+    def compute_output_shape(self, input_shape):
+        def cells(size):
+            return None if size is None else hog_output_size(size, self.cell_size)
+
+        return (
+            input_shape[0],
+            cells(input_shape[1]),
+            cells(input_shape[2]),
+            hog_num_channels(self.num_orientations),
+        )
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "cell_size": self.cell_size,
+            "num_orientations": self.num_orientations,
+        }
