@@ -1,0 +1,286 @@
+"""Decoder networks of the paper's supplementary Tables 2-6 and SPEC.md section 2.
+
+Each table is written down once as data (`LayerSpec` rows, in the table's order
+and with its layer names) and built by one generic function into a Keras
+functional model, so that `model.summary()` reads like the table. Every conv,
+up-conv and fully connected layer is followed by a leaky ReLU (slope 0.2 by
+default, SPEC.md choice) except the last one, which is linear.
+
+Two options let the same code train small models on a CPU and the paper's
+models on a GPU:
+- `width`: multiplies every channel count (and fully connected width) except
+  the 3 output channels; 1.0 is the paper's network;
+- `image_size`: the input image size the features were computed from. The
+  shallow-feature decoders are fully convolutional, so their input and output
+  sizes follow the image size (Table 2 is drawn for 256x256 images); the
+  AlexNet decoders have the fixed sizes of their layer.
+
+Targets are the input image resized to the decoder's output size (paper).
+
+Example:
+    >>> from keras_invert.decoders import build_decoder
+    >>> decoder = build_decoder("hog", image_size=128, width=0.5)
+    >>> decoder.output_shape
+    (None, 128, 128, 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+from keras import layers
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """One row of a decoder table.
+
+    Args:
+        name: layer name as in the table (`convA1`, `upconvJ4`, `fc1`, ...).
+        kind: "conv", "upconv" (transposed conv), "dense", "reshape" or "concat".
+        filters: output channels (units for "dense"; channels for "reshape").
+        kernel_size: kernel size K.
+        strides: stride S.
+        inputs: names of the input rows; empty means the previous row, and
+            "input" the decoder's input.
+    """
+
+    name: str
+    kind: str
+    filters: int = 0
+    kernel_size: int = 0
+    strides: int = 1
+    inputs: tuple[str, ...] = ()
+
+
+def _conv(name, filters, kernel_size, strides=1, inputs=()):
+    return LayerSpec(name, "conv", filters, kernel_size, strides, inputs)
+
+
+def _upconv(name, filters, kernel_size, inputs=()):
+    return LayerSpec(name, "upconv", filters, kernel_size, 2, inputs)
+
+
+# Supplementary Table 2: HOG (two streams; A compresses, B keeps detail; J joins).
+HOG_TABLE = (
+    _conv("convA1", 256, 5, 2, ("input",)),
+    _conv("convA2", 512, 5, 2),
+    _conv("convA3", 1024, 3, 2),
+    _upconv("upconvA1", 512, 4),
+    _upconv("upconvA2", 256, 4),
+    _upconv("upconvA3", 128, 4),
+    _conv("convB1", 128, 5, 1, ("input",)),
+    _conv("convB2", 128, 3, 1),
+    LayerSpec("J", "concat", inputs=("upconvA3", "convB2")),
+    _conv("convJ1", 256, 3, 1),
+    _conv("convJ2", 128, 3, 1),
+    _upconv("upconvJ4", 64, 4),
+    _upconv("upconvJ5", 32, 4),
+    _upconv("upconvJ6", 3, 4),
+)
+
+# Supplementary Table 3: SIFT.
+SIFT_TABLE = (
+    _conv("conv1", 256, 5, 2, ("input",)),
+    _conv("conv2", 512, 3, 2),
+    _conv("conv3", 1024, 3, 2),
+    _conv("conv4", 2048, 3, 2),
+    _conv("conv5", 2048, 3, 1),
+    _conv("conv6", 1024, 3, 1),
+    _upconv("upconv1", 512, 4),
+    _upconv("upconv2", 256, 4),
+    _upconv("upconv3", 128, 4),
+    _upconv("upconv4", 64, 4),
+    _upconv("upconv5", 32, 4),
+    _upconv("upconv6", 3, 4),
+)
+
+# Supplementary Table 4: LBP (two streams, like HOG).
+LBP_TABLE = (
+    _conv("convA1", 256, 5, 2, ("input",)),
+    _conv("convA2", 512, 5, 2),
+    _conv("convA3", 1024, 3, 1),
+    _upconv("upconvA1", 512, 4),
+    _upconv("upconvA2", 256, 4),
+    _conv("convB1", 128, 5, 1, ("input",)),
+    _conv("convB2", 128, 3, 1),
+    LayerSpec("J", "concat", inputs=("upconvA2", "convB2")),
+    _conv("convJ1", 256, 3, 1),
+    _conv("convJ2", 128, 3, 1),
+    _upconv("upconvJ3", 128, 4),
+    _upconv("upconvJ4", 64, 4),
+    _upconv("upconvJ5", 32, 4),
+    _upconv("upconvJ6", 3, 4),
+)
+
+
+def _three_convs():
+    return tuple(_conv(f"conv{i}", 256, 3, 1) for i in (1, 2, 3))
+
+
+def _upconvs(channels):
+    return tuple(_upconv(f"upconv{i + 1}", c, 5) for i, c in enumerate(channels))
+
+
+# Supplementary Table 5: AlexNet conv5 (6x6x256 -> 192x192x3).
+CONV5_TABLE = _three_convs() + _upconvs((256, 128, 64, 32, 3))
+# SPEC.md section 2 (choice): conv1 (27x27 -> 216x216) and conv2..conv4 (13x13 -> 208x208).
+CONV1_TABLE = _three_convs() + _upconvs((64, 32, 3))
+CONV2_TO_CONV4_TABLE = _three_convs() + _upconvs((128, 64, 32, 3))
+# Supplementary Table 6: AlexNet fc8 (and fc6, fc7): 3 fc, reshape 4x4x256, 5 up-convs.
+FC_TABLE = (
+    LayerSpec("fc1", "dense", 4096),
+    LayerSpec("fc2", "dense", 4096),
+    LayerSpec("fc3", "dense", 4096),
+    LayerSpec("reshape", "reshape", 256),
+) + _upconvs((256, 128, 64, 32, 3))
+
+
+def _scaled(channels: int, width: float) -> int:
+    return max(1, int(round(channels * width)))
+
+
+def build_from_table(
+    table,
+    input_shape,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+    name: str = "decoder",
+) -> keras.Model:
+    """Builds a decoder from `LayerSpec` rows.
+
+    Args:
+        table: sequence of `LayerSpec`; the last row is the linear output layer
+            and keeps its channel count whatever the width.
+        input_shape: feature shape without the batch axis.
+        width: channel multiplier for every row but the last.
+        negative_slope: slope of the leaky ReLU after every row but the last.
+        name: model name.
+
+    Returns:
+        A functional `keras.Model` mapping features to an image.
+    """
+    if not width > 0:
+        raise ValueError(f"Expected a positive width multiplier. Received: width={width!r}")
+    if negative_slope < 0:
+        raise ValueError(
+            f"Expected a non-negative leaky ReLU slope. Received: negative_slope={negative_slope!r}"
+        )
+    features = keras.Input(shape=tuple(input_shape), name="features")
+    outputs = {"input": features}
+    previous = features
+    last = len(table) - 1
+    for index, spec in enumerate(table):
+        sources = [outputs[n] for n in spec.inputs] if spec.inputs else [previous]
+        is_last = index == last
+        # The output layer computes in float32 even under a mixed-precision policy.
+        dtype = "float32" if is_last else None
+        filters = spec.filters if is_last else _scaled(spec.filters, width)
+        if spec.kind == "concat":
+            tensor = layers.Concatenate(name=spec.name)(sources)
+        elif spec.kind == "reshape":
+            units = sources[0].shape[-1]
+            side = math.isqrt(units // filters)
+            if side * side * filters != units:
+                raise ValueError(
+                    f"Cannot reshape {units} units into a square map with {filters} channels."
+                )
+            tensor = layers.Reshape((side, side, filters), name=spec.name)(sources[0])
+        else:
+            if spec.kind == "conv":
+                layer = layers.Conv2D(
+                    filters, spec.kernel_size, spec.strides, padding="same", name=spec.name, dtype=dtype
+                )
+            elif spec.kind == "upconv":
+                layer = layers.Conv2DTranspose(
+                    filters, spec.kernel_size, spec.strides, padding="same", name=spec.name, dtype=dtype
+                )
+            elif spec.kind == "dense":
+                layer = layers.Dense(filters, name=spec.name, dtype=dtype)
+            else:
+                raise ValueError(f"Unknown layer kind in decoder table. Received: kind={spec.kind!r}")
+            tensor = layer(sources[0])
+            if not is_last:
+                tensor = layers.LeakyReLU(negative_slope, name=f"{spec.name}_lrelu")(tensor)
+        outputs[spec.name] = tensor
+        previous = tensor
+    return keras.Model(features, previous, name=name)
+
+
+def _check_divisible(representation: str, image_size: int, multiple: int) -> None:
+    if not isinstance(image_size, int) or image_size <= 0 or image_size % multiple:
+        raise ValueError(
+            f"The {representation} decoder needs an image size that is a positive multiple of "
+            f"{multiple}. Received: image_size={image_size!r}"
+        )
+
+
+def hog_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
+    """Table 2: HOG (cell 8, 31 channels) of an `image_size` image -> `image_size` image."""
+    # Three stride-2 convs in stream A need a HOG map divisible by 8.
+    _check_divisible("hog", image_size, 64)
+    cells = image_size // 8
+    return build_from_table(
+        HOG_TABLE, (cells, cells, 31), width=width, negative_slope=negative_slope, name="hog_decoder"
+    )
+
+
+def lbp_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
+    """Table 4: LBP (cell 16, 58 channels) of an `image_size` image -> `image_size` image."""
+    _check_divisible("lbp", image_size, 64)
+    cells = image_size // 16
+    return build_from_table(
+        LBP_TABLE, (cells, cells, 58), width=width, negative_slope=negative_slope, name="lbp_decoder"
+    )
+
+
+def sift_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
+    """Table 3: SIFT keypoint map (`image_size/4`, 133 channels) -> `image_size` image."""
+    _check_divisible("sift", image_size, 64)
+    cells = image_size // 4
+    return build_from_table(
+        SIFT_TABLE, (cells, cells, 133), width=width, negative_slope=negative_slope, name="sift_decoder"
+    )
+
+
+def alexnet_decoder(layer: str, feature_shape, *, width: float = 1.0, negative_slope: float = 0.2):
+    """Table 5 (conv5), Table 6 (fc6..fc8) and SPEC.md's rule (conv1..conv4).
+
+    Args:
+        layer: "conv1" ... "fc8".
+        feature_shape: the encoder tap's shape, e.g. (6, 6, 256) or (1000,).
+    """
+    tables = {
+        "conv1": CONV1_TABLE,
+        "conv2": CONV2_TO_CONV4_TABLE,
+        "conv3": CONV2_TO_CONV4_TABLE,
+        "conv4": CONV2_TO_CONV4_TABLE,
+        "conv5": CONV5_TABLE,
+        "fc6": FC_TABLE,
+        "fc7": FC_TABLE,
+        "fc8": FC_TABLE,
+    }
+    if layer not in tables:
+        raise ValueError(f"Expected an AlexNet layer in {sorted(tables)}. Received: layer={layer!r}")
+    return build_from_table(
+        tables[layer],
+        feature_shape,
+        width=width,
+        negative_slope=negative_slope,
+        name=f"alexnet_{layer}_decoder",
+    )
+
+
+def build_decoder(representation: str, **options) -> keras.Model:
+    """The decoder the registry pairs with `representation` (e.g. "hog", "alexnet/conv5").
+
+    Args:
+        representation: a registered representation name (`keras_invert.registry.names()`).
+        **options: `image_size`, `width`, `negative_slope` (see the module docstring).
+    """
+    from keras_invert import registry  # The registry imports this module.
+
+    return registry.get(representation).build_decoder(**options)
