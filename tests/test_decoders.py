@@ -1,0 +1,192 @@
+"""Decoders against the paper's supplementary Tables 2-6 and SPEC.md section 2.
+
+The rows below are transcribed from the tables (layer, input, K, S, input size,
+output size) independently of the library's own table data.
+"""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_invert import decoders
+
+# (name, inputs, K, S, in_shape, out_shape); K=0 for fully connected / reshape.
+TABLE_2_HOG = [
+    ("convA1", "HOG", 5, 2, (32, 32, 31), (16, 16, 256)),
+    ("convA2", "convA1", 5, 2, (16, 16, 256), (8, 8, 512)),
+    ("convA3", "convA2", 3, 2, (8, 8, 512), (4, 4, 1024)),
+    ("upconvA1", "convA3", 4, 2, (4, 4, 1024), (8, 8, 512)),
+    ("upconvA2", "upconvA1", 4, 2, (8, 8, 512), (16, 16, 256)),
+    ("upconvA3", "upconvA2", 4, 2, (16, 16, 256), (32, 32, 128)),
+    ("convB1", "HOG", 5, 1, (32, 32, 31), (32, 32, 128)),
+    ("convB2", "convB1", 3, 1, (32, 32, 128), (32, 32, 128)),
+    ("convJ1", "J", 3, 1, (32, 32, 256), (32, 32, 256)),
+    ("convJ2", "convJ1", 3, 1, (32, 32, 256), (32, 32, 128)),
+    ("upconvJ4", "convJ2", 4, 2, (32, 32, 128), (64, 64, 64)),
+    ("upconvJ5", "upconvJ4", 4, 2, (64, 64, 64), (128, 128, 32)),
+    ("upconvJ6", "upconvJ5", 4, 2, (128, 128, 32), (256, 256, 3)),
+]
+TABLE_3_SIFT = [
+    ("conv1", "SIFT", 5, 2, (64, 64, 133), (32, 32, 256)),
+    ("conv2", "conv1", 3, 2, (32, 32, 256), (16, 16, 512)),
+    ("conv3", "conv2", 3, 2, (16, 16, 512), (8, 8, 1024)),
+    ("conv4", "conv3", 3, 2, (8, 8, 1024), (4, 4, 2048)),
+    ("conv5", "conv4", 3, 1, (4, 4, 2048), (4, 4, 2048)),
+    ("conv6", "conv5", 3, 1, (4, 4, 2048), (4, 4, 1024)),
+    ("upconv1", "conv6", 4, 2, (4, 4, 1024), (8, 8, 512)),
+    ("upconv2", "upconv1", 4, 2, (8, 8, 512), (16, 16, 256)),
+    ("upconv3", "upconv2", 4, 2, (16, 16, 256), (32, 32, 128)),
+    ("upconv4", "upconv3", 4, 2, (32, 32, 128), (64, 64, 64)),
+    ("upconv5", "upconv4", 4, 2, (64, 64, 64), (128, 128, 32)),
+    ("upconv6", "upconv5", 4, 2, (128, 128, 32), (256, 256, 3)),
+]
+TABLE_4_LBP = [
+    ("convA1", "LBP", 5, 2, (16, 16, 58), (8, 8, 256)),
+    ("convA2", "convA1", 5, 2, (8, 8, 256), (4, 4, 512)),
+    ("convA3", "convA2", 3, 1, (4, 4, 512), (4, 4, 1024)),
+    ("upconvA1", "convA3", 4, 2, (4, 4, 1024), (8, 8, 512)),
+    ("upconvA2", "upconvA1", 4, 2, (8, 8, 512), (16, 16, 256)),
+    ("convB1", "LBP", 5, 1, (16, 16, 58), (16, 16, 128)),
+    ("convB2", "convB1", 3, 1, (16, 16, 128), (16, 16, 128)),
+    ("convJ1", "J", 3, 1, (16, 16, 384), (16, 16, 256)),
+    ("convJ2", "convJ1", 3, 1, (16, 16, 256), (16, 16, 128)),
+    ("upconvJ3", "convJ2", 4, 2, (16, 16, 128), (32, 32, 128)),
+    ("upconvJ4", "upconvJ3", 4, 2, (32, 32, 128), (64, 64, 64)),
+    ("upconvJ5", "upconvJ4", 4, 2, (64, 64, 64), (128, 128, 32)),
+    ("upconvJ6", "upconvJ5", 4, 2, (128, 128, 32), (256, 256, 3)),
+]
+TABLE_5_CONV5 = [
+    ("conv1", "CONV5", 3, 1, (6, 6, 256), (6, 6, 256)),
+    ("conv2", "conv1", 3, 1, (6, 6, 256), (6, 6, 256)),
+    ("conv3", "conv2", 3, 1, (6, 6, 256), (6, 6, 256)),
+    ("upconv1", "conv3", 5, 2, (6, 6, 256), (12, 12, 256)),
+    ("upconv2", "upconv1", 5, 2, (12, 12, 256), (24, 24, 128)),
+    ("upconv3", "upconv2", 5, 2, (24, 24, 128), (48, 48, 64)),
+    ("upconv4", "upconv3", 5, 2, (48, 48, 64), (96, 96, 32)),
+    ("upconv5", "upconv4", 5, 2, (96, 96, 32), (192, 192, 3)),
+]
+TABLE_6_FC8 = [
+    ("fc1", "FC8", 0, 0, (1000,), (4096,)),
+    ("fc2", "fc1", 0, 0, (4096,), (4096,)),
+    ("fc3", "fc2", 0, 0, (4096,), (4096,)),
+    ("reshape", "fc3", 0, 0, (4096,), (4, 4, 256)),
+    ("upconv1", "reshape", 5, 2, (4, 4, 256), (8, 8, 256)),
+    ("upconv2", "upconv1", 5, 2, (8, 8, 256), (16, 16, 128)),
+    ("upconv3", "upconv2", 5, 2, (16, 16, 128), (32, 32, 64)),
+    ("upconv4", "upconv3", 5, 2, (32, 32, 64), (64, 64, 32)),
+    ("upconv5", "upconv4", 5, 2, (64, 64, 32), (128, 128, 3)),
+]
+
+
+def _spec_rule_table(in_shape, upconv_channels):
+    """SPEC.md section 2: 3 conv 3x3 with 256 channels, then 5x5 stride-2 up-convs."""
+    rows, shape = [], in_shape
+    for i in (1, 2, 3):
+        out = (shape[0], shape[1], 256)
+        rows.append((f"conv{i}", "", 3, 1, shape, out))
+        shape = out
+    for i, channels in enumerate(upconv_channels, start=1):
+        out = (shape[0] * 2, shape[1] * 2, channels)
+        rows.append((f"upconv{i}", "", 5, 2, shape, out))
+        shape = out
+    return rows
+
+
+def _expected_parameters(rows):
+    total = 0
+    for _, _, kernel, _, in_shape, out_shape in rows:
+        if kernel:
+            total += kernel * kernel * in_shape[-1] * out_shape[-1] + out_shape[-1]
+        elif len(out_shape) == 1:
+            total += in_shape[0] * out_shape[0] + out_shape[0]
+    return total
+
+
+def _check_against_table(model, rows):
+    weighted = [layer for layer in model.layers if layer.weights]
+    # Functional models list layers in a topological order, not the table's.
+    assert sorted(layer.name for layer in weighted) == sorted(
+        r[0] for r in rows if r[2] or len(r[5]) == 1
+    )
+    for name, _, kernel, stride, in_shape, out_shape in rows:
+        layer = model.get_layer(name)
+        assert tuple(layer.output.shape[1:]) == out_shape, name
+        assert tuple(layer.input.shape[1:]) == in_shape, name
+        if kernel:
+            assert layer.kernel_size == (kernel, kernel), name
+            assert layer.strides == (stride, stride), name
+    assert model.count_params() == _expected_parameters(rows)
+    # Leaky ReLU after every weighted layer but the last, which is linear.
+    activations = {layer.name for layer in model.layers if isinstance(layer, keras.layers.LeakyReLU)}
+    assert model.layers[-1].name == rows[-1][0]
+    assert activations == {f"{layer.name}_lrelu" for layer in weighted if layer.name != rows[-1][0]}
+
+
+@pytest.mark.parametrize(
+    "build, rows",
+    [
+        (lambda: decoders.hog_decoder(256), TABLE_2_HOG),
+        (lambda: decoders.sift_decoder(256), TABLE_3_SIFT),
+        (lambda: decoders.lbp_decoder(256), TABLE_4_LBP),
+        (lambda: decoders.alexnet_decoder("conv5", (6, 6, 256)), TABLE_5_CONV5),
+        (lambda: decoders.alexnet_decoder("fc8", (1000,)), TABLE_6_FC8),
+    ],
+    ids=["table2_hog", "table3_sift", "table4_lbp", "table5_conv5", "table6_fc8"],
+)
+def test_decoder_matches_paper_table(build, rows):
+    _check_against_table(build(), rows)
+
+
+@pytest.mark.parametrize(
+    "layer, in_shape, upconvs",
+    [
+        ("conv1", (27, 27, 96), (64, 32, 3)),
+        ("conv2", (13, 13, 256), (128, 64, 32, 3)),
+        ("conv3", (13, 13, 384), (128, 64, 32, 3)),
+        ("conv4", (13, 13, 384), (128, 64, 32, 3)),
+    ],
+)
+def test_conv_decoders_follow_spec_rule(layer, in_shape, upconvs):
+    _check_against_table(
+        decoders.alexnet_decoder(layer, in_shape), _spec_rule_table(in_shape, upconvs)
+    )
+
+
+@pytest.mark.parametrize("layer, units", [("fc6", 4096), ("fc7", 4096)])
+def test_fc6_fc7_decoders_are_table6_design(layer, units):
+    rows = [("fc1", "", 0, 0, (units,), (4096,))] + TABLE_6_FC8[1:]
+    _check_against_table(decoders.alexnet_decoder(layer, (units,)), rows)
+
+
+def test_width_and_image_size_options():
+    small = decoders.hog_decoder(128, width=0.5)
+    assert small.input_shape == (None, 16, 16, 31)
+    assert small.output_shape == (None, 128, 128, 3)
+    assert small.get_layer("convA1").filters == 128
+    assert small.get_layer("upconvJ6").filters == 3
+    with pytest.raises(ValueError, match="multiple of 64"):
+        decoders.hog_decoder(100)
+    with pytest.raises(ValueError, match="width"):
+        decoders.hog_decoder(128, width=0)
+
+
+def test_build_decoder_by_name_and_unknown_name():
+    assert decoders.build_decoder("hog", image_size=64, width=0.25).output_shape == (None, 64, 64, 3)
+    with pytest.raises(ValueError, match="Unknown representation"):
+        decoders.build_decoder("no-such-feature")
+
+
+def test_wrong_feature_shape_names_expected_shape():
+    decoder = decoders.hog_decoder(64, width=0.125)
+    with pytest.raises(ValueError, match=r"8, 8, 31"):
+        decoder(np.zeros((1, 9, 9, 31), np.float32))
+
+
+def test_decoder_round_trips_through_keras_file(tmp_path):
+    decoder = decoders.hog_decoder(64, width=0.125, negative_slope=0.1)
+    features = np.random.default_rng(0).uniform(0, 0.3, (2, 8, 8, 31)).astype(np.float32)
+    path = tmp_path / "decoder.keras"
+    decoder.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_allclose(restored(features), decoder(features), rtol=1e-5, atol=1e-6)
+    assert restored.get_layer("convA1_lrelu").negative_slope == pytest.approx(0.1)
