@@ -22,7 +22,7 @@ from collections.abc import Callable
 import keras
 
 from keras_invert import decoders
-from keras_invert.features import hog as hog_module
+from keras_invert.features.hog import hog, hog_num_channels, hog_output_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +84,7 @@ def names() -> list[str]:
 
 def _hog_encoder(cell_size: int = 8, num_orientations: int = 9):
     def encode(images):
-        return hog_module.hog(images, cell_size=cell_size, num_orientations=num_orientations)
+        return hog(images, cell_size=cell_size, num_orientations=num_orientations)
 
     return encode
 
@@ -96,9 +96,9 @@ register(
         make_encoder=_hog_encoder,
         decoder_builder=decoders.hog_decoder,
         feature_shape=lambda size: (
-            hog_module.hog_output_size(size),
-            hog_module.hog_output_size(size),
-            hog_module.hog_num_channels(),
+            hog_output_size(size),
+            hog_output_size(size),
+            hog_num_channels(),
         ),
         target_size=lambda size: size,
         default_image_size=256,

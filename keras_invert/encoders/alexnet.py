@@ -1,0 +1,435 @@
+"""AlexNet encoders: the eight representations the paper inverts (SPEC.md section 1).
+
+`alexnet()` builds a Keras functional model whose output is a dict of the
+eight named representations of supplementary Table 1, each the output of the
+last step of its group:
+
+| tap   | Caffe blob | Caffe shape | torchvision layer | torchvision shape |
+|-------|------------|-------------|-------------------|-------------------|
+| conv1 | norm1      | 27x27x96    | pool1             | 27x27x64          |
+| conv2 | norm2      | 13x13x256   | pool2             | 13x13x192         |
+| conv3 | relu3      | 13x13x384   | relu3             | 13x13x384         |
+| conv4 | relu4      | 13x13x384   | relu4             | 13x13x256         |
+| conv5 | pool5      | 6x6x256     | pool5             | 6x6x256           |
+| fc6   | relu6      | 4096        | relu6             | 4096              |
+| fc7   | relu7      | 4096        | relu7             | 4096              |
+| fc8   | fc8        | 1000        | fc8               | 1000              |
+
+Variants:
+* `"caffe"` (the paper's network, Table 1): the BVLC reference network.
+  conv1 96 11x11 stride 4 -> relu1 -> pool1 (max 3x3 stride 2) -> norm1
+  (LRN 5, alpha 1e-4, beta 0.75, k 1); conv2 256 5x5 pad 2, 2 groups -> relu2
+  -> pool2 -> norm2; conv3 384 3x3 pad 1 -> relu3; conv4 384 3x3 pad 1,
+  2 groups -> relu4; conv5 256 3x3 pad 1, 2 groups -> relu5 -> pool5; fc6 4096
+  -> relu6 -> drop6; fc7 4096 -> relu7 -> drop7; fc8 1000. Caffe rounds pooling
+  output sizes up, but at 227 x 227 every pooling divides exactly
+  (55 -> 27 -> 13 -> 6), so plain valid max pooling gives the same result.
+  The network always sees 227 x 227 (the preprocessing resizes), so this
+  holds for every input.
+* `"torchvision"`: `torchvision.models.alexnet` (the "one weird trick"
+  variant): 64-192-384-256-256 channels, conv1 11x11 stride 4 pad 2, no LRN,
+  no groups, 224 x 224 input. Its `AdaptiveAvgPool2d((6, 6))` is the identity
+  at 224 (pool5 is already 6x6) and is left out. The taps are the same "end
+  of each group": for conv1 and conv2 that is the pooling, as there is no LRN.
+  Dropout sits before fc6 and fc7 as in torchvision (`drop5`, `drop6`).
+
+Preprocessing is part of the model (layer `preprocessing`): it takes RGB
+images `[N, H, W, 3]`, uint8 or float in 0..255, of any size, centre-crops and
+resizes them to the network's size when they are not already that size, and
+then:
+* caffe: RGB -> BGR and subtracts the per-channel ImageNet mean in BGR order,
+  `CAFFE_BGR_MEAN` = (104.007, 116.669, 122.679), the channel means of
+  Caffe's `ilsvrc_2012_mean.binaryproto` (what Caffe's own Python classifier
+  example subtracts). The networks were trained with the mean *image*, whose
+  pixels differ from these channel means by a few grey levels; the per-channel
+  form is size-independent and is the common deployment choice (choice).
+  Because the model feeds BGR to conv1, Caffe's conv1 kernels are used as
+  stored, with no channel flip.
+* torchvision: scales to 0..1 and normalises with the ImageNet mean and std
+  in RGB order, as `torchvision.transforms.Normalize` does.
+
+With `include_preprocessing=False` the model instead takes what the network
+itself takes: `[N, 227, 227, 3]` BGR mean-subtracted (caffe) or
+`[N, 224, 224, 3]` normalised RGB (torchvision).
+
+Example:
+    >>> from keras_invert.encoders import alexnet
+    >>> encoder = alexnet("caffe", weights="bvlc_reference_caffenet.caffemodel")
+    >>> features = encoder(images)  # dict: features["conv5"].shape == (N, 6, 6, 256)
+    >>> conv5 = alexnet("caffe", weights="caffenet.weights.h5", outputs=["conv5"])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+from keras import layers
+
+from keras_invert.encoders.layers import ImagePreprocessing, LocalResponseNormalization
+
+ALEXNET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+"""The eight representations, in network order (SPEC.md section 1)."""
+
+ALEXNET_VARIANTS = ("caffe", "torchvision")
+
+ALEXNET_IMAGE_SIZES = {"caffe": 227, "torchvision": 224}
+"""Side of the square image each variant's first convolution sees."""
+
+ALEXNET_OUTPUT_SHAPES = {
+    "caffe": {
+        "conv1": (27, 27, 96),
+        "conv2": (13, 13, 256),
+        "conv3": (13, 13, 384),
+        "conv4": (13, 13, 384),
+        "conv5": (6, 6, 256),
+        "fc6": (4096,),
+        "fc7": (4096,),
+        "fc8": (1000,),
+    },
+    "torchvision": {
+        "conv1": (27, 27, 64),
+        "conv2": (13, 13, 192),
+        "conv3": (13, 13, 384),
+        "conv4": (13, 13, 256),
+        "conv5": (6, 6, 256),
+        "fc6": (4096,),
+        "fc7": (4096,),
+        "fc8": (1000,),
+    },
+}
+"""Per variant, each representation's shape without the batch axis."""
+
+ALEXNET_TAP_LAYERS = {
+    "caffe": {
+        "conv1": "norm1",
+        "conv2": "norm2",
+        "conv3": "relu3",
+        "conv4": "relu4",
+        "conv5": "pool5",
+        "fc6": "relu6",
+        "fc7": "relu7",
+        "fc8": "fc8",
+    },
+    "torchvision": {
+        "conv1": "pool1",
+        "conv2": "pool2",
+        "conv3": "relu3",
+        "conv4": "relu4",
+        "conv5": "pool5",
+        "fc6": "relu6",
+        "fc7": "relu7",
+        "fc8": "fc8",
+    },
+}
+"""Per variant, the Keras layer whose output is each representation."""
+
+ALEXNET_WEIGHT_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+"""The layers that carry weights, named as in Caffe's prototxt and Table 1."""
+
+CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
+"""Channel means of Caffe's `ilsvrc_2012_mean.binaryproto`, BGR order, 0..255."""
+
+TORCHVISION_RGB_MEAN = (0.485, 0.456, 0.406)
+TORCHVISION_RGB_STD = (0.229, 0.224, 0.225)
+
+# (filters, kernel, stride, padding, groups) per convolution. Padding "same"
+# equals Caffe's symmetric pad at stride 1 (pad 2 for 5x5, pad 1 for 3x3).
+_CONVOLUTIONS = {
+    "caffe": (
+        (96, 11, 4, "valid", 1),
+        (256, 5, 1, "same", 2),
+        (384, 3, 1, "same", 1),
+        (384, 3, 1, "same", 2),
+        (256, 3, 1, "same", 2),
+    ),
+    "torchvision": (
+        (64, 11, 4, 2, 1),  # pad 2 explicitly: "same" at stride 4 would give 56, not 55
+        (192, 5, 1, "same", 1),
+        (384, 3, 1, "same", 1),
+        (256, 3, 1, "same", 1),
+        (256, 3, 1, "same", 1),
+    ),
+}
+
+
+def alexnet(
+    variant: str = "caffe",
+    weights: str | os.PathLike | None = None,
+    outputs: Sequence[str] | None = None,
+    input_size: int | tuple[int, int] | None = None,
+    include_preprocessing: bool = True,
+    name: str | None = None,
+) -> keras.Model:
+    """Builds an AlexNet encoder whose outputs are the named representations.
+
+    Args:
+        variant: `"caffe"` (the paper's BVLC reference network) or
+            `"torchvision"`.
+        weights: `None` for random initialisation, or a path to a
+            `.weights.h5` file written by `launch.convert_weights` (or by
+            `model.save_weights` on a full model of the same variant), a Caffe
+            `.caffemodel`, or a torchvision `.pth` state dict. Weights are
+            loaded into the full network before `outputs` selects taps.
+        outputs: names from `ALEXNET_LAYERS` to return, in any order; `None`
+            returns all eight. A subset keeps only the layers it needs.
+        input_size: static image size the model takes, an int (square) or
+            `(height, width)`; `None` accepts any size. Ignored shapes are
+            centre-cropped and resized inside the model.
+        include_preprocessing: whether the model takes RGB 0..255 images (the
+            default) or already preprocessed network input (see module
+            docstring).
+        name: model name; defaults to `alexnet_<variant>`.
+
+    Returns:
+        A functional `keras.Model` mapping images `[N, H, W, 3]` to a dict
+        `{tap: tensor}`.
+
+    Example:
+        >>> encoder = alexnet("caffe")
+        >>> encoder(np.zeros((1, 227, 227, 3), "uint8"))["conv1"].shape
+        TensorShape([1, 27, 27, 96])
+    """
+    if variant not in ALEXNET_VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {ALEXNET_VARIANTS}. Received: variant={variant!r}"
+        )
+    image_size = ALEXNET_IMAGE_SIZES[variant]
+    height, width = _input_size(input_size)
+    if not include_preprocessing and (height, width) not in ((None, None), (image_size,) * 2):
+        raise ValueError(
+            f"Without preprocessing the {variant} network takes {image_size}x{image_size} "
+            f"input. Received: input_size={input_size!r}"
+        )
+    if not include_preprocessing:
+        height = width = image_size
+
+    images = keras.Input(shape=(height, width, 3), name="image")
+    if include_preprocessing:
+        if variant == "caffe":
+            preprocessing = ImagePreprocessing(
+                image_size, mean=CAFFE_BGR_MEAN, reverse_channels=True, name="preprocessing"
+            )
+        else:
+            preprocessing = ImagePreprocessing(
+                image_size,
+                mean=TORCHVISION_RGB_MEAN,
+                std=TORCHVISION_RGB_STD,
+                scale=1.0 / 255.0,
+                name="preprocessing",
+            )
+        x = preprocessing(images)
+    else:
+        x = images
+
+    taps = {}
+    for index, (filters, kernel, stride, padding, groups) in enumerate(_CONVOLUTIONS[variant]):
+        block = index + 1
+        if not isinstance(padding, str):
+            x = layers.ZeroPadding2D(padding, name=f"pad{block}")(x)
+            padding = "valid"
+        x = layers.Conv2D(
+            filters, kernel, strides=stride, padding=padding, groups=groups, name=f"conv{block}"
+        )(x)
+        x = layers.ReLU(name=f"relu{block}")(x)
+        if block in (1, 2, 5):
+            x = layers.MaxPooling2D(3, strides=2, name=f"pool{block}")(x)
+        if variant == "caffe" and block in (1, 2):
+            x = LocalResponseNormalization(5, alpha=1e-4, beta=0.75, k=1.0, name=f"norm{block}")(
+                x
+            )
+        taps[f"conv{block}"] = x
+
+    # Caffe and torchvision flatten pool5 as C, H, W and Keras as H, W, C; the
+    # weight importers permute fc6's input rows accordingly.
+    x = layers.Flatten(name="flatten")(x)
+    for block, units in ((6, 4096), (7, 4096)):
+        if variant == "torchvision":
+            x = layers.Dropout(0.5, name=f"drop{block - 1}")(x)
+        x = layers.Dense(units, name=f"fc{block}")(x)
+        x = layers.ReLU(name=f"relu{block}")(x)
+        taps[f"fc{block}"] = x
+        if variant == "caffe":
+            x = layers.Dropout(0.5, name=f"drop{block}")(x)
+    taps["fc8"] = layers.Dense(1000, name="fc8")(x)
+
+    model = keras.Model(images, taps, name=name or f"alexnet_{variant}")
+    if weights is not None:
+        _load_weights(model, weights, variant)
+    if outputs is not None:
+        model = select_outputs(model, outputs, name=name)
+    return model
+
+
+def select_outputs(
+    model: keras.Model, outputs: Sequence[str], name: str | None = None
+) -> keras.Model:
+    """Returns a model sharing `model`'s layers with only the named outputs.
+
+    Layers no requested output depends on are left out, so
+    `select_outputs(encoder, ["conv2"])` does not compute the fully connected
+    layers. The new model shares weights with `model`.
+
+    Args:
+        model: a model returned by `alexnet()` (any model with dict outputs).
+        outputs: output names to keep, e.g. `["conv5"]`.
+        name: name of the new model; defaults to `model.name` plus the taps.
+
+    Example:
+        >>> full = alexnet("caffe", weights="caffenet.weights.h5")
+        >>> conv5 = select_outputs(full, ["conv5"])
+    """
+    available = model.output
+    if not isinstance(available, Mapping):
+        raise ValueError(f"`model` must have dict outputs. Received: model={model.name!r}")
+    if isinstance(outputs, str) or not isinstance(outputs, Sequence) or not outputs:
+        raise ValueError(
+            f"`outputs` must be a non-empty list of names. Received: outputs={outputs!r}"
+        )
+    unknown = [output for output in outputs if output not in available]
+    if unknown:
+        raise ValueError(
+            f"`outputs` must name outputs of the model, {tuple(available)}. "
+            f"Received: outputs={list(outputs)!r}"
+        )
+    if len(set(outputs)) != len(outputs):
+        raise ValueError(f"`outputs` has duplicates. Received: outputs={list(outputs)!r}")
+    return keras.Model(
+        model.input,
+        {output: available[output] for output in outputs},
+        name=name or f"{model.name}_{'_'.join(outputs)}",
+    )
+
+
+def set_alexnet_weights(model: keras.Model, parameters: Mapping[str, Sequence[np.ndarray]]):
+    """Assigns weights given in Caffe/PyTorch layout to an AlexNet model.
+
+    Convolution kernels are `[out, in / groups, height, width]` (OIHW) and
+    become Keras' `[height, width, in / groups, out]`; fully connected
+    matrices are `[out, in]` and become `[in, out]`. fc6's input rows follow
+    the C, H, W flattening of pool5 in Caffe and PyTorch and are permuted to
+    Keras' H, W, C order. Leading axes of size 1 (Caffe's legacy 4-d blobs for
+    fully connected layers and biases) are dropped. Every weight is converted
+    and shape-checked before any is assigned, so an error leaves the model
+    untouched.
+
+    Args:
+        model: a model from `alexnet()`, possibly with a subset of outputs;
+            only the weight layers it contains are set.
+        parameters: layer name (`ALEXNET_WEIGHT_LAYERS`) to `(kernel, bias)`.
+
+    Raises:
+        ValueError: a layer is missing from `parameters` or a shape differs;
+            the message names the layer and both shapes.
+    """
+    present = [name for name in ALEXNET_WEIGHT_LAYERS if _has_layer(model, name)]
+    if not present:
+        raise ValueError(
+            f"`model` has none of the AlexNet layers {ALEXNET_WEIGHT_LAYERS}. "
+            f"Received: model={model.name!r}"
+        )
+    missing = [name for name in present if name not in parameters]
+    if missing:
+        raise ValueError(
+            f"The weights have no entries for layer(s) {missing}. "
+            f"Received layers: {sorted(parameters)!r}"
+        )
+    converted = {}
+    for name in present:
+        layer = model.get_layer(name)
+        if len(parameters[name]) != 2:
+            raise ValueError(
+                f"Layer {name!r} needs a kernel and a bias. "
+                f"Received: {len(parameters[name])} array(s)"
+            )
+        kernel, bias = (np.asarray(array, dtype="float32") for array in parameters[name])
+        keras_shape = tuple(layer.kernel.shape)
+        if isinstance(layer, layers.Conv2D):
+            # Keras [h, w, in/groups, out] <- OIHW [out, in/groups, h, w].
+            expected = tuple(keras_shape[i] for i in (3, 2, 0, 1))
+            layout = "OIHW"
+        else:
+            kernel = _drop_leading_ones(kernel, 2)
+            expected = keras_shape[::-1]
+            layout = "[out, in]"
+        if kernel.shape != expected:
+            raise ValueError(
+                f"Layer {name!r}: the kernel in the weights has shape {kernel.shape}, the "
+                f"model needs {expected} ({layout}; Keras layout {keras_shape})."
+            )
+        bias = _drop_leading_ones(bias, 1)
+        if bias.shape != tuple(layer.bias.shape):
+            raise ValueError(
+                f"Layer {name!r}: the bias in the weights has shape {bias.shape}, the "
+                f"model needs {tuple(layer.bias.shape)}."
+            )
+        if isinstance(layer, layers.Conv2D):
+            kernel = kernel.transpose(2, 3, 1, 0)
+        else:
+            if name == "fc6" and _has_layer(model, "pool5"):
+                kernel = _chw_rows_to_hwc(kernel, tuple(model.get_layer("pool5").output.shape[1:]))
+            kernel = kernel.T
+        converted[name] = (kernel, bias)
+    for name, (kernel, bias) in converted.items():
+        layer = model.get_layer(name)
+        layer.kernel.assign(kernel)
+        layer.bias.assign(bias)
+
+
+def _input_size(input_size) -> tuple[int | None, int | None]:
+    if input_size is None:
+        return None, None
+    if isinstance(input_size, int) and not isinstance(input_size, bool) and input_size > 0:
+        return input_size, input_size
+    if (
+        isinstance(input_size, Sequence)
+        and len(input_size) == 2
+        and all(isinstance(side, int) and side > 0 for side in input_size)
+    ):
+        return tuple(input_size)
+    raise ValueError(
+        "`input_size` must be None, a positive int or (height, width). "
+        f"Received: input_size={input_size!r}"
+    )
+
+
+def _load_weights(model: keras.Model, weights, variant: str):
+    path = os.fspath(weights)
+    if path.endswith(".weights.h5"):
+        model.load_weights(path)
+        return
+    # Imported here: the weights package builds on this module's converters.
+    from keras_invert import weights as weights_io
+
+    if path.endswith(".caffemodel"):
+        weights_io.load_caffe_weights(model, path)
+    elif path.endswith((".pth", ".pt")):
+        weights_io.load_torchvision_weights(model, path)
+    else:
+        raise ValueError(
+            "`weights` must be None or a path ending in .weights.h5, .caffemodel, .pth "
+            f"or .pt. Received: weights={weights!r}"
+        )
+
+
+def _has_layer(model: keras.Model, name: str) -> bool:
+    return any(layer.name == name for layer in model.layers)
+
+
+def _drop_leading_ones(array: np.ndarray, ndim: int) -> np.ndarray:
+    while array.ndim > ndim and array.shape[0] == 1:
+        array = array[0]
+    return array
+
+
+def _chw_rows_to_hwc(kernel: np.ndarray, spatial_shape: tuple[int, int, int]) -> np.ndarray:
+    height, width, channels = spatial_shape
+    units, inputs = kernel.shape
+    return (
+        kernel.reshape(units, channels, height, width)
+        .transpose(0, 2, 3, 1)
+        .reshape(units, inputs)
+    )
+

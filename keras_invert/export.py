@@ -1,0 +1,207 @@
+"""SavedModel export for TF Serving: images or features in, reconstructions out.
+
+`export_saved_model` writes `EXPORT_BASE/<version>/`, the layout TF Serving
+watches, with these signatures:
+
+- `serving_default`: uint8 images `[N, H, W, C]` (C = 1, 3 or 4; any size) ->
+  `{"reconstruction": float32 [N, T, T, 3] in [0, 1]}`. The image is centre
+  cropped to a square, resized to the training image size, and encoded inside
+  the graph (representations whose encoder is TensorFlow only).
+- `serve_float`: the same for float32 images in 0..255.
+- `from_features`: features `[N, *feature_shape]` -> the same output.
+
+Inputs are checked in the graph (rank, shape, finite values); a bad request
+fails with an InvalidArgumentError that names the expected shape.
+
+The SavedModel is written into a hidden temporary directory beside the
+version directories and renamed into place when complete: TF Serving (which
+only loads numeric directories) never sees a half-written export.
+
+Example:
+    >>> from keras_invert import export
+    >>> path = export.export_saved_model(decoder, "hog", "/tmp/exports", image_size=128)
+    >>> # tensorflow_model_server --model_base_path=/tmp/exports ...
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import keras
+import tensorflow as tf
+
+from keras_invert import registry
+
+METADATA_ASSET = "keras_invert.json"
+
+
+def next_version(export_base: str) -> int:
+    """One more than the largest numeric version directory (1 for none)."""
+    if not os.path.isdir(export_base):
+        return 1
+    versions = [int(n) for n in os.listdir(export_base) if n.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def _prepare_images(images, image_size: int):
+    """uint8/float images of any size and 1, 3 or 4 channels -> float32 [N, S, S, 3] in 0..255."""
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.assert_equal(
+            tf.reduce_any(tf.equal(shape[-1], [1, 3, 4])),
+            True,
+            message="Expected images [N, H, W, C] with C = 1 (gray), 3 (RGB) or 4 (RGBA)",
+        ),
+        tf.debugging.assert_positive(shape[1:3], message="Expected non-empty images"),
+    ]
+    with tf.control_dependencies(checks):
+        images = tf.cast(images, tf.float32)
+        tf.debugging.assert_all_finite(images, "Expected finite pixel values")
+        images = tf.identity(images)
+    images = tf.cond(
+        tf.equal(shape[-1], 1),
+        lambda: tf.tile(images[..., :1], [1, 1, 1, 3]),
+        lambda: images[..., :3],
+    )
+    images = tf.ensure_shape(images, [None, None, None, 3])
+    side = tf.minimum(shape[1], shape[2])
+    images = tf.image.crop_to_bounding_box(
+        images, (shape[1] - side) // 2, (shape[2] - side) // 2, side, side
+    )
+    return tf.image.resize(images, [image_size, image_size], method="area", antialias=True)
+
+
+def _check_features(features, feature_shape):
+    expected = tf.constant(feature_shape, tf.int32)
+    message = f"Expected features of shape [N, {', '.join(map(str, feature_shape))}]"
+    checks = [
+        tf.debugging.assert_rank(features, len(feature_shape) + 1, message=message),
+        tf.debugging.assert_equal(tf.shape(features)[1:], expected, message=message),
+    ]
+    with tf.control_dependencies(checks):
+        tf.debugging.assert_all_finite(features, "Expected finite feature values")
+        features = tf.identity(features)
+    return tf.ensure_shape(features, [None, *feature_shape])
+
+
+def export_saved_model(
+    decoder: keras.Model,
+    representation: str,
+    export_base: str,
+    *,
+    image_size: int | None = None,
+    encoder_options: dict | None = None,
+    version: int | None = None,
+) -> str:
+    """Exports `decoder` as `export_base/<version>` and returns that path.
+
+    Args:
+        decoder: the trained decoder.
+        representation: its registry name; gives the encoder for image signatures.
+        export_base: the directory TF Serving watches.
+        image_size: the training image size (default: the representation's).
+        encoder_options: keyword arguments for the representation's encoder.
+        version: version number (default: the next free one).
+    """
+    spec = registry.get(representation)
+    image_size = spec.default_image_size if image_size is None else image_size
+    feature_shape = tuple(int(d) for d in spec.feature_shape(image_size))
+    if tuple(decoder.input_shape[1:]) != feature_shape:
+        raise ValueError(
+            f"The decoder takes features {tuple(decoder.input_shape[1:])} but {representation} at "
+            f"image_size={image_size} gives {feature_shape}. Received: image_size={image_size!r}"
+        )
+    version = next_version(export_base) if version is None else version
+    final = os.path.join(export_base, str(version))
+    if os.path.exists(final):
+        raise ValueError(f"Export version already exists. Received: path={final!r}")
+
+    archive = keras.export.ExportArchive()
+    archive.track(decoder)
+
+    def reconstruct(features):
+        return {"reconstruction": tf.clip_by_value(decoder(features, training=False), 0.0, 1.0)}
+
+    def from_features(features):
+        return reconstruct(_check_features(features, feature_shape))
+
+    archive.add_endpoint(
+        "from_features",
+        from_features,
+        input_signature=[tf.TensorSpec([None] * (len(feature_shape) + 1), tf.float32, "features")],
+    )
+    if spec.in_graph:
+        encode = spec.make_encoder(**(encoder_options or {}))
+        if isinstance(encode, keras.layers.Layer):
+            archive.track(encode)
+
+        def from_images(images):
+            return reconstruct(encode(_prepare_images(images, image_size)))
+
+        archive.add_endpoint(
+            "serving_default",
+            from_images,
+            input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8, "images")],
+        )
+        archive.add_endpoint(
+            "serve_float",
+            from_images,
+            input_signature=[tf.TensorSpec([None, None, None, None], tf.float32, "images")],
+        )
+    else:
+        # Without an in-graph encoder the features are the only input a server can take.
+        archive.add_endpoint(
+            "serving_default",
+            from_features,
+            input_signature=[tf.TensorSpec([None] * (len(feature_shape) + 1), tf.float32, "features")],
+        )
+
+    os.makedirs(export_base, exist_ok=True)
+    temporary = os.path.join(export_base, f".partial-{version}-{uuid.uuid4().hex}")
+    try:
+        archive.write_out(temporary, verbose=False)
+        _write_metadata(temporary, representation, image_size, feature_shape, encoder_options)
+        os.rename(temporary, final)
+    finally:
+        if os.path.exists(temporary):
+            shutil.rmtree(temporary, ignore_errors=True)
+    return final
+
+
+def _write_metadata(path, representation, image_size, feature_shape, encoder_options):
+    import json
+
+    os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
+    with open(os.path.join(path, "assets.extra", METADATA_ASSET), "w") as file:
+        json.dump(
+            {
+                "representation": representation,
+                "image_size": image_size,
+                "feature_shape": list(feature_shape),
+                "encoder_options": encoder_options or {},
+            },
+            file,
+            indent=2,
+        )
+
+
+def read_metadata(path: str) -> dict:
+    """The representation, image size and feature shape recorded in an export."""
+    import json
+
+    with open(os.path.join(path, "assets.extra", METADATA_ASSET)) as file:
+        return json.load(file)
+
+
+def latest_version_dir(path: str) -> str:
+    """`path` itself if it is a SavedModel, else its newest numeric version directory."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = sorted((int(n) for n in os.listdir(path) if n.isdigit()), reverse=True)
+    for version in versions:
+        candidate = os.path.join(path, str(version))
+        if os.path.exists(os.path.join(candidate, "saved_model.pb")):
+            return candidate
+    raise ValueError(f"No SavedModel version directory found. Received: path={path!r}")
