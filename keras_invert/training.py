@@ -269,6 +269,7 @@ def train(
             initial_epoch=initial_epoch,
             callbacks=all_callbacks,
             verbose=verbose,
+            shuffle=False,  # The pipeline shuffles; Keras cannot shuffle a tf.data stream.
         )
     final = os.path.join(work_dir, FINAL_MODEL)
     temporary = os.path.join(work_dir, f".partial-{os.getpid()}-{FINAL_MODEL}")

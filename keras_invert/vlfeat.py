@@ -29,6 +29,66 @@ _LIBRARY_NAMES = ("libvl.so.1", "libvl.so", "libvl.dylib")
 _vl_size = ctypes.c_uint64
 _vl_bool = ctypes.c_int
 _VL_HOG_VARIANT_UOCTTI = 1
+_VL_LBP_UNIFORM = 0
+_VL_ERR_EOF = 5
+_LBP_DIMENSION = 58
+_SIFT_DESCRIPTOR_SIZE = 128
+
+
+class _VlSiftKeypoint(ctypes.Structure):
+    """`VlSiftKeypoint` from `vl/sift.h`."""
+
+    _fields_ = [
+        ("o", ctypes.c_int),
+        ("ix", ctypes.c_int),
+        ("iy", ctypes.c_int),
+        ("is_", ctypes.c_int),
+        ("x", ctypes.c_float),
+        ("y", ctypes.c_float),
+        ("s", ctypes.c_float),
+        ("sigma", ctypes.c_float),
+    ]
+
+
+class _VlSiftFilt(ctypes.Structure):
+    """`VlSiftFilt` from `vl/sift.h`.
+
+    Declared in full because the keypoint list and the thresholds are read and
+    written through `VL_INLINE` accessors that the shared library does not export.
+    """
+
+    _fields_ = [
+        ("sigman", ctypes.c_double),
+        ("sigma0", ctypes.c_double),
+        ("sigmak", ctypes.c_double),
+        ("dsigma0", ctypes.c_double),
+        ("width", ctypes.c_int),
+        ("height", ctypes.c_int),
+        ("O", ctypes.c_int),
+        ("S", ctypes.c_int),
+        ("o_min", ctypes.c_int),
+        ("s_min", ctypes.c_int),
+        ("s_max", ctypes.c_int),
+        ("o_cur", ctypes.c_int),
+        ("temp", ctypes.c_void_p),
+        ("octave", ctypes.c_void_p),
+        ("dog", ctypes.c_void_p),
+        ("octave_width", ctypes.c_int),
+        ("octave_height", ctypes.c_int),
+        ("gaussFilter", ctypes.c_void_p),
+        ("gaussFilterSigma", ctypes.c_double),
+        ("gaussFilterWidth", _vl_size),
+        ("keys", ctypes.POINTER(_VlSiftKeypoint)),
+        ("nkeys", ctypes.c_int),
+        ("keys_res", ctypes.c_int),
+        ("peak_thresh", ctypes.c_double),
+        ("edge_thresh", ctypes.c_double),
+        ("norm_thresh", ctypes.c_double),
+        ("magnif", ctypes.c_double),
+        ("windowSize", ctypes.c_double),
+        ("grad", ctypes.c_void_p),
+        ("grad_o", ctypes.c_int),
+    ]
 
 
 class VLFeatUnavailableError(RuntimeError):
@@ -79,6 +139,38 @@ def _declare(library: ctypes.CDLL) -> None:
     library.vl_hog_extract.argtypes = [pointer, float_pointer]
     library.vl_hog_extract.restype = None
 
+    library.vl_lbp_new.argtypes = [ctypes.c_int, _vl_bool]
+    library.vl_lbp_new.restype = pointer
+    library.vl_lbp_delete.argtypes = [pointer]
+    library.vl_lbp_delete.restype = None
+    library.vl_lbp_get_dimension.argtypes = [pointer]
+    library.vl_lbp_get_dimension.restype = _vl_size
+    library.vl_lbp_process.argtypes = [
+        pointer, float_pointer, float_pointer, _vl_size, _vl_size, _vl_size
+    ]
+    library.vl_lbp_process.restype = None
+
+    sift_pointer = ctypes.POINTER(_VlSiftFilt)
+    keypoint_pointer = ctypes.POINTER(_VlSiftKeypoint)
+    library.vl_sift_new.argtypes = [ctypes.c_int] * 5
+    library.vl_sift_new.restype = sift_pointer
+    library.vl_sift_delete.argtypes = [sift_pointer]
+    library.vl_sift_delete.restype = None
+    library.vl_sift_process_first_octave.argtypes = [sift_pointer, float_pointer]
+    library.vl_sift_process_first_octave.restype = ctypes.c_int
+    library.vl_sift_process_next_octave.argtypes = [sift_pointer]
+    library.vl_sift_process_next_octave.restype = ctypes.c_int
+    library.vl_sift_detect.argtypes = [sift_pointer]
+    library.vl_sift_detect.restype = None
+    library.vl_sift_calc_keypoint_orientations.argtypes = [
+        sift_pointer, ctypes.POINTER(ctypes.c_double), keypoint_pointer
+    ]
+    library.vl_sift_calc_keypoint_orientations.restype = ctypes.c_int
+    library.vl_sift_calc_keypoint_descriptor.argtypes = [
+        sift_pointer, float_pointer, keypoint_pointer, ctypes.c_double
+    ]
+    library.vl_sift_calc_keypoint_descriptor.restype = None
+
 
 def is_available() -> bool:
     """Returns True when `libvl` loads on this machine."""
@@ -123,3 +215,105 @@ def hog(image: np.ndarray, cell_size: int = 8, num_orientations: int = 9) -> np.
     finally:
         library.vl_hog_delete(handle)
     return features.transpose(1, 2, 0).copy()
+
+
+def lbp(image: np.ndarray, cell_size: int = 16) -> np.ndarray:
+    """VLFeat's uniform LBP (`vl_lbp_process`, `VlLbpUniform`, not transposed) of one image.
+
+    Args:
+        image: grayscale `[H, W]` array, converted to float32 as is (no scaling).
+        cell_size: cell size in pixels.
+
+    Returns:
+        float32 array `[H // cell_size, W // cell_size, 58]`, channels last.
+    """
+    library = _library()
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"Expected a grayscale image [H, W]. Received: shape={image.shape!r}")
+    height, width = image.shape
+    handle = library.vl_lbp_new(_VL_LBP_UNIFORM, 0)
+    try:
+        dimension = library.vl_lbp_get_dimension(handle)
+        # VLFeat writes channel-major: features[k, cy, cx].
+        features = np.zeros((dimension, height // cell_size, width // cell_size), np.float32)
+        library.vl_lbp_process(
+            handle, _as_float_pointer(features), _as_float_pointer(image), width, height, cell_size
+        )
+    finally:
+        library.vl_lbp_delete(handle)
+    return features.transpose(1, 2, 0).copy()
+
+
+def sift_keypoints(
+    image: np.ndarray,
+    num_levels: int = 3,
+    first_octave: int = 0,
+    peak_threshold: float = 0.0,
+    edge_threshold: float = 10.0,
+) -> dict[str, np.ndarray]:
+    """VLFeat's SIFT keypoints of one grayscale image, with their first orientation only.
+
+    Runs `vl_sift_new(width, height, -1, num_levels, first_octave)` and, octave by
+    octave, `vl_sift_detect`, `vl_sift_calc_keypoint_orientations` and
+    `vl_sift_calc_keypoint_descriptor` for the first orientation, as the paper's
+    features (VLFeat defaults; SPEC.md section 1). Keypoints for which VLFeat finds
+    no orientation (too close to the border) are dropped, as `vl_sift` does.
+
+    Args:
+        image: grayscale `[H, W]` array, converted to float32 as is (no scaling).
+        num_levels: levels per octave.
+        first_octave: index of the first octave (-1 doubles the image first).
+        peak_threshold: VLFeat's peak threshold on the DoG value.
+        edge_threshold: VLFeat's edge threshold (ratio of principal curvatures).
+
+    Returns:
+        Dict of arrays in detection order: `x`, `y` (pixels, x to the right, y
+        down, pixel centres at integers), `sigma` (pixels), `angle` (radians, in
+        VLFeat's image frame with y down, in `[0, 2*pi)`) each `[K]` float32, and
+        `descriptor` `[K, 128]` float32 (VLFeat's normalised vector).
+    """
+    library = _library()
+    image = np.ascontiguousarray(image, dtype=np.float32)
+    if image.ndim != 2:
+        raise ValueError(f"Expected a grayscale image [H, W]. Received: shape={image.shape!r}")
+    height, width = image.shape
+    filt = library.vl_sift_new(width, height, -1, num_levels, first_octave)
+    if not filt:
+        raise ValueError(
+            f"VLFeat could not build a scale space for this image. Received: shape={image.shape!r}"
+        )
+    rows = []
+    descriptors = []
+    angles = (ctypes.c_double * 4)()
+    try:
+        filt.contents.peak_thresh = peak_threshold
+        filt.contents.edge_thresh = edge_threshold
+        status = library.vl_sift_process_first_octave(filt, _as_float_pointer(image))
+        while status != _VL_ERR_EOF:
+            library.vl_sift_detect(filt)
+            keys = filt.contents.keys
+            for index in range(filt.contents.nkeys):
+                keypoint = keys[index]
+                count = library.vl_sift_calc_keypoint_orientations(
+                    filt, angles, ctypes.byref(keypoint)
+                )
+                if count == 0:
+                    continue
+                descriptor = np.zeros(_SIFT_DESCRIPTOR_SIZE, np.float32)
+                library.vl_sift_calc_keypoint_descriptor(
+                    filt, _as_float_pointer(descriptor), ctypes.byref(keypoint), angles[0]
+                )
+                rows.append((keypoint.x, keypoint.y, keypoint.sigma, angles[0]))
+                descriptors.append(descriptor)
+            status = library.vl_sift_process_next_octave(filt)
+    finally:
+        library.vl_sift_delete(filt)
+    table = np.asarray(rows, np.float32).reshape(-1, 4)
+    return {
+        "x": table[:, 0].copy(),
+        "y": table[:, 1].copy(),
+        "sigma": table[:, 2].copy(),
+        "angle": table[:, 3].copy(),
+        "descriptor": np.asarray(descriptors, np.float32).reshape(-1, _SIFT_DESCRIPTOR_SIZE),
+    }

@@ -237,9 +237,7 @@ def alexnet(
         if block in (1, 2, 5):
             x = layers.MaxPooling2D(3, strides=2, name=f"pool{block}")(x)
         if variant == "caffe" and block in (1, 2):
-            x = LocalResponseNormalization(5, alpha=1e-4, beta=0.75, k=1.0, name=f"norm{block}")(
-                x
-            )
+            x = LocalResponseNormalization(5, alpha=1e-4, beta=0.75, k=1.0, name=f"norm{block}")(x)
         taps[f"conv{block}"] = x
 
     # Caffe and torchvision flatten pool5 as C, H, W and Keras as H, W, C; the
@@ -428,8 +426,5 @@ def _chw_rows_to_hwc(kernel: np.ndarray, spatial_shape: tuple[int, int, int]) ->
     height, width, channels = spatial_shape
     units, inputs = kernel.shape
     return (
-        kernel.reshape(units, channels, height, width)
-        .transpose(0, 2, 3, 1)
-        .reshape(units, inputs)
+        kernel.reshape(units, channels, height, width).transpose(0, 2, 3, 1).reshape(units, inputs)
     )
-

@@ -6,7 +6,8 @@
   unpickler that never runs code from the file: `read_torch_state_dict`,
   `load_torchvision_weights`.
 
-`launch/convert_weights.py` converts either once into a Keras `.weights.h5`.
+`convert_alexnet_weights` (and its command line, `launch/convert_weights.py`)
+converts either once into a Keras `.weights.h5`.
 
 Example:
     >>> from keras_invert.encoders import alexnet
@@ -15,6 +16,8 @@ Example:
     >>> load_caffe_weights(encoder, "bvlc_reference_caffenet.caffemodel")
     >>> encoder.save_weights("caffenet.weights.h5")
 """
+
+import os
 
 from keras_invert.weights.caffe import CaffeFormatError, load_caffe_weights, read_caffemodel
 from keras_invert.weights.torch_state import (
@@ -26,6 +29,7 @@ from keras_invert.weights.torch_state import (
 )
 
 __all__ = [
+    "convert_alexnet_weights",
     "TORCHVISION_ALEXNET_KEYS",
     "CaffeFormatError",
     "TorchFormatError",
@@ -35,3 +39,66 @@ __all__ = [
     "read_caffemodel",
     "read_torch_state_dict",
 ]
+
+
+def convert_alexnet_weights(
+    input_path: str | os.PathLike, output_path: str | os.PathLike, variant: str | None = None
+) -> str:
+    """Converts a Caffe or torchvision AlexNet file into a Keras `.weights.h5`.
+
+    The output is written to a temporary file beside it and renamed, so it
+    either appears complete or not at all. `alexnet(variant, weights=output_path)`
+    loads it.
+
+    Args:
+        input_path: a `.caffemodel` (variant "caffe") or `.pth`/`.pt` file
+            (variant "torchvision").
+        output_path: the file to write; must end in `.weights.h5`.
+        variant: "caffe" or "torchvision"; by default from `input_path`'s suffix.
+
+    Returns:
+        The variant converted.
+
+    Example:
+        >>> convert_alexnet_weights("bvlc_reference_caffenet.caffemodel", "caffenet.weights.h5")
+        'caffe'
+    """
+    from keras_invert.encoders.alexnet import ALEXNET_VARIANTS, alexnet
+
+    input_path, output_path = os.fspath(input_path), os.fspath(output_path)
+    if not output_path.endswith(".weights.h5"):
+        raise ValueError(
+            f"`output_path` must end in .weights.h5. Received: output_path={output_path!r}"
+        )
+    if variant is None:
+        if input_path.endswith(".caffemodel"):
+            variant = "caffe"
+        elif input_path.endswith((".pth", ".pt")):
+            variant = "torchvision"
+        else:
+            raise ValueError(
+                "Cannot tell the variant from the file name; pass `variant`. "
+                f"Received: input_path={input_path!r}"
+            )
+    if variant not in ALEXNET_VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {ALEXNET_VARIANTS}. Received: variant={variant!r}"
+        )
+    # Caffe networks come as .caffemodel files, torchvision's as .pth state dicts.
+    loader = load_caffe_weights if variant == "caffe" else load_torchvision_weights
+    model = alexnet(variant)
+    loader(model, input_path)
+
+    directory = os.path.dirname(os.path.abspath(output_path))
+    os.makedirs(directory, exist_ok=True)
+    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
+    temporary = os.path.join(
+        directory, f".{os.path.basename(output_path)}.tmp{os.getpid()}.weights.h5"
+    )
+    try:
+        model.save_weights(temporary)
+        os.replace(temporary, output_path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return variant

@@ -1,0 +1,1 @@
+"""Benchmark scripts that print tables (run with `python -m benchmarks.NAME`)."""

@@ -1,0 +1,1 @@
+"""absl-flag launch scripts: thin wrappers that parse flags and call the library."""

@@ -1,0 +1,67 @@
+"""Helpers shared by the launch scripts (logging set-up, loading trained models)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def load_trained(model_path: str):
+    """Loads a trained decoder from a work dir or a SavedModel export.
+
+    Returns:
+        `(reconstruct, representation_name, image_size, encoder_options)` where
+        `reconstruct(images)` maps float32 `[N, S, S, 3]` 0..255 images to
+        `[N, T, T, 3]` reconstructions in [0, 1].
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_invert import config as config_lib
+    from keras_invert import export, registry, training
+
+    if not os.path.isdir(model_path):
+        raise ValueError(f"Expected a work dir or an export dir. Received: model={model_path!r}")
+    run = config_lib.load(model_path)
+    if run is not None:
+        representation = registry.get(run.representation)
+        image_size = run.image_size or representation.default_image_size
+        final = os.path.join(model_path, training.FINAL_MODEL)
+        if os.path.exists(final):
+            decoder = keras.saving.load_model(final)
+        else:
+            decoder = training.Checkpoints(
+                os.path.join(model_path, training.CHECKPOINT_DIR)
+            ).restore_latest()
+            if decoder is None:
+                raise ValueError(f"The work dir has no trained model yet. Received: model={model_path!r}")
+        encode = representation.make_encoder(**run.encoder_options)
+
+        def reconstruct(images):
+            features = encode(tf.constant(images, tf.float32))
+            return np.clip(decoder.predict(features, verbose=0, batch_size=16), 0.0, 1.0)
+
+        return reconstruct, run.representation, image_size, run.encoder_options
+
+    version_dir = export.latest_version_dir(model_path)
+    metadata = export.read_metadata(version_dir)
+    representation = registry.get(metadata["representation"])
+    loaded = tf.saved_model.load(version_dir)
+    if representation.in_graph:
+        signature = loaded.signatures["serve_float"]
+
+        def reconstruct(images):
+            return signature(images=tf.constant(images, tf.float32))["reconstruction"].numpy()
+
+    else:
+        # Encoders that are not TensorFlow ops run on the client side.
+        encode = representation.make_encoder(**metadata["encoder_options"])
+        signature = loaded.signatures["from_features"]
+
+        def reconstruct(images):
+            features = tf.constant(encode(images), tf.float32)
+            return signature(features=features)["reconstruction"].numpy()
+
+    return reconstruct, metadata["representation"], metadata["image_size"], metadata["encoder_options"]

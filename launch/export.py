@@ -1,0 +1,54 @@
+"""Exports a trained decoder for TF Serving.
+
+    python -m launch.export --work_dir=DIR --export_dir=EXPORT
+
+writes `EXPORT/<version>/` (a SavedModel with `serving_default`,
+`serve_float` and `from_features` signatures), renamed into place only when
+complete.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+
+from launch import common  # noqa: F401  (quiets TensorFlow's C++ logs)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("work_dir", None, "Training run directory.", required=True)
+flags.DEFINE_string("export_dir", None, "Base directory that TF Serving watches.", required=True)
+flags.DEFINE_integer("version", None, "Version number (default: next free).")
+
+
+def main(argv):
+    del argv
+    import keras
+
+    from keras_invert import config as config_lib
+    from keras_invert import export, training
+
+    run = config_lib.load(FLAGS.work_dir)
+    if run is None:
+        raise app.UsageError(f"{FLAGS.work_dir} has no config.json: is it a training work dir?")
+    final = os.path.join(FLAGS.work_dir, training.FINAL_MODEL)
+    if os.path.exists(final):
+        decoder = keras.saving.load_model(final)
+    else:
+        decoder = training.Checkpoints(os.path.join(FLAGS.work_dir, training.CHECKPOINT_DIR)).restore_latest()
+        if decoder is None:
+            raise app.UsageError(f"{FLAGS.work_dir} has no trained model or checkpoint yet.")
+        logging.warning("No final model in %s: exporting the latest checkpoint.", FLAGS.work_dir)
+    path = export.export_saved_model(
+        decoder,
+        run.representation,
+        FLAGS.export_dir,
+        image_size=run.image_size,
+        encoder_options=run.encoder_options,
+        version=FLAGS.version,
+    )
+    print(f"Exported {run.representation} decoder to {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,114 @@
+"""Trains a decoder: `python -m launch.train --representation=hog --work_dir=DIR`.
+
+Flags override the preset's fields; the resolved config is written to
+`WORK_DIR/config.json`. Running the same command again resumes the run from
+its last checkpoint (the stored config wins; only `--steps` may change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+from absl import app, flags, logging
+
+from launch import common  # noqa: F401  (quiets TensorFlow's C++ logs)
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("work_dir", None, "Run directory: config, checkpoints, logs, model.", required=True)
+flags.DEFINE_string("preset", None, "Starting config: 'demo' or a representation name.")
+flags.DEFINE_string("representation", None, "Registered representation, e.g. 'hog'.")
+flags.DEFINE_string("data", None, "'samples', 'folder:PATH' or 'tfds:NAME[/CONFIG]'.")
+flags.DEFINE_string("train_split", None, "Split to train on.")
+flags.DEFINE_string("test_split", None, "Split shown in TensorBoard.")
+flags.DEFINE_integer("image_size", None, "Input image side in pixels.")
+flags.DEFINE_float("width", None, "Decoder channel multiplier (1.0 = the paper's network).")
+flags.DEFINE_float("negative_slope", None, "Leaky ReLU slope.")
+flags.DEFINE_integer("batch_size", None, "Global batch size.")
+flags.DEFINE_integer("steps", None, "Total optimiser steps.")
+flags.DEFINE_integer("steps_per_epoch", None, "Steps between checkpoints.")
+flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
+flags.DEFINE_float("min_crop_scale", None, "Smallest random crop as a fraction of the short side.")
+flags.DEFINE_integer("seed", None, "Random seed (data order, crops, initialisation).")
+flags.DEFINE_string("cache_dir", None, "Directory for the on-disk feature cache.")
+flags.DEFINE_integer("crops_per_image", None, "Crops materialised per photo when caching.")
+flags.DEFINE_float("divergence_factor", None, "Stop when the loss exceeds this multiple of its best.")
+
+_FIELDS = (
+    "representation", "data", "train_split", "test_split", "image_size", "width",
+    "negative_slope", "batch_size", "steps", "steps_per_epoch", "learning_rate",
+    "min_crop_scale", "seed", "cache_dir", "crops_per_image", "divergence_factor",
+)  # fmt: skip
+
+
+def resolve_config(work_dir: str):
+    """The stored config of `work_dir`, or the preset with flags applied."""
+    from keras_invert import config as config_lib
+
+    overrides = {name: FLAGS[name].value for name in _FIELDS if FLAGS[name].present}
+    stored = config_lib.load(work_dir)
+    if stored is not None:
+        conflicts = {
+            name: (getattr(stored, name), value)
+            for name, value in overrides.items()
+            if name != "steps" and getattr(stored, name) != value
+        }
+        if conflicts:
+            raise app.UsageError(
+                f"{work_dir} holds a run with a different config ({conflicts}, stored vs flag). "
+                "Use a new --work_dir, or drop the flags to resume."
+            )
+        return config_lib.replace(stored, **overrides)
+    name = FLAGS.preset or overrides.get("representation", "hog")
+    base = config_lib.preset(name) if name in config_lib.preset_names() else config_lib.TrainConfig()
+    return config_lib.replace(base, **overrides)
+
+
+def main(argv):
+    del argv
+    import pipelines
+    from keras_invert import config as config_lib
+    from keras_invert import training
+
+    run = resolve_config(FLAGS.work_dir)
+    config_lib.save(run, FLAGS.work_dir)
+    logging.info("Config (%s):\n%s", FLAGS.work_dir, json.dumps(config_lib.to_dict(run), indent=2))
+    options = dict(
+        representation=run.representation,
+        image_size=run.image_size,
+        encoder_options=run.encoder_options,
+    )
+
+    def dataset_from(step):
+        # A resumed run draws a fresh, reproducible stream keyed by its first step.
+        seed = None if run.seed is None else run.seed * 1_000_003 + step
+        return pipelines.build_dataset(
+            run.data,
+            run.train_split,
+            batch_size=run.batch_size,
+            training=True,
+            seed=seed,
+            cache_dir=run.cache_dir,
+            crops_per_image=run.crops_per_image,
+            min_crop_scale=run.min_crop_scale,
+            **options,
+        )
+
+    sample_batch = None
+    if run.summary_images:
+        test = pipelines.build_dataset(
+            run.data, run.test_split, batch_size=run.summary_images, training=False, **options
+        )
+        sample_batch = next(iter(test.take(1)), None)
+        sample_batch = None if sample_batch is None else tuple(t.numpy() for t in sample_batch)
+    try:
+        training.train(run, dataset_from, FLAGS.work_dir, sample_batch=sample_batch)
+    except training.DivergenceError as error:
+        print(f"\nERROR: {error}", file=sys.stderr)
+        sys.exit(2)
+    logging.info("Done: %s", dataclasses.asdict(run)["representation"])
+
+
+if __name__ == "__main__":
+    app.run(main)

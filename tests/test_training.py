@@ -1,0 +1,123 @@
+"""Training: checkpoints, resumption after an interruption, divergence detection."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_invert import config as config_lib
+from keras_invert import training
+from keras_invert.features import hog
+
+
+def _tiny_config(**changes):
+    values = dict(
+        representation="hog", image_size=64, width=0.125, batch_size=4, steps=20,
+        steps_per_epoch=5, learning_rate=1e-3, summary_images=0,
+    )  # fmt: skip
+    values.update(changes)
+    return config_lib.TrainConfig(**values)
+
+
+def _dataset(real_photos, seed=0):
+    rng = np.random.default_rng(seed)
+    photos = [real_photos[n][:192, :192].astype(np.float32) for n in ("astronaut", "coffee", "chelsea")]
+    crops = []
+    for _ in range(16):
+        photo = photos[rng.integers(len(photos))]
+        y, x = rng.integers(0, 128, size=2)
+        crops.append(photo[y : y + 64, x : x + 64])
+    images = np.stack(crops)
+    features = hog(images).numpy()
+    return tf.data.Dataset.from_tensor_slices((features, images / 255.0)).repeat().batch(4)
+
+
+class _StopAfter(keras.callbacks.Callback):
+    """Simulates a kill: raises after a given number of steps."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations) >= self.step:
+            raise KeyboardInterrupt
+
+
+def test_train_writes_checkpoints_and_final_model(tmp_path, real_photos):
+    run = _tiny_config(steps=10)
+    model = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    assert int(model.optimizer.iterations) == 10
+    assert os.path.exists(tmp_path / "model.keras")
+    assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [5, 10]
+    assert any(name.startswith("events") for _, _, files in os.walk(tmp_path / "tensorboard") for name in files)
+
+
+def test_interrupted_run_resumes_step_and_loss(tmp_path, real_photos):
+    run = _tiny_config(steps=20)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(run, _dataset(real_photos), str(tmp_path), callbacks=[_StopAfter(13)], verbose=0)
+    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    assert checkpoints.steps() == [5, 10]
+    restored = checkpoints.restore_latest()
+    assert int(restored.optimizer.iterations) == 10
+    # The optimiser state came back too: Adam's moments are not zero.
+    assert any(np.abs(v.numpy()).sum() > 0 for v in restored.optimizer.variables[2:])
+    features, targets = next(iter(_dataset(real_photos, seed=1)))
+    fresh = training.build_model(run)
+    assert restored.evaluate(features, targets, verbose=0) < fresh.evaluate(features, targets, verbose=0)
+
+    model = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    assert int(model.optimizer.iterations) == 20
+    assert checkpoints.steps() == [15, 20]
+
+
+def test_half_written_checkpoint_is_skipped(tmp_path, real_photos):
+    run = _tiny_config(steps=10)
+    training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    newest = checkpoints.path(10)
+    with open(newest, "r+b") as file:
+        file.truncate(os.path.getsize(newest) // 2)
+    with open(os.path.join(checkpoints.directory, ".partial-1-15.keras"), "wb") as file:
+        file.write(b"half")
+    restored = checkpoints.restore_latest()
+    assert int(restored.optimizer.iterations) == 5
+    assert not any(n.startswith(".partial") for n in os.listdir(checkpoints.directory))
+
+
+def test_divergence_stops_with_clear_error(tmp_path, real_photos):
+    run = _tiny_config(steps=10, learning_rate=1e6)
+    with pytest.raises(training.DivergenceError, match="learning_rate"):
+        training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+
+
+def test_divergence_guard_detects_explosion():
+    guard = training.DivergenceGuard(factor=10)
+    guard.set_model(training.build_model(_tiny_config()))
+    guard.on_epoch_end(0, {"loss": 0.01})
+    guard.on_train_batch_end(0, {"loss": 0.05})
+    with pytest.raises(training.DivergenceError, match="10 times"):
+        guard.on_train_batch_end(1, {"loss": 45.0})
+    with pytest.raises(training.DivergenceError, match="nan"):
+        guard.on_train_batch_end(2, {"loss": float("nan")})
+
+
+def test_learning_rate_is_lowered_towards_the_end():
+    optimizer = training.build_optimizer(_tiny_config(steps=100, learning_rate_drops=(0.5, 0.9)))
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    rates = [float(schedule(step)) for step in (0, 49, 51, 89, 91)]
+    np.testing.assert_allclose(rates, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5], rtol=1e-6)
+
+
+def test_config_round_trips_and_validates(tmp_path):
+    run = config_lib.replace(config_lib.preset("demo"), steps=7, encoder_options={"cell_size": 8})
+    config_lib.save(run, str(tmp_path))
+    assert config_lib.load(str(tmp_path)) == run
+    assert config_lib.load(str(tmp_path / "missing")) is None
+    with pytest.raises(ValueError, match="batch_size"):
+        config_lib.replace(run, batch_size=0)
+    with pytest.raises(ValueError, match="Unknown preset"):
+        config_lib.preset("nope")
