@@ -132,6 +132,8 @@ ALEXNET_WEIGHT_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc
 CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 """Channel means of Caffe's `ilsvrc_2012_mean.binaryproto`, BGR order, 0..255."""
 
+_WEIGHT_SUFFIXES = (".weights.h5", ".caffemodel", ".pth", ".pt")
+
 TORCHVISION_RGB_MEAN = (0.485, 0.456, 0.406)
 TORCHVISION_RGB_STD = (0.229, 0.224, 0.225)
 
@@ -169,19 +171,23 @@ def alexnet(
         variant: `"caffe"` (the paper's BVLC reference network) or
             `"torchvision"`.
         weights: `None` for random initialisation, or a path to a
-            `.weights.h5` file written by `launch.convert_weights` (or by
-            `model.save_weights` on a full model of the same variant), a Caffe
-            `.caffemodel`, or a torchvision `.pth` state dict. Weights are
-            loaded into the full network before `outputs` selects taps.
+            `.weights.h5` file written by `convert_alexnet_weights` /
+            `launch.convert_weights` (or by `model.save_weights` on a model of
+            the same variant), a Caffe
+            `.caffemodel`, or a torchvision `.pth` state dict.
         outputs: names from `ALEXNET_LAYERS` to return, in any order; `None`
-            returns all eight. A subset keeps only the layers it needs.
+            returns all eight. Only the layers up to the deepest one named are
+            built (a conv5 encoder has no fully connected layers); weight
+            files of the full network load into such a model all the same.
         input_size: static image size the model takes, an int (square) or
-            `(height, width)`; `None` accepts any size. Ignored shapes are
-            centre-cropped and resized inside the model.
+            `(height, width)`; `None` accepts any size. Images not at the
+            network's size are centre-cropped to a square and resized inside
+            the model.
         include_preprocessing: whether the model takes RGB 0..255 images (the
             default) or already preprocessed network input (see module
             docstring).
-        name: model name; defaults to `alexnet_<variant>`.
+        name: model name; defaults to `alexnet_<variant>` (plus the taps when
+            `outputs` selects some).
 
     Returns:
         A functional `keras.Model` mapping images `[N, H, W, 3]` to a dict
@@ -206,6 +212,12 @@ def alexnet(
     if not include_preprocessing:
         height = width = image_size
 
+    if weights is not None and not os.fspath(weights).endswith(_WEIGHT_SUFFIXES):
+        raise ValueError(
+            f"`weights` must be None or a path ending in one of {_WEIGHT_SUFFIXES}. "
+            f"Received: weights={weights!r}"
+        )
+
     images = keras.Input(shape=(height, width, 3), name="image")
     if include_preprocessing:
         if variant == "caffe":
@@ -224,6 +236,19 @@ def alexnet(
     else:
         x = images
 
+    outputs = ALEXNET_LAYERS if outputs is None else _validate_outputs(outputs, ALEXNET_LAYERS)
+    taps = _build_taps(x, variant, depth=max(ALEXNET_LAYERS.index(tap) for tap in outputs))
+    default_name = f"alexnet_{variant}"
+    if tuple(outputs) != ALEXNET_LAYERS:
+        default_name += "_" + "_".join(outputs)
+    model = keras.Model(images, {tap: taps[tap] for tap in outputs}, name=name or default_name)
+    if weights is not None:
+        _load_weights(model, weights)
+    return model
+
+
+def _build_taps(x, variant: str, depth: int) -> dict:
+    """Calls the layers from conv1 up to tap `ALEXNET_LAYERS[depth]`; returns the taps."""
     taps = {}
     for index, (filters, kernel, stride, padding, groups) in enumerate(_CONVOLUTIONS[variant]):
         block = index + 1
@@ -239,6 +264,8 @@ def alexnet(
         if variant == "caffe" and block in (1, 2):
             x = LocalResponseNormalization(5, alpha=1e-4, beta=0.75, k=1.0, name=f"norm{block}")(x)
         taps[f"conv{block}"] = x
+        if len(taps) > depth:
+            return taps
 
     # Caffe and torchvision flatten pool5 as C, H, W and Keras as H, W, C; the
     # weight importers permute fc6's input rows accordingly.
@@ -249,16 +276,12 @@ def alexnet(
         x = layers.Dense(units, name=f"fc{block}")(x)
         x = layers.ReLU(name=f"relu{block}")(x)
         taps[f"fc{block}"] = x
+        if len(taps) > depth:
+            return taps
         if variant == "caffe":
             x = layers.Dropout(0.5, name=f"drop{block}")(x)
     taps["fc8"] = layers.Dense(1000, name="fc8")(x)
-
-    model = keras.Model(images, taps, name=name or f"alexnet_{variant}")
-    if weights is not None:
-        _load_weights(model, weights, variant)
-    if outputs is not None:
-        model = select_outputs(model, outputs, name=name)
-    return model
+    return taps
 
 
 def select_outputs(
@@ -282,18 +305,7 @@ def select_outputs(
     available = model.output
     if not isinstance(available, Mapping):
         raise ValueError(f"`model` must have dict outputs. Received: model={model.name!r}")
-    if isinstance(outputs, str) or not isinstance(outputs, Sequence) or not outputs:
-        raise ValueError(
-            f"`outputs` must be a non-empty list of names. Received: outputs={outputs!r}"
-        )
-    unknown = [output for output in outputs if output not in available]
-    if unknown:
-        raise ValueError(
-            f"`outputs` must name outputs of the model, {tuple(available)}. "
-            f"Received: outputs={list(outputs)!r}"
-        )
-    if len(set(outputs)) != len(outputs):
-        raise ValueError(f"`outputs` has duplicates. Received: outputs={list(outputs)!r}")
+    outputs = _validate_outputs(outputs, tuple(available))
     return keras.Model(
         model.input,
         {output: available[output] for output in outputs},
@@ -376,6 +388,21 @@ def set_alexnet_weights(model: keras.Model, parameters: Mapping[str, Sequence[np
         layer.bias.assign(bias)
 
 
+def _validate_outputs(outputs, available: tuple[str, ...]) -> list[str]:
+    if isinstance(outputs, str) or not isinstance(outputs, Sequence) or not outputs:
+        raise ValueError(
+            f"`outputs` must be a non-empty list of names. Received: outputs={outputs!r}"
+        )
+    outputs = list(outputs)
+    if any(output not in available for output in outputs):
+        raise ValueError(
+            f"`outputs` must name outputs among {available}. Received: outputs={outputs!r}"
+        )
+    if len(set(outputs)) != len(outputs):
+        raise ValueError(f"`outputs` has duplicates. Received: outputs={outputs!r}")
+    return outputs
+
+
 def _input_size(input_size) -> tuple[int | None, int | None]:
     if input_size is None:
         return None, None
@@ -393,7 +420,7 @@ def _input_size(input_size) -> tuple[int | None, int | None]:
     )
 
 
-def _load_weights(model: keras.Model, weights, variant: str):
+def _load_weights(model: keras.Model, weights):
     path = os.fspath(weights)
     if path.endswith(".weights.h5"):
         model.load_weights(path)
@@ -403,13 +430,8 @@ def _load_weights(model: keras.Model, weights, variant: str):
 
     if path.endswith(".caffemodel"):
         weights_io.load_caffe_weights(model, path)
-    elif path.endswith((".pth", ".pt")):
-        weights_io.load_torchvision_weights(model, path)
     else:
-        raise ValueError(
-            "`weights` must be None or a path ending in .weights.h5, .caffemodel, .pth "
-            f"or .pt. Received: weights={weights!r}"
-        )
+        weights_io.load_torchvision_weights(model, path)
 
 
 def _has_layer(model: keras.Model, name: str) -> bool:

@@ -108,11 +108,18 @@ def load_caffe_weights(
             f"Received: layer_names={layer_names!r}"
         )
     blobs = read_caffemodel(path)
+    present = {layer.name for layer in model.layers}
     parameters = {}
     for name in ALEXNET_WEIGHT_LAYERS:
+        if name not in present:
+            continue
         caffe_name = layer_names.get(name, name)
-        if caffe_name in blobs:
-            parameters[name] = blobs[caffe_name]
+        if caffe_name not in blobs:
+            raise ValueError(
+                f"Layer {name!r} needs the Caffe layer {caffe_name!r}, which "
+                f"{os.fspath(path)} lacks; its layers with weights are {list(blobs)!r}."
+            )
+        parameters[name] = blobs[caffe_name]
     set_alexnet_weights(model, parameters)
 
 

@@ -20,7 +20,8 @@ a weights file from a stranger could run arbitrary code under
 needs, each to a local, data-only stand-in: `collections.OrderedDict`,
 `torch._utils._rebuild_tensor_v2` (and `_rebuild_tensor`,
 `_rebuild_parameter`, `_rebuild_parameter_with_state`), and the typed
-storage classes (`torch.FloatStorage`, ...). Any other global raises
+storage classes (`torch.FloatStorage`, ..., and `torch.cuda.FloatStorage`, ...
+in old GPU checkpoints). Any other global raises
 `UnsafePickleError` naming it, before anything is called. Tensors are
 rebuilt from their storages only after the whole file has been read and
 bounds-checked.
@@ -135,11 +136,19 @@ def load_torchvision_weights(model: keras.Model, path: str | os.PathLike) -> Non
     state = read_torch_state_dict(path)
     if state and all(key.startswith("module.") for key in state):
         state = {key[len("module.") :]: value for key, value in state.items()}
+    layer_names = {layer.name for layer in model.layers}
     parameters = {}
     for name, prefix in TORCHVISION_ALEXNET_KEYS.items():
+        if name not in layer_names:
+            continue
         keys = (f"{prefix}.weight", f"{prefix}.bias")
-        if all(key in state for key in keys):
-            parameters[name] = [state[key] for key in keys]
+        missing = [key for key in keys if key not in state]
+        if missing:
+            raise ValueError(
+                f"Layer {name!r} needs {missing[0]!r}, which {os.fspath(path)} lacks; it holds "
+                f"{len(state)} tensors, e.g. {list(state)[:4]!r}."
+            )
+        parameters[name] = [state[key] for key in keys]
     set_alexnet_weights(model, parameters)
 
 
@@ -273,13 +282,19 @@ _ALLOWED_GLOBALS = {
     ("torch._utils", "_rebuild_parameter_with_state"): _Function(_rebuild_parameter),
     **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
 }
+# Legacy checkpoints saved from a GPU name `torch.cuda.FloatStorage` etc.; the
+# bytes are the same, and everything is read to host memory.
+_ALLOWED_GLOBALS.update(
+    {("torch.cuda", name): _ALLOWED_GLOBALS[("torch", name)] for name in _STORAGE_DTYPES}
+)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
     """Resolves only `_ALLOWED_GLOBALS`; storages come from `persistent_load`."""
 
     def __init__(self, file, persistent_load=None):
-        super().__init__(file)
+        # As torch.load: Python 2 era byte strings are decoded as UTF-8.
+        super().__init__(file, encoding="utf-8")
         self._persistent_load = persistent_load
 
     def find_class(self, module, name):

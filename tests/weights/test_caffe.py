@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from keras_invert.encoders import ALEXNET_LAYERS, alexnet
-from keras_invert.weights import CaffeFormatError, load_caffe_weights, read_caffemodel
+from keras_invert.weights import (
+    CaffeFormatError,
+    convert_alexnet_weights,
+    load_caffe_weights,
+    read_caffemodel,
+)
 
 # --- A minimal protobuf wire-format writer (field numbers from caffe.proto). ---
 
@@ -85,23 +90,36 @@ def alexnet_caffemodel(parameters, legacy=False):
     return net(layers, legacy)
 
 
-@pytest.fixture(scope="module", params=["layer", "legacy_layers"])
-def caffemodel_path(request, tmp_path_factory, caffe_parameters):
-    legacy = request.param == "legacy_layers"
-    path = tmp_path_factory.mktemp("caffe") / f"{request.param}.caffemodel"
-    path.write_bytes(alexnet_caffemodel(caffe_parameters, legacy=legacy))
-    return path
+@pytest.fixture(scope="module")
+def write_caffemodel(tmp_path_factory, caffe_parameters):
+    """Writes the random AlexNet once per format (the files are 244 MB)."""
+    paths = {}
+
+    def write(legacy=False):
+        if legacy not in paths:
+            path = tmp_path_factory.mktemp("caffe") / f"alexnet_legacy{legacy}.caffemodel"
+            path.write_bytes(alexnet_caffemodel(caffe_parameters, legacy=legacy))
+            paths[legacy] = path
+        return paths[legacy]
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def caffemodel_path(write_caffemodel):
+    return write_caffemodel(legacy=False)
 
 
 def _outputs(model, image):
     return {name: np.asarray(value)[0] for name, value in model(image[None]).items()}
 
 
+@pytest.mark.parametrize("legacy", [False, True], ids=["layer", "legacy_layers"])
 def test_import_matches_numpy_reference(
-    caffemodel_path, test_image, caffe_reference, numpy_alexnet
+    legacy, write_caffemodel, test_image, caffe_reference, numpy_alexnet
 ):
     model = alexnet("caffe")
-    load_caffe_weights(model, caffemodel_path)
+    load_caffe_weights(model, write_caffemodel(legacy))
     outputs = _outputs(model, test_image)
     errors = {
         name: numpy_alexnet.max_relative_error(outputs[name], caffe_reference[name])
@@ -111,13 +129,15 @@ def test_import_matches_numpy_reference(
     assert all(error < 1e-4 for error in errors.values()), errors
 
 
-def test_weights_argument_and_output_subset(caffemodel_path, test_image, caffe_reference):
+def test_weights_argument_and_output_subset(
+    caffemodel_path, test_image, caffe_reference, numpy_alexnet
+):
     model = alexnet("caffe", weights=caffemodel_path, outputs=["conv2", "fc6"])
     assert not any(layer.name in ("fc7", "fc8") for layer in model.layers)
     outputs = _outputs(model, test_image)
     assert set(outputs) == {"conv2", "fc6"}
     for name in outputs:
-        np.testing.assert_allclose(outputs[name], caffe_reference[name], rtol=1e-3, atol=1e-3)
+        assert numpy_alexnet.max_relative_error(outputs[name], caffe_reference[name]) < 1e-4
 
 
 def test_read_caffemodel_keeps_caffe_layout(caffemodel_path, caffe_parameters):
@@ -169,7 +189,7 @@ def test_truncated_alexnet_file_leaves_model_untouched(caffemodel_path, tmp_path
     before = model.get_layer("conv1").kernel.numpy()
     truncated = tmp_path / "cut.caffemodel"
     # Cut inside fc6's data: every earlier layer is intact.
-    truncated.write_bytes(caffemodel_path.read_bytes()[: 20_000_000])
+    truncated.write_bytes(caffemodel_path.read_bytes()[:20_000_000])
     with pytest.raises(CaffeFormatError, match="truncated"):
         load_caffe_weights(model, truncated)
     np.testing.assert_array_equal(model.get_layer("conv1").kernel.numpy(), before)
@@ -181,7 +201,7 @@ def test_missing_layer_and_shape_mismatch_name_the_layer(tmp_path, caffe_paramet
     small = {name: caffe_parameters[name] for name in ("conv1", "conv2")}
     path = tmp_path / "partial.caffemodel"
     path.write_bytes(alexnet_caffemodel(small))
-    with pytest.raises(ValueError, match=r"no entries for layer\(s\) \['conv3'"):
+    with pytest.raises(ValueError, match=r"'conv3'.*lacks; .* \['conv1', 'conv2'\]"):
         load_caffe_weights(model, path)
     # A conv2 kernel of the wrong shape; the model holds only conv1 and conv2.
     swapped = dict(small, conv2=(np.zeros((64, 3, 11, 11), np.float32), np.zeros(64)))
@@ -202,3 +222,18 @@ def test_layer_names_mapping(tmp_path, caffe_parameters, test_image, caffe_refer
     )
     with pytest.raises(ValueError, match="layer_names"):
         load_caffe_weights(model, path, layer_names={"conv9": "x"})
+
+
+def test_convert_to_keras_weights_file(
+    caffemodel_path, tmp_path, test_image, caffe_reference, numpy_alexnet
+):
+    output = tmp_path / "out" / "caffenet.weights.h5"
+    assert convert_alexnet_weights(caffemodel_path, output) == "caffe"
+    assert [path.name for path in output.parent.iterdir()] == ["caffenet.weights.h5"]
+    # The full network's file also loads into a model built only up to conv2.
+    for outputs in (None, ["conv2"]):
+        model = alexnet("caffe", weights=output, outputs=outputs)
+        for name, value in _outputs(model, test_image).items():
+            assert numpy_alexnet.max_relative_error(value, caffe_reference[name]) < 1e-4, name
+    with pytest.raises(ValueError, match="Received: output_path="):
+        convert_alexnet_weights(caffemodel_path, tmp_path / "caffenet.h5")
