@@ -95,9 +95,10 @@ def random_crop(example: dict, image_size: int, min_crop_scale: float, flip: boo
     image = example["image"]
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     draws = tf.random.stateless_uniform([4], seed=example["seed"])
-    short = tf.cast(tf.minimum(height, width), tf.float32)
+    short = tf.minimum(height, width)
     scale = min_crop_scale + (1.0 - min_crop_scale) * draws[0]
-    side = tf.clip_by_value(tf.cast(tf.round(scale * short), tf.int32), 1, tf.minimum(height, width))
+    side = tf.cast(tf.round(scale * tf.cast(short, tf.float32)), tf.int32)
+    side = tf.clip_by_value(side, 1, short)
 
     def offset(extent, draw):
         room = extent - side

@@ -206,7 +206,8 @@ def _sample_files(split: str) -> list[str]:
         raise ValueError(
             f"Expected split 'train' or 'test' for source 'samples'. Received: split={split!r}"
         )
-    return sorted(sample_path(name) for name in names)
+    # Sorted by "package/file name", so the order does not depend on where pip installed them.
+    return [sample_path(name) for name in sorted(names)]
 
 
 # Local folders.
@@ -229,9 +230,7 @@ def _looks_like_image(head: bytes) -> bool:
 def _folder_files(path: str, split: str) -> list[str]:
     root = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(root):
-        raise ValueError(
-            f"Expected an existing folder after 'folder:'. Received: path={path!r}"
-        )
+        raise ValueError(f"Expected an existing folder after 'folder:'. Received: path={path!r}")
     has_split_folders = all(os.path.isdir(os.path.join(root, name)) for name in ("train", "test"))
     if has_split_folders:
         if not os.path.isdir(os.path.join(root, split)):
@@ -330,7 +329,9 @@ def _tfds_image_key(features, source: str) -> str:
         key for key, feature in features.items() if isinstance(feature, tfds.features.Image)
     ]
     if not image_features:
-        raise ValueError(f"Expected a TFDS dataset with an Image feature. Received: source={source!r}")
+        raise ValueError(
+            f"Expected a TFDS dataset with an Image feature. Received: source={source!r}"
+        )
     return "image" if "image" in image_features else image_features[0]
 
 

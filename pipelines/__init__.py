@@ -1,0 +1,26 @@
+"""tf.data input pipelines of keras_invert: sources, per-example ops, one builder.
+
+- `build_dataset`: a source split -> `(features, target)` batches for `model.fit`
+  (see `pipelines.builder` for the step order, randomness and the cache).
+- `load_images`: centre crops of image files as a numpy batch, for the
+  reconstruct and evaluate scripts.
+- `list_source_files`: the photos of a "samples" or "folder:PATH" split.
+- `SAMPLE_PHOTOS`, `SAMPLE_TEST_PHOTOS`: the bundled photos and the fixed
+  held-out ones (see `pipelines.sources`).
+
+Example:
+    >>> from pipelines import build_dataset
+    >>> dataset = build_dataset("samples", "train", representation="hog",
+    ...                         image_size=128, batch_size=8, seed=0)
+"""
+
+from pipelines.builder import build_dataset, load_images
+from pipelines.sources import SAMPLE_PHOTOS, SAMPLE_TEST_PHOTOS, list_source_files
+
+__all__ = [
+    "SAMPLE_PHOTOS",
+    "SAMPLE_TEST_PHOTOS",
+    "build_dataset",
+    "list_source_files",
+    "load_images",
+]

@@ -1,0 +1,126 @@
+"""The streaming builder: shapes, ranges, determinism, evaluation order, odd files, TFDS, fit."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from pipelines import build_dataset, list_source_files, load_images
+
+
+def _batches(dataset, count):
+    return [tuple(tensor.numpy() for tensor in batch) for batch in dataset.take(count)]
+
+
+def test_hog_batches_from_samples_have_the_declared_shapes_and_range():
+    dataset = build_dataset(
+        "samples", "train", representation="hog", image_size=64, batch_size=4, seed=0
+    )
+    features_spec, target_spec = dataset.element_spec
+    assert features_spec.shape == (4, 8, 8, 31) and features_spec.dtype == tf.float32
+    assert target_spec.shape == (4, 64, 64, 3) and target_spec.dtype == tf.float32
+    for features, target in _batches(dataset, 2):
+        assert features.shape == (4, 8, 8, 31) and features.dtype == np.float32
+        assert target.shape == (4, 64, 64, 3) and target.dtype == np.float32
+        assert 0.0 <= target.min() and target.max() <= 1.0
+        assert target.std() > 0.05  # Real photos, not blank crops.
+
+
+def test_seed_makes_the_stream_reproducible():
+    def first_batches(seed):
+        return _batches(
+            build_dataset("samples", "train", image_size=32, batch_size=4, seed=seed), 2
+        )
+
+    first, again, other = first_batches(7), first_batches(7), first_batches(8)
+    for (features, target), (features_again, target_again) in zip(first, again, strict=True):
+        np.testing.assert_array_equal(features, features_again)
+        np.testing.assert_array_equal(target, target_again)
+    assert not np.array_equal(first[0][1], other[0][1])
+    unseeded = [build_dataset("samples", image_size=32, batch_size=4) for _ in range(2)]
+    unseeded = [_batches(dataset, 1)[0][1] for dataset in unseeded]
+    assert not np.array_equal(unseeded[0], unseeded[1])
+
+
+def test_evaluation_is_centre_crops_in_fixed_file_order():
+    dataset = build_dataset("samples", "test", image_size=32, batch_size=4)
+    passes = [np.concatenate([target for _, target in _batches(dataset, -1)]) for _ in range(2)]
+    assert passes[0].shape == (6, 32, 32, 3)  # Not repeated, last batch kept.
+    np.testing.assert_array_equal(passes[0], passes[1])
+    expected = load_images(list_source_files("samples", "test"), 32) / 255.0
+    np.testing.assert_allclose(passes[0], expected, atol=1e-6)
+
+
+def test_folder_yields_the_decodable_images_only(odd_folder):
+    dataset = build_dataset(
+        f"folder:{odd_folder}", "train", image_size=16, batch_size=2, training=False
+    )
+    targets = np.concatenate([target for _, target in _batches(dataset, -1)])
+    assert targets.shape == (5, 16, 16, 3)  # 5 valid; truncated.jpg dropped at decode.
+    training = build_dataset(f"folder:{odd_folder}", "train", image_size=16, batch_size=5, seed=0)
+    assert _batches(training, 3)[2][1].shape == (5, 16, 16, 3)  # Repeats past the bad file.
+
+
+def test_numpy_representation_runs_through_numpy_function(small_folder, fake_numpy):
+    dataset = build_dataset(
+        f"folder:{small_folder}",
+        "train",
+        representation=fake_numpy.representation,
+        image_size=16,
+        batch_size=3,
+        seed=0,
+    )
+    assert dataset.element_spec[0].shape == (3, 4, 4, 3)
+    assert dataset.element_spec[1].shape == (3, 8, 8, 3)
+    features, target = _batches(dataset, 1)[0]
+    assert features.shape == (3, 4, 4, 3) and target.shape == (3, 8, 8, 3)
+    assert fake_numpy.encode_calls >= 1
+    # Features are the 4x4 block means of the 0..255 crop, whose 2x2 means are the target.
+    np.testing.assert_allclose(
+        features / 255.0, target.reshape(3, 4, 2, 4, 2, 3).mean(axis=(2, 4)), atol=1e-5
+    )
+
+
+def test_tfds_source_with_mock_data():
+    with tfds.testing.mock_data(num_examples=5):
+        train = build_dataset("tfds:cifar10", "train", image_size=32, batch_size=4, seed=0)
+        features, target = _batches(train, 1)[0]
+        assert features.shape == (4, 4, 4, 31) and target.shape == (4, 32, 32, 3)
+        test = build_dataset("tfds:cifar10", "test", image_size=32, batch_size=4)
+        assert sum(batch[1].shape[0] for batch in _batches(test, -1)) == 5
+
+
+def test_tfds_is_offline_by_default(tmp_path):
+    with pytest.raises(ValueError, match="download=true"):
+        build_dataset(f"tfds:cifar10?data_dir={tmp_path}", "train", image_size=32)
+
+
+def test_model_fit_runs_on_the_dataset():
+    dataset = build_dataset("samples", "train", image_size=16, batch_size=4, seed=0)
+    inputs = keras.Input((2, 2, 31))
+    outputs = keras.layers.Reshape((16, 16, 3))(
+        keras.layers.Dense(16 * 16 * 3)(keras.layers.Flatten()(inputs))
+    )
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="mse")
+    history = model.fit(dataset, steps_per_epoch=1, epochs=1, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_load_images_names_an_unreadable_file(tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="bad.jpg"):
+        load_images([bad], 32)
+    with pytest.raises(ValueError, match="missing.png"):
+        load_images(str(tmp_path / "missing.png"), 32)
+
+
+def test_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="batch_size"):
+        build_dataset("samples", batch_size=0)
+    with pytest.raises(ValueError, match="min_crop_scale"):
+        build_dataset("samples", min_crop_scale=0.0)
+    with pytest.raises(ValueError, match="representation"):
+        build_dataset("samples", representation="nope")
