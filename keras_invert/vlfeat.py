@@ -12,6 +12,8 @@ Example:
     >>> from keras_invert import vlfeat
     >>> if vlfeat.is_available():
     ...     features = vlfeat.hog(image_hwc, cell_size=8, num_orientations=9)
+    ...     patterns = vlfeat.lbp(gray_hw, cell_size=16)  # [H // 16, W // 16, 58]
+    ...     keypoints = vlfeat.sift_keypoints(gray_hw)  # dict: x, y, sigma, angle, descriptor
 """
 
 from __future__ import annotations
@@ -128,7 +130,14 @@ def _declare(library: ctypes.CDLL) -> None:
     library.vl_hog_new.restype = pointer
     library.vl_hog_delete.argtypes = [pointer]
     library.vl_hog_delete.restype = None
-    library.vl_hog_put_image.argtypes = [pointer, float_pointer, _vl_size, _vl_size, _vl_size, _vl_size]
+    library.vl_hog_put_image.argtypes = [
+        pointer,
+        float_pointer,
+        _vl_size,
+        _vl_size,
+        _vl_size,
+        _vl_size,
+    ]
     library.vl_hog_put_image.restype = None
     library.vl_hog_get_width.argtypes = [pointer]
     library.vl_hog_get_width.restype = _vl_size
@@ -146,7 +155,12 @@ def _declare(library: ctypes.CDLL) -> None:
     library.vl_lbp_get_dimension.argtypes = [pointer]
     library.vl_lbp_get_dimension.restype = _vl_size
     library.vl_lbp_process.argtypes = [
-        pointer, float_pointer, float_pointer, _vl_size, _vl_size, _vl_size
+        pointer,
+        float_pointer,
+        float_pointer,
+        _vl_size,
+        _vl_size,
+        _vl_size,
     ]
     library.vl_lbp_process.restype = None
 
@@ -163,11 +177,16 @@ def _declare(library: ctypes.CDLL) -> None:
     library.vl_sift_detect.argtypes = [sift_pointer]
     library.vl_sift_detect.restype = None
     library.vl_sift_calc_keypoint_orientations.argtypes = [
-        sift_pointer, ctypes.POINTER(ctypes.c_double), keypoint_pointer
+        sift_pointer,
+        ctypes.POINTER(ctypes.c_double),
+        keypoint_pointer,
     ]
     library.vl_sift_calc_keypoint_orientations.restype = ctypes.c_int
     library.vl_sift_calc_keypoint_descriptor.argtypes = [
-        sift_pointer, float_pointer, keypoint_pointer, ctypes.c_double
+        sift_pointer,
+        float_pointer,
+        keypoint_pointer,
+        ctypes.c_double,
     ]
     library.vl_sift_calc_keypoint_descriptor.restype = None
 
@@ -206,7 +225,9 @@ def hog(image: np.ndarray, cell_size: int = 8, num_orientations: int = 9) -> np.
     planes = np.ascontiguousarray(image.transpose(2, 0, 1))
     handle = library.vl_hog_new(_VL_HOG_VARIANT_UOCTTI, num_orientations, 0)
     try:
-        library.vl_hog_put_image(handle, _as_float_pointer(planes), width, height, channels, cell_size)
+        library.vl_hog_put_image(
+            handle, _as_float_pointer(planes), width, height, channels, cell_size
+        )
         hog_width = library.vl_hog_get_width(handle)
         hog_height = library.vl_hog_get_height(handle)
         dimension = library.vl_hog_get_dimension(handle)
@@ -231,6 +252,10 @@ def lbp(image: np.ndarray, cell_size: int = 16) -> np.ndarray:
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"Expected a grayscale image [H, W]. Received: shape={image.shape!r}")
+    if not isinstance(cell_size, int) or cell_size < 1:
+        raise ValueError(
+            f"Expected a positive integer cell_size. Received: cell_size={cell_size!r}"
+        )
     height, width = image.shape
     handle = library.vl_lbp_new(_VL_LBP_UNIFORM, 0)
     try:
@@ -277,6 +302,8 @@ def sift_keypoints(
     image = np.ascontiguousarray(image, dtype=np.float32)
     if image.ndim != 2:
         raise ValueError(f"Expected a grayscale image [H, W]. Received: shape={image.shape!r}")
+    if image.size == 0:
+        raise ValueError(f"Expected a non-empty image. Received: shape={image.shape!r}")
     height, width = image.shape
     filt = library.vl_sift_new(width, height, -1, num_levels, first_octave)
     if not filt:
