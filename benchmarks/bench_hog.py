@@ -30,7 +30,12 @@ FLAGS = flags.FLAGS
 def _photos(batch_size, size):
     import skimage.data
 
-    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea(), skimage.data.rocket()]
+    photos = [
+        skimage.data.astronaut(),
+        skimage.data.coffee(),
+        skimage.data.chelsea(),
+        skimage.data.rocket(),
+    ]
     rng = np.random.default_rng(0)
     crops = []
     for i in range(batch_size):
@@ -38,7 +43,9 @@ def _photos(batch_size, size):
         y = rng.integers(0, photo.shape[0] - size + 1) if photo.shape[0] > size else 0
         x = rng.integers(0, photo.shape[1] - size + 1) if photo.shape[1] > size else 0
         crop = photo[y : y + size, x : x + size]
-        crops.append(tf.image.resize(crop, [size, size]).numpy() if crop.shape[:2] != (size, size) else crop)
+        crops.append(
+            tf.image.resize(crop, [size, size]).numpy() if crop.shape[:2] != (size, size) else crop
+        )
     return np.stack(crops).astype(np.float32)
 
 
@@ -68,8 +75,10 @@ def main(argv):
         parity = f"max abs diff {difference.max():.2e}, mean abs diff {difference.mean():.2e}"
     else:
         parity = "VLFeat not installed"
-    print(f"\nHOG, {FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, "
-          f"{os.cpu_count()} CPU cores, TF {tf.__version__}")
+    print(
+        f"\nHOG, {FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, "
+        f"{os.cpu_count()} CPU cores, TF {tf.__version__}"
+    )
     print("| implementation | images/s | ms/image |")
     print("|---|---|---|")
     for name, rate in rows:

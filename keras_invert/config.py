@@ -85,7 +85,9 @@ class TrainConfig:
         }
         for name, valid in checks.items():
             if not valid:
-                raise ValueError(f"Invalid training config field. Received: {name}={getattr(self, name)!r}")
+                raise ValueError(
+                    f"Invalid training config field. Received: {name}={getattr(self, name)!r}"
+                )
         if any(not 0 < f < 1 for f in self.learning_rate_drops):
             raise ValueError(
                 "Expected learning_rate_drops as fractions in (0, 1). "
@@ -119,7 +121,9 @@ def preset_names() -> list[str]:
 def preset(name: str) -> TrainConfig:
     """The preset `name` (a representation name or "demo")."""
     if name not in _PRESETS:
-        raise ValueError(f"Unknown preset; expected one of {preset_names()}. Received: name={name!r}")
+        raise ValueError(
+            f"Unknown preset; expected one of {preset_names()}. Received: name={name!r}"
+        )
     return TrainConfig(**_PRESETS[name])
 
 
@@ -165,5 +169,7 @@ def load(work_dir: str) -> TrainConfig | None:
         try:
             values = json.load(file)
         except json.JSONDecodeError as error:
-            raise ValueError(f"The run config is not valid JSON. Received: path={path!r} ({error})")
+            raise ValueError(
+                f"The run config is not valid JSON. Received: path={path!r} ({error})"
+            ) from error
     return from_dict(values)

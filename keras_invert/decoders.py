@@ -192,16 +192,28 @@ def build_from_table(
         else:
             if spec.kind == "conv":
                 layer = layers.Conv2D(
-                    filters, spec.kernel_size, spec.strides, padding="same", name=spec.name, dtype=dtype
+                    filters,
+                    spec.kernel_size,
+                    spec.strides,
+                    padding="same",
+                    name=spec.name,
+                    dtype=dtype,
                 )
             elif spec.kind == "upconv":
                 layer = layers.Conv2DTranspose(
-                    filters, spec.kernel_size, spec.strides, padding="same", name=spec.name, dtype=dtype
+                    filters,
+                    spec.kernel_size,
+                    spec.strides,
+                    padding="same",
+                    name=spec.name,
+                    dtype=dtype,
                 )
             elif spec.kind == "dense":
                 layer = layers.Dense(filters, name=spec.name, dtype=dtype)
             else:
-                raise ValueError(f"Unknown layer kind in decoder table. Received: kind={spec.kind!r}")
+                raise ValueError(
+                    f"Unknown layer kind in decoder table. Received: kind={spec.kind!r}"
+                )
             tensor = layer(sources[0])
             if not is_last:
                 tensor = layers.LeakyReLU(negative_slope, name=f"{spec.name}_lrelu")(tensor)
@@ -224,7 +236,11 @@ def hog_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: fl
     _check_divisible("hog", image_size, 64)
     cells = image_size // 8
     return build_from_table(
-        HOG_TABLE, (cells, cells, 31), width=width, negative_slope=negative_slope, name="hog_decoder"
+        HOG_TABLE,
+        (cells, cells, 31),
+        width=width,
+        negative_slope=negative_slope,
+        name="hog_decoder",
     )
 
 
@@ -233,7 +249,11 @@ def lbp_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: fl
     _check_divisible("lbp", image_size, 64)
     cells = image_size // 16
     return build_from_table(
-        LBP_TABLE, (cells, cells, 58), width=width, negative_slope=negative_slope, name="lbp_decoder"
+        LBP_TABLE,
+        (cells, cells, 58),
+        width=width,
+        negative_slope=negative_slope,
+        name="lbp_decoder",
     )
 
 
@@ -242,7 +262,11 @@ def sift_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: f
     _check_divisible("sift", image_size, 64)
     cells = image_size // 4
     return build_from_table(
-        SIFT_TABLE, (cells, cells, 133), width=width, negative_slope=negative_slope, name="sift_decoder"
+        SIFT_TABLE,
+        (cells, cells, 133),
+        width=width,
+        negative_slope=negative_slope,
+        name="sift_decoder",
     )
 
 
@@ -264,7 +288,9 @@ def alexnet_decoder(layer: str, feature_shape, *, width: float = 1.0, negative_s
         "fc8": FC_TABLE,
     }
     if layer not in tables:
-        raise ValueError(f"Expected an AlexNet layer in {sorted(tables)}. Received: layer={layer!r}")
+        raise ValueError(
+            f"Expected an AlexNet layer in {sorted(tables)}. Received: layer={layer!r}"
+        )
     return build_from_table(
         tables[layer],
         feature_shape,

@@ -155,7 +155,9 @@ def export_saved_model(
         archive.add_endpoint(
             "serving_default",
             from_features,
-            input_signature=[tf.TensorSpec([None] * (len(feature_shape) + 1), tf.float32, "features")],
+            input_signature=[
+                tf.TensorSpec([None] * (len(feature_shape) + 1), tf.float32, "features")
+            ],
         )
 
     os.makedirs(export_base, exist_ok=True)

@@ -51,7 +51,9 @@ def mean_pairwise_distance(images) -> float:
     """Mean Euclidean distance between all pairs of distinct images."""
     images = _as_batch(images, "images").reshape(len(images), -1)
     if len(images) < 2:
-        raise ValueError(f"Need at least two images for pairwise distances. Received: {len(images)}")
+        raise ValueError(
+            f"Need at least two images for pairwise distances. Received: {len(images)}"
+        )
     distances = [np.linalg.norm(a - b) for a, b in itertools.combinations(images, 2)]
     return float(np.mean(distances))
 

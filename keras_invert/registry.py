@@ -65,7 +65,9 @@ _REGISTRY: dict[str, Representation] = {}
 def register(representation: Representation) -> Representation:
     """Adds a representation; names are unique."""
     if representation.name in _REGISTRY:
-        raise ValueError(f"Representation already registered. Received: name={representation.name!r}")
+        raise ValueError(
+            f"Representation already registered. Received: name={representation.name!r}"
+        )
     _REGISTRY[representation.name] = representation
     return representation
 
@@ -73,7 +75,9 @@ def register(representation: Representation) -> Representation:
 def get(name: str) -> Representation:
     """Looks a representation up by name, with a clear error listing the known names."""
     if name not in _REGISTRY:
-        raise ValueError(f"Unknown representation; expected one of {names()}. Received: name={name!r}")
+        raise ValueError(
+            f"Unknown representation; expected one of {names()}. Received: name={name!r}"
+        )
     return _REGISTRY[name]
 
 

@@ -244,7 +244,11 @@ def train(
     model = checkpoints.restore_latest()
     if model is None:
         model = build_model(config)
-        logging.info("Training a new %s decoder (%d parameters).", config.representation, model.count_params())
+        logging.info(
+            "Training a new %s decoder (%d parameters).",
+            config.representation,
+            model.count_params(),
+        )
     step = int(model.optimizer.iterations)
     epochs = math.ceil(config.steps / config.steps_per_epoch)
     initial_epoch = step // config.steps_per_epoch
@@ -260,7 +264,9 @@ def train(
             CheckpointCallback(checkpoints),
         ]
         if sample_batch is not None:
-            all_callbacks.append(ReconstructionImages(os.path.join(work_dir, "tensorboard"), *sample_batch))
+            all_callbacks.append(
+                ReconstructionImages(os.path.join(work_dir, "tensorboard"), *sample_batch)
+            )
         all_callbacks.extend(callbacks or [])
         model.fit(
             data,

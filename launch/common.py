@@ -36,7 +36,9 @@ def load_trained(model_path: str):
                 os.path.join(model_path, training.CHECKPOINT_DIR)
             ).restore_latest()
             if decoder is None:
-                raise ValueError(f"The work dir has no trained model yet. Received: model={model_path!r}")
+                raise ValueError(
+                    f"The work dir has no trained model yet. Received: model={model_path!r}"
+                )
         encode = representation.make_encoder(**run.encoder_options)
 
         def reconstruct(images):
@@ -64,4 +66,9 @@ def load_trained(model_path: str):
             features = tf.constant(encode(images), tf.float32)
             return signature(features=features)["reconstruction"].numpy()
 
-    return reconstruct, metadata["representation"], metadata["image_size"], metadata["encoder_options"]
+    return (
+        reconstruct,
+        metadata["representation"],
+        metadata["image_size"],
+        metadata["encoder_options"],
+    )

@@ -35,7 +35,9 @@ def main(argv):
     if os.path.exists(final):
         decoder = keras.saving.load_model(final)
     else:
-        decoder = training.Checkpoints(os.path.join(FLAGS.work_dir, training.CHECKPOINT_DIR)).restore_latest()
+        decoder = training.Checkpoints(
+            os.path.join(FLAGS.work_dir, training.CHECKPOINT_DIR)
+        ).restore_latest()
         if decoder is None:
             raise app.UsageError(f"{FLAGS.work_dir} has no trained model or checkpoint yet.")
         logging.warning("No final model in %s: exporting the latest checkpoint.", FLAGS.work_dir)

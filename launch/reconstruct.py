@@ -34,9 +34,13 @@ def write_grid(path: str, originals, reconstructions, labels=("original", "recon
     size = originals.shape[1]
     header = np.full((24, 2 * size, 3), 255, np.uint8)
     for column, label in enumerate(labels):
-        cv2.putText(header, label, (column * size + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+        cv2.putText(
+            header, label, (column * size + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1
+        )
     rows = [np.concatenate([o, r], axis=1) for o, r in zip(originals, reconstructions, strict=True)]
-    grid = np.concatenate([header, (np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)], axis=0)
+    grid = np.concatenate(
+        [header, (np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)], axis=0
+    )
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     if not cv2.imwrite(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
         raise ValueError(f"Could not write the PNG. Received: out={path!r}")

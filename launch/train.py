@@ -16,7 +16,9 @@ from absl import app, flags, logging
 from launch import common  # noqa: F401  (quiets TensorFlow's C++ logs)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("work_dir", None, "Run directory: config, checkpoints, logs, model.", required=True)
+flags.DEFINE_string(
+    "work_dir", None, "Run directory: config, checkpoints, logs, model.", required=True
+)
 flags.DEFINE_string("preset", None, "Starting config: 'demo' or a representation name.")
 flags.DEFINE_string("representation", None, "Registered representation, e.g. 'hog'.")
 flags.DEFINE_string("data", None, "'samples', 'folder:PATH' or 'tfds:NAME[/CONFIG]'.")
@@ -33,7 +35,9 @@ flags.DEFINE_float("min_crop_scale", None, "Smallest random crop as a fraction o
 flags.DEFINE_integer("seed", None, "Random seed (data order, crops, initialisation).")
 flags.DEFINE_string("cache_dir", None, "Directory for the on-disk feature cache.")
 flags.DEFINE_integer("crops_per_image", None, "Crops materialised per photo when caching.")
-flags.DEFINE_float("divergence_factor", None, "Stop when the loss exceeds this multiple of its best.")
+flags.DEFINE_float(
+    "divergence_factor", None, "Stop when the loss exceeds this multiple of its best."
+)
 
 _FIELDS = (
     "representation", "data", "train_split", "test_split", "image_size", "width",
@@ -61,7 +65,9 @@ def resolve_config(work_dir: str):
             )
         return config_lib.replace(stored, **overrides)
     name = FLAGS.preset or overrides.get("representation", "hog")
-    base = config_lib.preset(name) if name in config_lib.preset_names() else config_lib.TrainConfig()
+    base = (
+        config_lib.preset(name) if name in config_lib.preset_names() else config_lib.TrainConfig()
+    )
     return config_lib.replace(base, **overrides)
 
 

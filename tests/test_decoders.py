@@ -117,7 +117,9 @@ def _check_against_table(model, rows):
             assert layer.strides == (stride, stride), name
     assert model.count_params() == _expected_parameters(rows)
     # Leaky ReLU after every weighted layer but the last, which is linear.
-    activations = {layer.name for layer in model.layers if isinstance(layer, keras.layers.LeakyReLU)}
+    activations = {
+        layer.name for layer in model.layers if isinstance(layer, keras.layers.LeakyReLU)
+    }
     assert model.layers[-1].name == rows[-1][0]
     assert activations == {f"{layer.name}_lrelu" for layer in weighted if layer.name != rows[-1][0]}
 
@@ -171,7 +173,12 @@ def test_width_and_image_size_options():
 
 
 def test_build_decoder_by_name_and_unknown_name():
-    assert decoders.build_decoder("hog", image_size=64, width=0.25).output_shape == (None, 64, 64, 3)
+    assert decoders.build_decoder("hog", image_size=64, width=0.25).output_shape == (
+        None,
+        64,
+        64,
+        3,
+    )
     with pytest.raises(ValueError, match="Unknown representation"):
         decoders.build_decoder("no-such-feature")
 

@@ -34,7 +34,9 @@ def test_signatures_reconstruct_images_and_features(exported, real_photos):
     loaded = tf.saved_model.load(path)
     assert set(loaded.signatures) == {"serving_default", "serve_float", "from_features"}
     photo = real_photos["astronaut"][:64, :64]
-    from_uint8 = loaded.signatures["serving_default"](images=tf.constant(photo[None]))["reconstruction"]
+    from_uint8 = loaded.signatures["serving_default"](images=tf.constant(photo[None]))[
+        "reconstruction"
+    ]
     features = hog(photo[None].astype(np.float32))
     expected = np.clip(decoder(features).numpy(), 0, 1)
     np.testing.assert_allclose(from_uint8.numpy(), expected, atol=1e-4)
@@ -44,7 +46,12 @@ def test_signatures_reconstruct_images_and_features(exported, real_photos):
     gray = np.random.default_rng(0).integers(0, 255, (2, 70, 90, 1)).astype(np.float32)
     assert loaded.signatures["serve_float"](images=gray)["reconstruction"].shape == (2, 64, 64, 3)
     rgba = np.zeros((1, 64, 64, 4), np.uint8)
-    assert loaded.signatures["serving_default"](images=rgba)["reconstruction"].shape == (1, 64, 64, 3)
+    assert loaded.signatures["serving_default"](images=rgba)["reconstruction"].shape == (
+        1,
+        64,
+        64,
+        3,
+    )
 
 
 def test_bad_requests_name_what_was_expected(exported):
@@ -83,4 +90,6 @@ def test_failed_export_leaves_nothing_loadable(tmp_path, monkeypatch):
 
 def test_mismatched_image_size_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="image_size"):
-        export.export_saved_model(decoders.hog_decoder(64, width=0.125), "hog", str(tmp_path), image_size=128)
+        export.export_saved_model(
+            decoders.hog_decoder(64, width=0.125), "hog", str(tmp_path), image_size=128
+        )

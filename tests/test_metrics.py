@@ -16,7 +16,9 @@ def test_normalized_error_by_hand():
     reconstructions = originals.copy()
     reconstructions[0, 0, 0, 0] = 0.5  # errors 0.5 and 0
     expected = (0.5 / 2) / np.sqrt(3)
-    assert metrics.normalized_reconstruction_error(originals, reconstructions) == pytest.approx(expected)
+    assert metrics.normalized_reconstruction_error(originals, reconstructions) == pytest.approx(
+        expected
+    )
     assert metrics.normalized_reconstruction_error(originals, originals) == 0.0
 
 

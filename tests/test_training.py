@@ -23,7 +23,9 @@ def _tiny_config(**changes):
 
 def _dataset(real_photos, seed=0):
     rng = np.random.default_rng(seed)
-    photos = [real_photos[n][:192, :192].astype(np.float32) for n in ("astronaut", "coffee", "chelsea")]
+    photos = [
+        real_photos[n][:192, :192].astype(np.float32) for n in ("astronaut", "coffee", "chelsea")
+    ]
     crops = []
     for _ in range(16):
         photo = photos[rng.integers(len(photos))]
@@ -52,13 +54,19 @@ def test_train_writes_checkpoints_and_final_model(tmp_path, real_photos):
     assert int(model.optimizer.iterations) == 10
     assert os.path.exists(tmp_path / "model.keras")
     assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [5, 10]
-    assert any(name.startswith("events") for _, _, files in os.walk(tmp_path / "tensorboard") for name in files)
+    assert any(
+        name.startswith("events")
+        for _, _, files in os.walk(tmp_path / "tensorboard")
+        for name in files
+    )
 
 
 def test_interrupted_run_resumes_step_and_loss(tmp_path, real_photos):
     run = _tiny_config(steps=20)
     with pytest.raises(KeyboardInterrupt):
-        training.train(run, _dataset(real_photos), str(tmp_path), callbacks=[_StopAfter(13)], verbose=0)
+        training.train(
+            run, _dataset(real_photos), str(tmp_path), callbacks=[_StopAfter(13)], verbose=0
+        )
     checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
     assert checkpoints.steps() == [5, 10]
     restored = checkpoints.restore_latest()
@@ -67,7 +75,9 @@ def test_interrupted_run_resumes_step_and_loss(tmp_path, real_photos):
     assert any(np.abs(v.numpy()).sum() > 0 for v in restored.optimizer.variables[2:])
     features, targets = next(iter(_dataset(real_photos, seed=1)))
     fresh = training.build_model(run)
-    assert restored.evaluate(features, targets, verbose=0) < fresh.evaluate(features, targets, verbose=0)
+    assert restored.evaluate(features, targets, verbose=0) < fresh.evaluate(
+        features, targets, verbose=0
+    )
 
     model = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
     assert int(model.optimizer.iterations) == 20
@@ -107,7 +117,9 @@ def test_divergence_guard_detects_explosion():
 
 def test_learning_rate_is_lowered_towards_the_end():
     optimizer = training.build_optimizer(_tiny_config(steps=100, learning_rate_drops=(0.5, 0.9)))
-    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    schedule = (
+        optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    )
     rates = [float(schedule(step)) for step in (0, 49, 51, 89, 91)]
     np.testing.assert_allclose(rates, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5], rtol=1e-6)
 

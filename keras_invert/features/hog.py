@@ -52,7 +52,9 @@ def hog_num_channels(num_orientations: int = 9) -> int:
 
 def _validate(images: tf.Tensor, cell_size: int, num_orientations: int) -> tuple[tf.Tensor, bool]:
     if not isinstance(cell_size, int) or cell_size < 1:
-        raise ValueError(f"Expected a positive integer cell_size. Received: cell_size={cell_size!r}")
+        raise ValueError(
+            f"Expected a positive integer cell_size. Received: cell_size={cell_size!r}"
+        )
     if not isinstance(num_orientations, int) or num_orientations < 1:
         raise ValueError(
             "Expected a positive integer num_orientations. "
@@ -85,9 +87,10 @@ def _interpolation_matrix(num_pixels: tf.Tensor, num_cells: tf.Tensor, cell_size
     lower_index = tf.cast(lower, tf.int32)
     # one_hot yields a zero row for an index outside [0, num_cells): exactly the
     # votes VLFeat drops at the borders.
-    return tf.one_hot(lower_index, num_cells) * (1.0 - upper_weight)[:, None] + tf.one_hot(
-        lower_index + 1, num_cells
-    ) * upper_weight[:, None]
+    return (
+        tf.one_hot(lower_index, num_cells) * (1.0 - upper_weight)[:, None]
+        + tf.one_hot(lower_index + 1, num_cells) * upper_weight[:, None]
+    )
 
 
 def _safe_sqrt(x: tf.Tensor) -> tf.Tensor:
