@@ -43,7 +43,8 @@ class TrainConfig:
         beta_1, beta_2: Adam moments (paper: 0.9, 0.999).
         min_crop_scale: smallest random crop side as a fraction of the short side.
         seed: makes data order, crops and initialisation reproducible (None: random).
-        cache_dir: on-disk feature cache (None: features computed on the fly).
+        cache_dir: on-disk feature cache (None: features computed on the fly);
+            a relative path is taken inside the work dir.
         crops_per_image: crops materialised per photo when caching.
         divergence_factor: the run stops when the epoch's running loss exceeds
             this multiple of the best epoch loss so far (or is not finite).
@@ -99,6 +100,9 @@ class TrainConfig:
 # run on the bundled photos with 2 CPU cores (SPEC.md section 3 explains the lower rate).
 _PRESETS = {
     "hog": dict(representation="hog", image_size=256, batch_size=64),
+    "lbp": dict(representation="lbp", image_size=256, batch_size=64),
+    # SIFT is a C call per image: its maps are computed once and cached.
+    "sift": dict(representation="sift", image_size=256, batch_size=64, cache_dir="cache"),
     "demo": dict(
         representation="hog",
         data="samples",
@@ -110,6 +114,10 @@ _PRESETS = {
         learning_rate=3e-4,
         learning_rate_drops=(0.75,),
         min_crop_scale=0.25,
+        # Features of 64 crops per photo computed once: on 2 cores, computing
+        # them alongside training would take cores from the training step.
+        cache_dir="cache",
+        crops_per_image=64,
     ),
 }
 
@@ -158,6 +166,13 @@ def save(config: TrainConfig, work_dir: str) -> str:
         file.write("\n")
     os.replace(temporary, path)
     return path
+
+
+def resolve_cache_dir(config: TrainConfig, work_dir: str) -> str | None:
+    """The feature cache directory of a run (relative paths live in the work dir)."""
+    if config.cache_dir is None:
+        return None
+    return os.path.join(work_dir, config.cache_dir)
 
 
 def load(work_dir: str) -> TrainConfig | None:

@@ -23,6 +23,8 @@ import keras
 
 from keras_invert import decoders
 from keras_invert.features.hog import hog, hog_num_channels, hog_output_size
+from keras_invert.features.lbp import LBP_NUM_BINS, lbp, lbp_output_size
+from keras_invert.features.sift import SIFT_NUM_CHANNELS, sift_batch, sift_output_size
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,5 +108,56 @@ register(
         ),
         target_size=lambda size: size,
         default_image_size=256,
+    )
+)
+
+
+def _lbp_encoder(cell_size: int = 16):
+    def encode(images):
+        return lbp(images, cell_size=cell_size)
+
+    return encode
+
+
+register(
+    Representation(
+        name="lbp",
+        description="LBP, VLFeat uniform patterns, cell 16 (Table 4)",
+        make_encoder=_lbp_encoder,
+        decoder_builder=decoders.lbp_decoder,
+        feature_shape=lambda size: (
+            lbp_output_size(size),
+            lbp_output_size(size),
+            LBP_NUM_BINS,
+        ),
+        target_size=lambda size: size,
+        default_image_size=256,
+    )
+)
+
+
+def _sift_encoder(backend: str | None = None):
+    # NumPy in, NumPy out: SIFT is a C library call per image, not a TF op, so
+    # pipelines run it through tf.numpy_function and cache its maps.
+    def encode(images):
+        return sift_batch(images, backend=backend)
+
+    return encode
+
+
+register(
+    Representation(
+        name="sift",
+        description="SIFT keypoints (VLFeat defaults) rasterised into a 4x4-cell map (Table 3)",
+        make_encoder=_sift_encoder,
+        decoder_builder=decoders.sift_decoder,
+        feature_shape=lambda size: (
+            sift_output_size(size),
+            sift_output_size(size),
+            SIFT_NUM_CHANNELS,
+        ),
+        target_size=lambda size: size,
+        default_image_size=256,
+        in_graph=False,
     )
 )

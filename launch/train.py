@@ -87,15 +87,18 @@ def main(argv):
     )
 
     def dataset_from(step):
-        # A resumed run draws a fresh, reproducible stream keyed by its first step.
-        seed = None if run.seed is None else run.seed * 1_000_003 + step
+        # A resumed run draws a fresh, reproducible stream keyed by its first step;
+        # a cached run keeps its seed, which names the cached crops.
+        seed = run.seed
+        if seed is not None and run.cache_dir is None:
+            seed = seed * 1_000_003 + step
         return pipelines.build_dataset(
             run.data,
             run.train_split,
             batch_size=run.batch_size,
             training=True,
             seed=seed,
-            cache_dir=run.cache_dir,
+            cache_dir=config_lib.resolve_cache_dir(run, FLAGS.work_dir),
             crops_per_image=run.crops_per_image,
             min_crop_scale=run.min_crop_scale,
             **options,
