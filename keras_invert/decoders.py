@@ -176,8 +176,11 @@ def build_from_table(
     for index, spec in enumerate(table):
         sources = [outputs[n] for n in spec.inputs] if spec.inputs else [previous]
         is_last = index == last
-        # The output layer computes in float32 even under a mixed-precision policy.
+        # The output layer computes in float32 even under a mixed-precision policy,
+        # and starts at mid-grey (choice): targets are images in [0, 1], and a
+        # decoder that starts at 0 spends its first hundreds of steps learning the mean.
         dtype = "float32" if is_last else None
+        extra = {"bias_initializer": keras.initializers.Constant(0.45)} if is_last else {}
         filters = spec.filters if is_last else _scaled(spec.filters, width)
         if spec.kind == "concat":
             tensor = layers.Concatenate(name=spec.name)(sources)
@@ -198,6 +201,7 @@ def build_from_table(
                     padding="same",
                     name=spec.name,
                     dtype=dtype,
+                    **extra,
                 )
             elif spec.kind == "upconv":
                 layer = layers.Conv2DTranspose(
@@ -207,9 +211,10 @@ def build_from_table(
                     padding="same",
                     name=spec.name,
                     dtype=dtype,
+                    **extra,
                 )
             elif spec.kind == "dense":
-                layer = layers.Dense(filters, name=spec.name, dtype=dtype)
+                layer = layers.Dense(filters, name=spec.name, dtype=dtype, **extra)
             else:
                 raise ValueError(
                     f"Unknown layer kind in decoder table. Received: kind={spec.kind!r}"
