@@ -24,18 +24,31 @@ How that maps onto tensor ops (SPEC.md suggests one-hot patterns pooled by
 two interpolation matmuls; the one-hot tensor is 58 floats per pixel, about
 1 GB for 64 images of 256x256, and that version was ~6x slower on a CPU):
 - the pattern bins are eight comparisons and a gather from a 256-entry table,
-  turned into one int32 segment id per pixel (image, cell group, bin). When H
-  and W are known at trace time this part is compiled with XLA: it is exact
-  (comparisons and integer sums only) and fusing it was 3-6x faster than the
-  separate ops. With dynamic H or W it runs as plain ops, to avoid one XLA
-  compilation per image size;
+  turned into one int32 segment id per pixel (image, cell group, bin);
 - a pixel at x has `2x + 1 + cell = 2 * cell * g + u` with `0 <= u < 2 * cell`:
   it votes `(2 cell - u) / (2 cell)` for cell g-1 and `u / (2 cell)` for cell g.
   The 2-D bilinear weight is therefore a polynomial in (u, v), and each cell
   histogram is a fixed combination of four integer moments per "group" (g_y,
-  g_x) and bin: the count and the sums of u, v and u*v. These are one
-  `bincount` and three integer `unsorted_segment_sum`s (exact and
-  deterministic on every device), followed by a small float64 combination.
+  g_x) and bin: the count and the sums of u, v and u*v. For cell sizes up to
+  25 the four moments of a group fit side by side in one int64 (bit fields
+  wide enough for their largest sums), so one integer `unsorted_segment_sum`
+  of a packed per-pixel constant gives all four (larger cells: four sums).
+  Integer sums are exact and deterministic on every device; a small float64
+  combination follows.
+
+When H and W are known at trace time, three XLA-compiled steps run: the gray
+conversion, the segment ids, and the pooling with normalisation (the last one
+on the flattened ids: XLA's scatter is ~4x faster on a 1-D operand than on
+the `[N, H, W]` one). Comparisons and integer sums cannot change under
+compilation; the gray conversion can (XLA contracts `r*w0 + g*w1` into fused
+multiply-adds), so `_gray_fused` routes each product through a select that
+the compiler cannot look through, which keeps the products rounded and the
+result bit-identical to `tf.image.rgb_to_grayscale` (the parity tests check
+this through the VLFeat comparison). Each step was measured separately: the
+three in one XLA cluster, or the gray conversion fused into the comparisons,
+were 2-4x slower (elementwise work recomputed per neighbour, reshape copies).
+With dynamic H or W the same functions run as plain ops, to avoid one XLA
+compilation per image size. `benchmarks/bench_lbp.py` prints the figures.
 
 Example:
     >>> import numpy as np
@@ -54,9 +67,8 @@ from keras import layers
 
 LBP_NUM_BINS = 58
 _NORM_EPSILON = 1e-10  # Added to sqrt(sum) per cell, as VLFeat.
-# Moments of one group reach 4 * cell**4 (u, v < 2 * cell, cell**2 pixels); int32
-# holds them exactly up to this cell size, int64 beyond.
-_MAX_INT32_CELL_SIZE = 152
+# tf.image.rgb_to_grayscale's luma weights.
+_LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
 
 
 def _uniform_bins() -> np.ndarray:
@@ -120,31 +132,68 @@ def _segment_ids(gray: tf.Tensor, cell_size: int) -> tf.Tensor:
     return images + groups[None] + _pattern_bins(gray)
 
 
-# Comparisons and integer sums only, so compiling cannot change the result.
-_segment_ids_xla = tf.function(_segment_ids, jit_compile=True)
+def _gray_fused(images: tf.Tensor) -> tf.Tensor:
+    """`[N, H, W, 3]` -> `[N, H, W]`, bit-identical to `tf.image.rgb_to_grayscale` under XLA.
+
+    `rgb_to_grayscale` rounds each product and sums left to right. XLA would
+    contract products and sums into fused multiply-adds (different rounding in
+    ~20% of the pixels, enough to flip comparisons of nearly equal neighbours);
+    a select on each product, which the compiler cannot remove (it changes NaN
+    to NaN, but the compiler does not know that), keeps the products rounded.
+    """
+    products = images * tf.constant(_LUMA_WEIGHTS, tf.float32)
+    products = tf.where(tf.math.is_nan(products), tf.constant(np.nan, tf.float32), products)
+    return (products[..., 0] + products[..., 1]) + products[..., 2]
 
 
-def _cell_histograms(segment: tf.Tensor, height, width, cell_size: int) -> tf.Tensor:
-    """Bilinearly pooled, unnormalised `[N, H // cell, W // cell, 58]` histograms."""
-    shape = tf.shape(segment)
-    batch_size = shape[0]
+def _moment_fields(cell_size: int) -> tuple[int, ...] | None:
+    """Bit widths of a group's count, sum of u, sum of v and sum of u*v.
+
+    A group has at most cell_size**2 pixels and u, v < 2 * cell_size. None
+    when the four fields do not fit in 63 bits (cell sizes above 25).
+    """
+    pixels, largest = cell_size**2, 2 * cell_size - 1
+    sums = (pixels, pixels * largest, pixels * largest, pixels * largest**2)
+    widths = tuple(int(value).bit_length() for value in sums)
+    return widths if sum(widths) <= 63 else None
+
+
+def _pool(segment: tf.Tensor, height, width, cell_size: int) -> tf.Tensor:
+    """Flat segment ids of `[N, H-2, W-2]` pixels -> normalised `[N, H//cell, W//cell, 58]`."""
+    # From the shape, so that XLA knows it when compiling.
+    batch_size = tf.size(segment) // ((height - 2) * (width - 2))
     cells_y, cells_x = height // cell_size, width // cell_size
     groups_y, groups_x = cells_y + 2, cells_x + 2
     _, v = _groups(height, cell_size, cells_y)
     _, u = _groups(width, cell_size, cells_x)
-    moment_dtype = tf.int32 if cell_size <= _MAX_INT32_CELL_SIZE else tf.int64
-    u = tf.cast(u, moment_dtype)[tf.newaxis, tf.newaxis, :]
-    v = tf.cast(v, moment_dtype)[tf.newaxis, :, tf.newaxis]
-    segment = tf.reshape(segment, [-1])
+    u = tf.cast(u, tf.int64)[tf.newaxis, tf.newaxis, :]
+    v = tf.cast(v, tf.int64)[tf.newaxis, :, tf.newaxis]
+    per_pixel = (tf.ones_like(u), u, v, u * v)
+    widths = _moment_fields(cell_size)
+    if widths is not None:
+        shifts = np.cumsum((0,) + widths[:-1]).tolist()
+        packed = sum(data * (1 << shift) for data, shift in zip(per_pixel, shifts, strict=True))
+        per_pixel = (packed,)
     num_segments = batch_size * groups_y * groups_x * LBP_NUM_BINS
-    moments = [tf.math.bincount(segment, minlength=num_segments, maxlength=num_segments)]
-    for data in (u, v, u * v):
-        data = tf.reshape(tf.broadcast_to(data, shape), [-1])
-        moments.append(tf.math.unsorted_segment_sum(data, segment, num_segments))
+    pixels = [batch_size, height - 2, width - 2]
+    sums = [
+        tf.math.unsorted_segment_sum(
+            tf.reshape(tf.broadcast_to(data, pixels), [-1]), segment, num_segments
+        )
+        for data in per_pixel
+    ]
+    if widths is not None:
+        sums = [
+            tf.bitwise.bitwise_and(
+                tf.bitwise.right_shift(sums[0], tf.constant(shift, tf.int64)),
+                tf.constant((1 << width_bits) - 1, tf.int64),
+            )
+            for shift, width_bits in zip(shifts, widths, strict=True)
+        ]
     # Integer moments -> float64 keeps the combination exact for any practical cell.
     count, sum_u, sum_v, sum_uv = (
         tf.reshape(tf.cast(moment, tf.float64), [batch_size, groups_y, groups_x, LBP_NUM_BINS])
-        for moment in moments
+        for moment in sums
     )
     scale = 2.0 * cell_size
     # Votes of group (gy, gx) for the cells (gy-1, gx-1), (gy-1, gx), (gy, gx-1), (gy, gx).
@@ -158,7 +207,16 @@ def _cell_histograms(segment: tf.Tensor, height, width, cell_size: int) -> tf.Te
         + down_left[:, :cells_y, 1 : cells_x + 1]
         + down_right[:, :cells_y, :cells_x]
     ) / (scale * scale)
-    return tf.cast(histograms, tf.float32)
+    histograms = tf.cast(histograms, tf.float32)
+    norms = tf.sqrt(tf.reduce_sum(histograms, axis=-1, keepdims=True)) + _NORM_EPSILON
+    return tf.sqrt(histograms) / norms
+
+
+# Exact under compilation (see the module docstring); H, W and the cell size are
+# trace-time constants of the static path.
+_gray_xla = tf.function(_gray_fused, jit_compile=True)
+_segment_ids_xla = tf.function(_segment_ids, jit_compile=True)
+_pool_xla = tf.function(_pool, jit_compile=True)
 
 
 def _validate(images: tf.Tensor, cell_size: int) -> tuple[tf.Tensor, bool]:
@@ -203,24 +261,25 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
     if images.dtype != tf.float32:
         images = tf.cast(images, tf.float32)
     images, unbatched = _validate(images, cell_size)
-    gray = tf.image.rgb_to_grayscale(images) if images.shape[-1] == 3 else images
-    gray = gray[..., 0]
-    static_height, static_width = gray.shape[1], gray.shape[2]
-    shape = tf.shape(gray)
-    height, width = shape[1], shape[2]
+    static_height, static_width = images.shape[1], images.shape[2]
     if static_height is None or static_width is None:
+        gray = tf.image.rgb_to_grayscale(images) if images.shape[-1] == 3 else images
+        gray = gray[..., 0]
+        shape = tf.shape(gray)
+        height, width = shape[1], shape[2]
         # Shapes known only at run time: the same check as in _validate.
         message = f"LBP needs images of at least {cell_size}x{cell_size} pixels (one cell)."
         with tf.control_dependencies(
             [tf.debugging.assert_greater_equal(tf.minimum(height, width), cell_size, message)]
         ):
             gray = tf.identity(gray)
-        segment = _segment_ids(gray, cell_size)
+        segment = tf.reshape(_segment_ids(gray, cell_size), [-1])
+        features = _pool(segment, height, width, cell_size)
     else:
-        segment = _segment_ids_xla(gray, cell_size)
-    histograms = _cell_histograms(segment, height, width, cell_size)
-    norms = tf.sqrt(tf.reduce_sum(histograms, axis=-1, keepdims=True)) + _NORM_EPSILON
-    features = tf.sqrt(histograms) / norms
+        gray = _gray_xla(images) if images.shape[-1] == 3 else images[..., 0]
+        # Flattened outside XLA (free here, a copy inside the compiled pooling).
+        segment = tf.reshape(_segment_ids_xla(gray, cell_size), [-1])
+        features = _pool_xla(segment, int(static_height), int(static_width), cell_size)
     features = tf.ensure_shape(
         features,
         [
