@@ -111,6 +111,28 @@ def random_crop(example: dict, image_size: int, min_crop_scale: float, flip: boo
     return {**example, "image": crop}
 
 
+def color_jitter(example: dict, strength: float) -> dict:
+    """Random photometric change of the crop (training), keyed by `example["seed"]`.
+
+    Saturation x uniform(1 - 0.6s, 1 + 0.6s), hue + uniform(-0.08s, 0.08s),
+    contrast x uniform(1 - 0.4s, 1 + 0.4s), brightness + uniform(-0.15s, 0.15s)
+    (s = `strength`, image in 0..1 while jittered). The features and the target
+    are both computed from the jittered crop: HOG and LBP are nearly blind to
+    colour and brightness, so with few photos this stops the decoder from
+    memorising their palettes (SPEC.md section 3).
+    """
+    image = example["image"] / 255.0
+    draws = tf.random.stateless_uniform(
+        [4], seed=tf.random.experimental.stateless_fold_in(example["seed"], 7), minval=-1.0
+    )
+    image = tf.image.adjust_saturation(image, 1.0 + 0.6 * strength * draws[0])
+    image = tf.image.adjust_hue(image, 0.08 * strength * draws[1])
+    mean = tf.reduce_mean(image)
+    image = (image - mean) * (1.0 + 0.4 * strength * draws[2]) + mean
+    image = image + 0.15 * strength * draws[3]
+    return {**example, "image": tf.clip_by_value(image, 0.0, 1.0) * 255.0}
+
+
 def add_target(example: dict, target_size: int) -> dict:
     """Adds "target": the (cropped) image resized to `target_size`, in 0..1.
 

@@ -66,3 +66,18 @@ def test_add_target_resizes_to_target_size_in_unit_range():
     target = ops.add_target({"image": image}, target_size=4)["target"].numpy()
     assert target.shape == (4, 4, 3)
     np.testing.assert_allclose(target, 1.0)
+
+
+def test_color_jitter_is_keyed_and_keeps_range():
+    rng = np.random.default_rng(0)
+    image = tf.constant(rng.uniform(0, 255, (16, 16, 3)).astype(np.float32))
+    key = tf.constant([3, 4], tf.int64)
+    first = ops.color_jitter({"image": image, "seed": key}, 1.0)["image"].numpy()
+    again = ops.color_jitter({"image": image, "seed": key}, 1.0)["image"].numpy()
+    other = ops.color_jitter({"image": image, "seed": key + 1}, 1.0)["image"].numpy()
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, other)
+    assert not np.allclose(first, image.numpy())
+    assert first.min() >= 0.0 and first.max() <= 255.0
+    untouched = ops.color_jitter({"image": image, "seed": key}, 0.0)["image"].numpy()
+    np.testing.assert_allclose(untouched, image.numpy(), atol=1e-3)
