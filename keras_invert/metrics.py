@@ -6,6 +6,7 @@ All functions take batches `[N, H, W, 3]` of images in [0, 1].
   ||x_i - x_hat_i|| divided by the mean distance between pairs of test images
   (predicting the mean image scores roughly 0.7).
 - `feature_error`: ||phi(x_hat) - phi(x)|| / ||phi(x)||, averaged.
+- `normalized_reconstruction_errors`, `feature_errors`: the same per image.
 - `luma_correlation`, `ssim`, `psnr`: structure and fidelity beside the error;
   HOG discards absolute brightness and colour, so structure measures tell how
   much of the layout came back even when colours do not.
@@ -60,19 +61,29 @@ def mean_pairwise_distance(images) -> float:
 
 def normalized_reconstruction_error(originals, reconstructions) -> float:
     """The paper's error: mean ||x - x_hat|| / mean pairwise ||x_i - x_j||."""
+    return float(normalized_reconstruction_errors(originals, reconstructions).mean())
+
+
+def normalized_reconstruction_errors(originals, reconstructions) -> np.ndarray:
+    """Per image ||x_i - x_hat_i|| / mean pairwise ||x_i - x_j|| (their mean: the paper's error)."""
     originals, reconstructions = _check_pair(originals, reconstructions)
     errors = np.linalg.norm((originals - reconstructions).reshape(len(originals), -1), axis=1)
-    return float(errors.mean() / mean_pairwise_distance(originals))
+    return errors / mean_pairwise_distance(originals)
 
 
-def feature_error(original_features, reconstruction_features) -> float:
-    """Mean relative feature-space error ||phi(x_hat) - phi(x)|| / ||phi(x)||."""
+def feature_errors(original_features, reconstruction_features) -> np.ndarray:
+    """Per example ||phi(x_hat) - phi(x)|| / ||phi(x)||."""
     a = np.asarray(original_features, np.float64).reshape(len(original_features), -1)
     b = np.asarray(reconstruction_features, np.float64).reshape(len(reconstruction_features), -1)
     if a.shape != b.shape:
         raise ValueError(f"Expected features of equal shape. Received: {a.shape} and {b.shape}")
     norms = np.maximum(np.linalg.norm(a, axis=1), 1e-12)
-    return float(np.mean(np.linalg.norm(a - b, axis=1) / norms))
+    return np.linalg.norm(a - b, axis=1) / norms
+
+
+def feature_error(original_features, reconstruction_features) -> float:
+    """Mean relative feature-space error ||phi(x_hat) - phi(x)|| / ||phi(x)||."""
+    return float(np.mean(feature_errors(original_features, reconstruction_features)))
 
 
 def luma(images) -> np.ndarray:
