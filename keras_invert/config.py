@@ -50,6 +50,11 @@ class TrainConfig:
             this multiple of the best epoch loss so far (or is not finite).
         summary_images: test images shown in TensorBoard each epoch.
         encoder_options: keyword arguments of the representation's encoder.
+        encoder_weights: weights file of a network encoder (AlexNet:
+            `.weights.h5`, `.caffemodel` or `.pth`); passed to the encoder as
+            its `weights` option. None: random weights (logged loudly).
+        autoencoder: train a network encoder jointly with the decoder (the
+            paper's autoencoder mode) instead of keeping it fixed.
     """
 
     representation: str = "hog"
@@ -73,6 +78,8 @@ class TrainConfig:
     divergence_factor: float = 10.0
     summary_images: int = 4
     encoder_options: dict = dataclasses.field(default_factory=dict)
+    encoder_weights: str | None = None
+    autoencoder: bool = False
 
     def __post_init__(self):
         checks = {
@@ -93,6 +100,13 @@ class TrainConfig:
             raise ValueError(
                 "Expected learning_rate_drops as fractions in (0, 1). "
                 f"Received: learning_rate_drops={self.learning_rate_drops!r}"
+            )
+        in_options = self.encoder_options.get("weights")
+        if self.encoder_weights is not None and in_options not in (None, self.encoder_weights):
+            raise ValueError(
+                "Give the encoder weights once, as encoder_weights or as encoder_options"
+                f"['weights']. Received: encoder_weights={self.encoder_weights!r}, "
+                f"encoder_options={self.encoder_options!r}"
             )
 
 
@@ -166,6 +180,14 @@ def save(config: TrainConfig, work_dir: str) -> str:
         file.write("\n")
     os.replace(temporary, path)
     return path
+
+
+def encoder_options(config: TrainConfig) -> dict:
+    """The encoder's keyword arguments: `encoder_options` plus `encoder_weights` as `weights`."""
+    options = dict(config.encoder_options)
+    if config.encoder_weights is not None:
+        options["weights"] = config.encoder_weights
+    return options
 
 
 def resolve_cache_dir(config: TrainConfig, work_dir: str) -> str | None:

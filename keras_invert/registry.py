@@ -12,6 +12,10 @@ Example:
     ((16, 16, 31), 128)
     >>> encode = hog.make_encoder()
     >>> decoder = hog.build_decoder(image_size=128, width=0.5)
+    >>> conv5 = registry.get("alexnet/conv5")  # also alexnet-torchvision/conv5
+    >>> conv5.feature_shape(227), conv5.target_size(227), conv5.encode_in_model
+    ((6, 6, 256), 192, True)
+    >>> encoder = conv5.make_encoder(weights="caffenet.weights.h5")  # a keras.Model
 """
 
 from __future__ import annotations
@@ -20,8 +24,17 @@ import dataclasses
 from collections.abc import Callable
 
 import keras
+from absl import logging as absl_logging
 
 from keras_invert import decoders
+from keras_invert.encoders.alexnet import (
+    ALEXNET_IMAGE_SIZES,
+    ALEXNET_LAYERS,
+    ALEXNET_OUTPUT_SHAPES,
+    ALEXNET_TAP_LAYERS,
+    ALEXNET_VARIANTS,
+    alexnet,
+)
 from keras_invert.features.hog import hog, hog_num_channels, hog_output_size
 from keras_invert.features.lbp import LBP_NUM_BINS, lbp, lbp_output_size
 from keras_invert.features.sift import SIFT_NUM_CHANNELS, sift_batch, sift_output_size
@@ -42,6 +55,11 @@ class Representation:
         default_image_size: the paper's input size.
         in_graph: True when `encode` is pure TensorFlow (runs inside the
             SavedModel and in tf.data without `numpy_function`).
+        encode_in_model: True when the encoder is a network (a `keras.Model`
+            from `make_encoder`) that runs inside the training model,
+            `images -> encoder -> decoder` (`keras_invert.reconstructor`), on
+            the accelerator and optionally trained jointly (autoencoder).
+            The pipeline then yields the crops themselves as "features".
     """
 
     name: str
@@ -52,6 +70,7 @@ class Representation:
     target_size: Callable[[int], int]
     default_image_size: int
     in_graph: bool = True
+    encode_in_model: bool = False
 
     def build_decoder(
         self, image_size: int | None = None, *, width: float = 1.0, negative_slope: float = 0.2
@@ -161,3 +180,104 @@ register(
         in_graph=False,
     )
 )
+
+
+# AlexNet (SPEC.md section 1, supplementary Table 1): "alexnet/<layer>" is the
+# paper's Caffe reference network, "alexnet-torchvision/<layer>" torchvision's.
+# The crops fed to the model are `image_size` (default: the network's own 227,
+# or 224 for torchvision); the encoder's preprocessing resizes any other size
+# to the network's inside the model, so the feature shapes never depend on it.
+# The target is the crop at the decoder's output side.
+ALEXNET_TARGET_SIZES = {
+    "conv1": 216,  # 27 x 2^3 (SPEC.md section 2)
+    "conv2": 208,  # 13 x 2^4
+    "conv3": 208,
+    "conv4": 208,
+    "conv5": 192,  # Table 5: 6 x 2^5
+    "fc6": 128,  # Table 6: 4 x 2^5
+    "fc7": 128,
+    "fc8": 128,
+}
+"""Side of each AlexNet decoder's output image, i.e. of its training targets."""
+
+_ALEXNET_NAMES = {"caffe": "alexnet", "torchvision": "alexnet-torchvision"}
+
+_RANDOM_ENCODER_WARNING = """
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
+!! The %s encoder has RANDOM weights: no `weights` (--encoder_weights) given.
+!! A decoder trained on a fixed random AlexNet learns to invert a random
+!! network, not the ImageNet-trained one of the paper: its reconstructions say
+!! nothing about what a trained network keeps, and its errors are not
+!! comparable to the paper's figures. (With --autoencoder the random weights
+!! are only where joint training starts, which is fine.)
+!! No registry ships AlexNet weights: bring a Caffe .caffemodel, a torchvision
+!! .pth state dict, or a .weights.h5 from `python -m launch.convert_weights`
+!! (BUILD.md, section "AlexNet").
+!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!"""
+
+
+def _alexnet_encoder(layer: str, registered_variant: str):
+    name = f"{_ALEXNET_NAMES[registered_variant]}/{layer}"
+
+    def make_encoder(weights=None, variant: str = registered_variant):
+        """`images [N, S, S, 3] 0..255 -> features`, a Keras model (the `layer` tap only).
+
+        Args:
+            weights: None (random, with a loud warning) or a `.weights.h5`,
+                `.caffemodel` or `.pth` file of this variant.
+            variant: must be this representation's variant; the other one is
+                registered under its own name (its feature shapes differ).
+        """
+        if variant != registered_variant:
+            raise ValueError(
+                f"{name} is the {registered_variant} network; use "
+                f"{_ALEXNET_NAMES.get(variant, 'alexnet')}/{layer} for the {variant} one. "
+                f"Received: variant={variant!r}"
+            )
+        if weights is None:
+            absl_logging.warning(_RANDOM_ENCODER_WARNING, name)
+        network = alexnet(variant, weights=weights, outputs=[layer])
+        return keras.Model(network.input, network.output[layer], name=f"alexnet_{variant}_{layer}")
+
+    return make_encoder
+
+
+def _alexnet_decoder(layer: str, variant: str):
+    def build(image_size, *, width=1.0, negative_slope=0.2):
+        del image_size  # The network sees 227 (224) x 224 whatever the crop size.
+        return decoders.alexnet_decoder(
+            layer,
+            ALEXNET_OUTPUT_SHAPES[variant][layer],
+            width=width,
+            negative_slope=negative_slope,
+        )
+
+    return build
+
+
+def _register_alexnet(variant: str):
+    tables = {"conv5": "Table 5", "fc6": "Table 6", "fc7": "Table 6", "fc8": "Table 6"}
+    network = "Caffe reference AlexNet" if variant == "caffe" else "torchvision AlexNet"
+    for layer in ALEXNET_LAYERS:
+        shape = ALEXNET_OUTPUT_SHAPES[variant][layer]
+        target = ALEXNET_TARGET_SIZES[layer]
+        register(
+            Representation(
+                name=f"{_ALEXNET_NAMES[variant]}/{layer}",
+                description=(
+                    f"{network} {layer} ({ALEXNET_TAP_LAYERS[variant][layer]}, "
+                    f"{'x'.join(map(str, shape))}) -> {target}x{target} image "
+                    f"({tables.get(layer, 'SPEC.md section 2')})"
+                ),
+                make_encoder=_alexnet_encoder(layer, variant),
+                decoder_builder=_alexnet_decoder(layer, variant),
+                feature_shape=lambda size, shape=shape: shape,
+                target_size=lambda size, target=target: target,
+                default_image_size=ALEXNET_IMAGE_SIZES[variant],
+                encode_in_model=True,
+            )
+        )
+
+
+for _variant in ALEXNET_VARIANTS:
+    _register_alexnet(_variant)

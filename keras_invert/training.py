@@ -7,7 +7,7 @@ towards the end. The work dir holds everything a run needs to resume:
     WORK_DIR/config.json          resolved configuration (written by the caller)
     WORK_DIR/checkpoints/ckpt-<step>.keras   model + optimiser state, newest two kept
     WORK_DIR/tensorboard/         scalars and reconstruction images
-    WORK_DIR/model.keras          the final decoder
+    WORK_DIR/model.keras          the final model (decoder, or encoder + decoder)
 
 Checkpoints are written to a temporary name and renamed into place, so a
 killed run never leaves a checkpoint that looks complete; an unreadable one is
@@ -35,8 +35,10 @@ import keras
 import numpy as np
 from absl import logging
 
+from keras_invert import config as config_lib
 from keras_invert import registry
 from keras_invert.config import TrainConfig
+from keras_invert.reconstructor import Encoder, Reconstructor
 
 FINAL_MODEL = "model.keras"
 CHECKPOINT_DIR = "checkpoints"
@@ -58,16 +60,54 @@ def build_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     return keras.optimizers.Adam(rate, beta_1=config.beta_1, beta_2=config.beta_2)
 
 
-def build_model(config: TrainConfig) -> keras.Model:
-    """The compiled decoder of `config`, freshly initialised."""
+def check_config(config: TrainConfig) -> registry.Representation:
+    """Checks the fields that depend on the representation; returns the representation."""
     representation = registry.get(config.representation)
+    if not representation.encode_in_model and (
+        config.autoencoder or config.encoder_weights is not None
+    ):
+        raise ValueError(
+            "autoencoder and encoder_weights need a network encoder (an alexnet/... "
+            f"representation). Received: representation={config.representation!r}"
+        )
+    return representation
+
+
+def build_model(config: TrainConfig) -> keras.Model:
+    """The compiled training model of `config`, freshly initialised.
+
+    For feature representations (HOG, LBP, SIFT) this is the decoder, fed
+    with features. For a network encoder (`encode_in_model`: AlexNet) it is a
+    `Reconstructor`, `images -> encoder -> decoder`, so that the network runs
+    on the accelerator inside the train step: the encoder starts from
+    `config.encoder_weights` (random without) and stays frozen, or with
+    `config.autoencoder` is trained jointly with the decoder (SPEC.md
+    section 3, the paper's two modes).
+    """
+    representation = check_config(config)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
+    image_size = config.image_size or representation.default_image_size
     model = representation.build_decoder(
-        config.image_size, width=config.width, negative_slope=config.negative_slope
+        image_size, width=config.width, negative_slope=config.negative_slope
     )
+    if representation.encode_in_model:
+        network = representation.make_encoder(**config_lib.encoder_options(config))
+        encoder = Encoder(network, trainable=config.autoencoder, name="encoder")
+        model = Reconstructor(encoder, model, image_size, name="reconstructor")
     model.compile(optimizer=build_optimizer(config), loss="mean_squared_error", jit_compile=False)
     return model
+
+
+def _describe(model: keras.Model) -> str:
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    if not isinstance(model, Reconstructor):
+        return f"decoder ({trainable:,} parameters)"
+    mode = "autoencoder, encoder trained" if model.encoder.trainable else "fixed encoder"
+    return (
+        f"encoder + decoder, {mode} ({model.encoder.count_params():,} encoder and "
+        f"{model.decoder.count_params():,} decoder parameters, {trainable:,} trained)"
+    )
 
 
 class Checkpoints:
@@ -227,14 +267,16 @@ def train(
             trains only the remaining steps.
         dataset: a `tf.data.Dataset` of `(features, target)` batches, repeated,
             or a callable `initial_step -> dataset` so a resumed run can start
-            its data stream where it stopped.
+            its data stream where it stopped. For a network encoder inside
+            the model (AlexNet) the "features" are the images.
         work_dir: checkpoints, TensorBoard logs and the final model go here.
         sample_batch: optional `(features, targets)` shown in TensorBoard.
         callbacks: extra Keras callbacks.
         verbose: passed to `fit` (progress bar by default).
 
     Returns:
-        The trained decoder (also saved as `work_dir/model.keras`).
+        The trained model (also saved as `work_dir/model.keras`): the decoder,
+        or for AlexNet a `Reconstructor` whose `.decoder` is the decoder.
 
     Raises:
         DivergenceError: the loss turned NaN/Inf or exploded.
@@ -244,11 +286,14 @@ def train(
     model = checkpoints.restore_latest()
     if model is None:
         model = build_model(config)
-        logging.info(
-            "Training a new %s decoder (%d parameters).",
-            config.representation,
-            model.count_params(),
+        logging.info("Training a new %s %s.", config.representation, _describe(model))
+    elif isinstance(model, Reconstructor) and model.encoder.trainable != config.autoencoder:
+        raise ValueError(
+            f"The checkpoints in {work_dir} were trained with autoencoder="
+            f"{model.encoder.trainable}. Received: autoencoder={config.autoencoder!r}"
         )
+    else:
+        logging.info("Resumed %s %s.", config.representation, _describe(model))
     step = int(model.optimizer.iterations)
     epochs = math.ceil(config.steps / config.steps_per_epoch)
     initial_epoch = step // config.steps_per_epoch

@@ -1,5 +1,9 @@
 """Trains a decoder: `python -m launch.train --representation=hog --work_dir=DIR`.
 
+AlexNet layers train with the network inside the model:
+`--representation=alexnet/conv5 --encoder_weights=caffenet.weights.h5` keeps
+the encoder fixed (the default); `--autoencoder` trains it jointly.
+
 Flags override the preset's fields; the resolved config is written to
 `WORK_DIR/config.json`. Running the same command again resumes the run from
 its last checkpoint (the stored config wins; only `--steps` may change).
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 
 from absl import app, flags, logging
@@ -38,11 +43,22 @@ flags.DEFINE_integer("crops_per_image", None, "Crops materialised per photo when
 flags.DEFINE_float(
     "divergence_factor", None, "Stop when the loss exceeds this multiple of its best."
 )
+flags.DEFINE_string(
+    "encoder_weights",
+    None,
+    "AlexNet weights (.weights.h5, .caffemodel or .pth) for alexnet/LAYER; none: random.",
+)
+flags.DEFINE_bool(
+    "autoencoder",
+    None,
+    "Train the AlexNet encoder jointly with the decoder (default: encoder fixed).",
+)
 
 _FIELDS = (
     "representation", "data", "train_split", "test_split", "image_size", "width",
     "negative_slope", "batch_size", "steps", "steps_per_epoch", "learning_rate",
     "min_crop_scale", "seed", "cache_dir", "crops_per_image", "divergence_factor",
+    "encoder_weights", "autoencoder",
 )  # fmt: skip
 
 
@@ -51,6 +67,11 @@ def resolve_config(work_dir: str):
     from keras_invert import config as config_lib
 
     overrides = {name: FLAGS[name].value for name in _FIELDS if FLAGS[name].present}
+    if overrides.get("encoder_weights"):
+        # Absolute, so that the stored config still names the file from another directory.
+        overrides["encoder_weights"] = os.path.abspath(overrides["encoder_weights"])
+        if not os.path.isfile(overrides["encoder_weights"]):
+            raise app.UsageError(f"--encoder_weights: no such file {overrides['encoder_weights']}")
     stored = config_lib.load(work_dir)
     if stored is not None:
         conflicts = {
@@ -78,12 +99,16 @@ def main(argv):
     from keras_invert import training
 
     run = resolve_config(FLAGS.work_dir)
+    try:
+        training.check_config(run)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     config_lib.save(run, FLAGS.work_dir)
     logging.info("Config (%s):\n%s", FLAGS.work_dir, json.dumps(config_lib.to_dict(run), indent=2))
     options = dict(
         representation=run.representation,
         image_size=run.image_size,
-        encoder_options=run.encoder_options,
+        encoder_options=config_lib.encoder_options(run),
     )
 
     def dataset_from(step):

@@ -5,6 +5,9 @@
 input crop (float32 0..255, `S = image_size`), and target float32
 `[B, T, T, 3]` in 0..1, the same crop resized to the decoder's output side
 `T = target_size(S)` (SPEC.md section 2, "Targets"; section 3, training data).
+For representations whose encoder runs inside the training model
+(`encode_in_model`, AlexNet) the "features" are the crops themselves,
+`[B, S, S, 3]` in 0..255, and with `cache_dir` the cache holds crops.
 
 Training examples are random square crops at several scales (side =
 uniform(min_crop_scale, 1) x short side, uniform position) plus random
@@ -126,7 +129,12 @@ def build_dataset(
     if deterministic is None:
         deterministic = seed is not None or not training
     target_size = representation.target_size(image_size)
-    feature_shape = tuple(representation.feature_shape(image_size))
+    if representation.encode_in_model:
+        # Network encoders (AlexNet) run inside the training model, on the
+        # accelerator: the "features" the pipeline yields are the crops.
+        feature_shape = (image_size, image_size, 3)
+    else:
+        feature_shape = tuple(representation.feature_shape(image_size))
 
     # 1. List files: a fixed, sorted file list (or a TFDS split).
     source_spec = sources.resolve(source, split)
@@ -317,6 +325,8 @@ def _crop_and_target(example, training, image_size, min_crop_scale, target_size)
 
 def _batch_encoder(representation, encoder_options: dict, feature_shape: tuple):
     """`images [B, S, S, 3] -> features [B, *feature_shape]`, in the graph or via numpy."""
+    if representation.encode_in_model:
+        return lambda images: images
     encode = representation.make_encoder(**encoder_options)
 
     if representation.in_graph:
@@ -353,7 +363,8 @@ def _cache_key(
     description = {
         "version": _CACHE_FORMAT_VERSION,
         "representation": representation.name,
-        "encoder_options": encoder_options,
+        # Crops cached for an encoder inside the model do not depend on its options.
+        "encoder_options": None if representation.encode_in_model else encoder_options,
         "image_size": image_size,
         "target_size": representation.target_size(image_size),
         "source": source.source,
