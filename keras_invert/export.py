@@ -6,7 +6,9 @@ watches, with these signatures:
 - `serving_default`: uint8 images `[N, H, W, C]` (C = 1, 3 or 4; any size) ->
   `{"reconstruction": float32 [N, T, T, 3] in [0, 1]}`. The image is centre
   cropped to a square, resized to the training image size, and encoded inside
-  the graph (representations whose encoder is TensorFlow only).
+  the graph (representations whose encoder is TensorFlow only). For a
+  `Reconstructor` (AlexNet trained with its encoder in the model) the
+  image signatures run that model, encoder included.
 - `serve_float`: the same for float32 images in 0..255.
 - `from_features`: features `[N, *feature_shape]` -> the same output.
 
@@ -33,6 +35,7 @@ import keras
 import tensorflow as tf
 
 from keras_invert import registry
+from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
 
@@ -98,14 +101,28 @@ def export_saved_model(
     """Exports `decoder` as `export_base/<version>` and returns that path.
 
     Args:
-        decoder: the trained decoder.
+        decoder: the trained decoder, or a trained `Reconstructor` (encoder +
+            decoder, AlexNet): then the image signatures run the whole model,
+            with its own (possibly jointly trained) encoder, and
+            `from_features` its decoder.
         representation: its registry name; gives the encoder for image signatures.
         export_base: the directory TF Serving watches.
-        image_size: the training image size (default: the representation's).
-        encoder_options: keyword arguments for the representation's encoder.
+        image_size: the training image size (default: the representation's,
+            or a `Reconstructor`'s input size).
+        encoder_options: keyword arguments for the representation's encoder
+            (only recorded for a `Reconstructor`, which carries its encoder).
         version: version number (default: the next free one).
     """
     spec = registry.get(representation)
+    model = None
+    if isinstance(decoder, Reconstructor):
+        model, decoder = decoder, decoder.decoder
+        if image_size not in (None, model.image_size):
+            raise ValueError(
+                f"The model takes {model.image_size}x{model.image_size} images. "
+                f"Received: image_size={image_size!r}"
+            )
+        image_size = model.image_size
     image_size = spec.default_image_size if image_size is None else image_size
     feature_shape = tuple(int(d) for d in spec.feature_shape(image_size))
     if tuple(decoder.input_shape[1:]) != feature_shape:
@@ -119,7 +136,7 @@ def export_saved_model(
         raise ValueError(f"Export version already exists. Received: path={final!r}")
 
     archive = keras.export.ExportArchive()
-    archive.track(decoder)
+    archive.track(decoder if model is None else model)
 
     def reconstruct(features):
         return {"reconstruction": tf.clip_by_value(decoder(features, training=False), 0.0, 1.0)}
@@ -133,12 +150,19 @@ def export_saved_model(
         input_signature=[tf.TensorSpec([None] * (len(feature_shape) + 1), tf.float32, "features")],
     )
     if spec.in_graph:
-        encode = spec.make_encoder(**(encoder_options or {}))
-        if isinstance(encode, keras.layers.Layer):
-            archive.track(encode)
+        if model is not None:
 
-        def from_images(images):
-            return reconstruct(encode(_prepare_images(images, image_size)))
+            def from_images(images):
+                reconstruction = model(_prepare_images(images, image_size), training=False)
+                return {"reconstruction": tf.clip_by_value(reconstruction, 0.0, 1.0)}
+
+        else:
+            encode = spec.make_encoder(**(encoder_options or {}))
+            if isinstance(encode, keras.layers.Layer):
+                archive.track(encode)
+
+            def from_images(images):
+                return reconstruct(encode(_prepare_images(images, image_size)))
 
         archive.add_endpoint(
             "serving_default",

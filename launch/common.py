@@ -8,7 +8,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def load_trained(model_path: str):
-    """Loads a trained decoder from a work dir or a SavedModel export.
+    """Loads a trained decoder (or encoder + decoder) from a work dir or a SavedModel export.
 
     Returns:
         `(reconstruct, representation_name, image_size, encoder_options)` where
@@ -21,6 +21,7 @@ def load_trained(model_path: str):
 
     from keras_invert import config as config_lib
     from keras_invert import export, registry, training
+    from keras_invert.reconstructor import Reconstructor
 
     if not os.path.isdir(model_path):
         raise ValueError(f"Expected a work dir or an export dir. Received: model={model_path!r}")
@@ -39,11 +40,18 @@ def load_trained(model_path: str):
                 raise ValueError(
                     f"The work dir has no trained model yet. Received: model={model_path!r}"
                 )
-        encode = representation.make_encoder(**run.encoder_options)
+        if isinstance(decoder, Reconstructor):
+            # Encoder and decoder in one model (AlexNet): images in.
+            def reconstruct(images):
+                images = np.asarray(images, np.float32)
+                return np.clip(decoder.predict(images, verbose=0, batch_size=16), 0.0, 1.0)
 
-        def reconstruct(images):
-            features = encode(tf.constant(images, tf.float32))
-            return np.clip(decoder.predict(features, verbose=0, batch_size=16), 0.0, 1.0)
+        else:
+            encode = representation.make_encoder(**run.encoder_options)
+
+            def reconstruct(images):
+                features = encode(tf.constant(images, tf.float32))
+                return np.clip(decoder.predict(features, verbose=0, batch_size=16), 0.0, 1.0)
 
         return reconstruct, run.representation, image_size, run.encoder_options
 

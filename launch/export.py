@@ -46,10 +46,10 @@ def main(argv):
         run.representation,
         FLAGS.export_dir,
         image_size=run.image_size,
-        encoder_options=run.encoder_options,
+        encoder_options=config_lib.encoder_options(run),
         version=FLAGS.version,
     )
-    print(f"Exported {run.representation} decoder to {path}")
+    print(f"Exported {run.representation} model to {path}")
 
 
 if __name__ == "__main__":
