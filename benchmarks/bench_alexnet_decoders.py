@@ -1,0 +1,126 @@
+"""AlexNet decoders: parameter counts of all eight, and training throughput.
+
+    python -m benchmarks.bench_alexnet_decoders [--layers=conv5,fc8] [--batch_size=8] [--steps=3]
+
+Prints (1) the parameter count and output size of the decoder of every AlexNet
+layer at `--width` (1.0 = the paper's networks, Tables 5 and 6 and SPEC.md
+section 2), and (2) training images/s of the `--layers` decoders, timed over
+`--steps` `model.fit` steps on one batch of 227 x 227 images held in memory,
+after a warm-up step:
+
+- `fixed encoder in model`: the training model of `launch.train`,
+  `images -> frozen AlexNet -> decoder` (the network's forward pass is part
+  of every step);
+- `decoder only`: the decoder on features computed beforehand (what a feature
+  cache would give), for comparison;
+- `autoencoder` (with `--modes=...,autoencoder`): the encoder trained jointly.
+
+Weights are random (speed does not depend on them). Throughput is the
+machine's; the CPU figures in BUILD.md came from 2 shared cores.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+flags.DEFINE_list("layers", ["conv5", "fc8"], "Layers whose training is timed.")
+flags.DEFINE_list(
+    "modes", ["fixed", "decoder_only"], "Timed set-ups: fixed, decoder_only, autoencoder."
+)
+flags.DEFINE_float("width", 1.0, "Decoder width multiplier (1.0 = the paper's).")
+flags.DEFINE_integer("batch_size", 8, "Batch size.")
+flags.DEFINE_integer("steps", 3, "Timed training steps per measurement.")
+flags.DEFINE_string("variant", "caffe", "AlexNet variant: caffe or torchvision.")
+FLAGS = flags.FLAGS
+
+_MODE_NAMES = {
+    "fixed": "fixed encoder in model",
+    "decoder_only": "decoder only (features given)",
+    "autoencoder": "autoencoder (encoder trained)",
+}
+
+
+def _images_per_second(model, inputs, targets) -> float:
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensors((inputs, targets)).repeat()
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)  # warm-up
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0, shuffle=False)
+    return FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
+
+
+def main(argv):
+    del argv
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_invert import config as config_lib
+    from keras_invert import registry, training
+    from keras_invert.encoders import ALEXNET_LAYERS
+
+    prefix = "alexnet" if FLAGS.variant == "caffe" else f"alexnet-{FLAGS.variant}"
+    unknown = set(FLAGS.modes) - set(_MODE_NAMES)
+    if unknown:
+        raise app.UsageError(f"Unknown --modes {sorted(unknown)}; expected {list(_MODE_NAMES)}.")
+    logging.set_verbosity(logging.ERROR)  # the random-weights warning is expected here
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+    print(f"\nAlexNet ({FLAGS.variant}) decoders, width {FLAGS.width}\n")
+    print("| layer | features | output | parameters |")
+    print("|---|---|---|---|")
+    for layer in ALEXNET_LAYERS:
+        representation = registry.get(f"{prefix}/{layer}")
+        decoder = representation.build_decoder(width=FLAGS.width)
+        shape = "x".join(map(str, decoder.input_shape[1:]))
+        side = decoder.output_shape[1]
+        print(f"| {layer} | {shape} | {side}x{side}x3 | {decoder.count_params():,} |")
+        del decoder
+        gc.collect()
+
+    rows = []
+    for layer in FLAGS.layers:
+        name = f"{prefix}/{layer}"
+        representation = registry.get(name)
+        size = representation.default_image_size
+        target = representation.target_size(size)
+        rng = np.random.default_rng(0)
+        images = tf.constant(rng.uniform(0, 255, (FLAGS.batch_size, size, size, 3)), tf.float32)
+        targets = tf.constant(rng.uniform(0, 1, (FLAGS.batch_size, target, target, 3)), tf.float32)
+        for mode in FLAGS.modes:
+            run = config_lib.TrainConfig(
+                representation=name,
+                width=FLAGS.width,
+                batch_size=FLAGS.batch_size,
+                learning_rate=1e-4,
+                autoencoder=mode == "autoencoder",
+            )
+            model = training.build_model(run)
+            inputs = images
+            if mode == "decoder_only":
+                inputs = model.encoder(images)
+                model = model.decoder
+                model.compile(optimizer=training.build_optimizer(run), loss="mean_squared_error")
+            rate = _images_per_second(model, inputs, targets)
+            rows.append((layer, _MODE_NAMES[mode], rate))
+            del model
+            gc.collect()
+
+    print(
+        f"\nTraining images/s, batch {FLAGS.batch_size}, {size}x{size} input, {FLAGS.steps} "
+        f"timed steps, {device}, {os.cpu_count()} logical CPUs\n"
+    )
+    print("| layer | set-up | images/s |")
+    print("|---|---|---|")
+    for layer, mode, rate in rows:
+        print(f"| {layer} | {mode} | {rate:.1f} |")
+
+
+if __name__ == "__main__":
+    app.run(main)
