@@ -1,11 +1,12 @@
 """SIFT keypoint maps: the VLFeat backend against libvl's keypoints, OpenCV against VLFeat."""
 
+import importlib
+
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from keras_invert import vlfeat
-from keras_invert.features import sift as sift_module
 from keras_invert.features.sift import (
     SIFT_NUM_CHANNELS,
     default_backend,
@@ -15,6 +16,8 @@ from keras_invert.features.sift import (
     sift_tf,
 )
 
+# keras_invert.features re-exports the function `sift` under the submodule's name.
+sift_module = importlib.import_module("keras_invert.features.sift")
 LUMA = np.array([0.2989, 0.5870, 0.1140], np.float32)  # tf.image.rgb_to_grayscale's weights
 
 
