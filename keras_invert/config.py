@@ -42,6 +42,8 @@ class TrainConfig:
             by 10 ("lowered towards the end", paper).
         beta_1, beta_2: Adam moments (paper: 0.9, 0.999).
         min_crop_scale: smallest random crop side as a fraction of the short side.
+        color_jitter: strength in [0, 1] of the random photometric change of
+            training crops (features and targets both see it).
         seed: makes data order, crops and initialisation reproducible (None: random).
         cache_dir: on-disk feature cache (None: features computed on the fly);
             a relative path is taken inside the work dir.
@@ -49,6 +51,9 @@ class TrainConfig:
         divergence_factor: the run stops when the epoch's running loss exceeds
             this multiple of the best epoch loss so far (or is not finite).
         summary_images: test images shown in TensorBoard each epoch.
+        max_minutes: wall-clock budget of one invocation; training stops
+            cleanly (checkpoint and final model written) when it is spent, and
+            a later invocation continues towards `steps`. None: no budget.
         encoder_options: keyword arguments of the representation's encoder.
         encoder_weights: weights file of a network encoder (AlexNet:
             `.weights.h5`, `.caffemodel` or `.pth`); passed to the encoder as
@@ -72,11 +77,13 @@ class TrainConfig:
     beta_1: float = 0.9
     beta_2: float = 0.999
     min_crop_scale: float = 0.35
+    color_jitter: float = 0.0
     seed: int | None = 0
     cache_dir: str | None = None
     crops_per_image: int = 8
     divergence_factor: float = 10.0
     summary_images: int = 4
+    max_minutes: float | None = None
     encoder_options: dict = dataclasses.field(default_factory=dict)
     encoder_weights: str | None = None
     autoencoder: bool = False
@@ -121,17 +128,19 @@ _PRESETS = {
         representation="hog",
         data="samples",
         image_size=128,
-        width=0.5,
+        width=0.25,
         batch_size=16,
-        steps=1400,
-        steps_per_epoch=100,
-        learning_rate=3e-4,
-        learning_rate_drops=(0.75,),
+        steps=1500,
+        steps_per_epoch=50,
+        max_minutes=8.0,
+        learning_rate=6e-4,
+        learning_rate_drops=(0.7,),
         min_crop_scale=0.25,
-        # Features of 64 crops per photo computed once: on 2 cores, computing
+        color_jitter=0.4,
+        # Features of 128 crops per photo computed once: on 2 cores, computing
         # them alongside training would take cores from the training step.
         cache_dir="cache",
-        crops_per_image=64,
+        crops_per_image=128,
     ),
 }
 

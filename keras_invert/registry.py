@@ -60,6 +60,8 @@ class Representation:
             `images -> encoder -> decoder` (`keras_invert.reconstructor`), on
             the accelerator and optionally trained jointly (autoencoder).
             The pipeline then yields the crops themselves as "features".
+        jit_compile: input pipelines compile `encode` with XLA (much faster
+            on CPUs for fused elementwise feature ops such as HOG).
     """
 
     name: str
@@ -71,6 +73,7 @@ class Representation:
     default_image_size: int
     in_graph: bool = True
     encode_in_model: bool = False
+    jit_compile: bool = False
 
     def build_decoder(
         self, image_size: int | None = None, *, width: float = 1.0, negative_slope: float = 0.2
@@ -127,6 +130,7 @@ register(
         ),
         target_size=lambda size: size,
         default_image_size=256,
+        jit_compile=True,
     )
 )
 

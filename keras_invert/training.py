@@ -30,6 +30,7 @@ import glob
 import math
 import os
 import re
+import time
 
 import keras
 import numpy as np
@@ -212,6 +213,27 @@ class DivergenceGuard(keras.callbacks.Callback):
             self.best = min(self.best, float(loss))
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Stops training after `minutes` of wall time, at the end of an epoch.
+
+    Stopping at an epoch boundary keeps every checkpoint at a multiple of
+    `steps_per_epoch`, so a later run resumes exactly there.
+    """
+
+    def __init__(self, minutes: float):
+        super().__init__()
+        self.seconds = 60.0 * minutes
+        self.start = None
+
+    def on_train_begin(self, logs=None):
+        self.start = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if time.monotonic() - self.start > self.seconds:
+            logging.info("Time budget of %.1f minutes spent: stopping here.", self.seconds / 60)
+            self.model.stop_training = True
+
+
 class ReconstructionImages(keras.callbacks.Callback):
     """Writes `target | reconstruction` image pairs to TensorBoard every epoch.
 
@@ -308,6 +330,8 @@ def train(
             ),
             CheckpointCallback(checkpoints),
         ]
+        if config.max_minutes is not None:
+            all_callbacks.append(TimeBudget(config.max_minutes))
         if sample_batch is not None:
             all_callbacks.append(
                 ReconstructionImages(os.path.join(work_dir, "tensorboard"), *sample_batch)

@@ -40,6 +40,8 @@ flags.DEFINE_float("min_crop_scale", None, "Smallest random crop as a fraction o
 flags.DEFINE_integer("seed", None, "Random seed (data order, crops, initialisation).")
 flags.DEFINE_string("cache_dir", None, "Directory for the on-disk feature cache.")
 flags.DEFINE_integer("crops_per_image", None, "Crops materialised per photo when caching.")
+flags.DEFINE_float("color_jitter", None, "Photometric augmentation strength in [0, 1].")
+flags.DEFINE_float("max_minutes", None, "Wall-clock budget of this invocation (resume to go on).")
 flags.DEFINE_float(
     "divergence_factor", None, "Stop when the loss exceeds this multiple of its best."
 )
@@ -58,7 +60,7 @@ _FIELDS = (
     "representation", "data", "train_split", "test_split", "image_size", "width",
     "negative_slope", "batch_size", "steps", "steps_per_epoch", "learning_rate",
     "min_crop_scale", "seed", "cache_dir", "crops_per_image", "divergence_factor",
-    "encoder_weights", "autoencoder",
+    "encoder_weights", "autoencoder", "max_minutes", "color_jitter",
 )  # fmt: skip
 
 
@@ -77,7 +79,7 @@ def resolve_config(work_dir: str):
         conflicts = {
             name: (getattr(stored, name), value)
             for name, value in overrides.items()
-            if name != "steps" and getattr(stored, name) != value
+            if name not in ("steps", "max_minutes") and getattr(stored, name) != value
         }
         if conflicts:
             raise app.UsageError(
@@ -126,6 +128,7 @@ def main(argv):
             cache_dir=config_lib.resolve_cache_dir(run, FLAGS.work_dir),
             crops_per_image=run.crops_per_image,
             min_crop_scale=run.min_crop_scale,
+            color_jitter=run.color_jitter,
             **options,
         )
 

@@ -86,6 +86,7 @@ def build_dataset(
     cache_dir: str | None = None,
     crops_per_image: int = 8,
     min_crop_scale: float = 0.35,
+    color_jitter: float = 0.0,
     repeat: bool | None = None,
     encoder_options: dict | None = None,
     drop_remainder: bool | None = None,
@@ -109,6 +110,8 @@ def build_dataset(
             photo are computed once and cached on disk here (see module doc).
         crops_per_image: crops per photo in the cache (training only).
         min_crop_scale: smallest crop side as a fraction of the short side, in (0, 1].
+        color_jitter: strength of the random photometric change of training
+            crops (`ops.color_jitter`); 0 turns it off.
         repeat: repeat forever; default: `training`.
         encoder_options: keyword arguments of `representation.make_encoder`.
         drop_remainder: drop a last partial batch; default: `training`.
@@ -120,7 +123,9 @@ def build_dataset(
     """
     representation = _resolve_representation(representation)
     image_size = representation.default_image_size if image_size is None else image_size
-    _check_arguments(image_size, batch_size, crops_per_image, min_crop_scale, seed, encoder_options)
+    _check_arguments(
+        image_size, batch_size, crops_per_image, min_crop_scale, seed, encoder_options, color_jitter
+    )
     encoder_options = dict(encoder_options or {})
     if training is None:
         training = split == "train" or split.startswith("train[")
@@ -155,7 +160,7 @@ def build_dataset(
             dataset = dataset.flat_map(lambda example: _copies(example, copies))
         return dataset.map(
             lambda example: _crop_and_target(
-                example, training, image_size, min_crop_scale, target_size
+                example, training, image_size, min_crop_scale, target_size, color_jitter
             ),
             num_parallel_calls=AUTOTUNE,
         )
@@ -203,6 +208,7 @@ def build_dataset(
             crops_per_image,
             min_crop_scale,
             crop_seed,
+            color_jitter,
         )
         name = "-".join(_safe_name(part) for part in (representation.name, split, str(image_size)))
         prefix, count = _materialised_cache(uncached, cache_dir, f"{name}-{key[:16]}", key)
@@ -314,9 +320,13 @@ def _copies(example: dict, count: int) -> tf.data.Dataset:
     )
 
 
-def _crop_and_target(example, training, image_size, min_crop_scale, target_size) -> dict:
+def _crop_and_target(
+    example, training, image_size, min_crop_scale, target_size, color_jitter=0.0
+) -> dict:
     if training:
         example = ops.random_crop(example, image_size, min_crop_scale)
+        if color_jitter > 0:
+            example = ops.color_jitter(example, color_jitter)
     else:
         example = ops.center_crop(example, image_size)
     example = ops.add_target(example, target_size)
@@ -328,6 +338,9 @@ def _batch_encoder(representation, encoder_options: dict, feature_shape: tuple):
     if representation.encode_in_model:
         return lambda images: images
     encode = representation.make_encoder(**encoder_options)
+    if representation.jit_compile:
+        # XLA fuses the feature op into a few loops: HOG runs ~15x faster on a CPU.
+        encode = tf.function(encode, jit_compile=True)
 
     if representation.in_graph:
 
@@ -359,6 +372,7 @@ def _cache_key(
     crops_per_image,
     min_crop_scale,
     seed,
+    color_jitter=0.0,
 ) -> str:
     description = {
         "version": _CACHE_FORMAT_VERSION,
@@ -375,6 +389,7 @@ def _cache_key(
         "crops_per_image": crops_per_image if training else None,
         "min_crop_scale": float(min_crop_scale) if training else None,
         "seed": seed if training else None,
+        "color_jitter": float(color_jitter) if training else None,
     }
     text = json.dumps(description, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -451,11 +466,15 @@ def _resolve_representation(representation) -> registry.Representation:
 
 
 def _check_arguments(
-    image_size, batch_size, crops_per_image, min_crop_scale, seed, encoder_options
+    image_size, batch_size, crops_per_image, min_crop_scale, seed, encoder_options, color_jitter
 ) -> None:
     _check_positive_int("image_size", image_size)
     _check_positive_int("batch_size", batch_size)
     _check_positive_int("crops_per_image", crops_per_image)
+    if not 0.0 <= float(color_jitter) <= 1.0:
+        raise ValueError(
+            f"Expected 0 <= color_jitter <= 1. Received: color_jitter={color_jitter!r}"
+        )
     if not 0.0 < float(min_crop_scale) <= 1.0:
         raise ValueError(
             f"Expected 0 < min_crop_scale <= 1. Received: min_crop_scale={min_crop_scale!r}"

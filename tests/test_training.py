@@ -133,3 +133,19 @@ def test_config_round_trips_and_validates(tmp_path):
         config_lib.replace(run, batch_size=0)
     with pytest.raises(ValueError, match="Unknown preset"):
         config_lib.preset("nope")
+
+
+def test_time_budget_stops_at_an_epoch_boundary_and_resumes(tmp_path, real_photos):
+    run = _tiny_config(steps=20, max_minutes=0.0)
+    model = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    assert int(model.optimizer.iterations) == 5
+    assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [5]
+    run = config_lib.replace(run, max_minutes=None)
+    assert (
+        int(
+            training.train(
+                run, _dataset(real_photos), str(tmp_path), verbose=0
+            ).optimizer.iterations
+        )
+        == 20
+    )
