@@ -40,7 +40,7 @@ def test_registry_pairs_every_layer_with_its_decoder(variant):
 def test_encoder_options_are_checked_and_random_weights_logged(caplog):
     with pytest.raises(ValueError, match="alexnet-torchvision/conv1"):
         registry.get("alexnet/conv1").make_encoder(variant="torchvision")
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="absl"):
         encoder = registry.get("alexnet/conv1").make_encoder()
     assert encoder.output_shape == (None, 27, 27, 96)
     assert "RANDOM weights" in caplog.text and "--encoder_weights" in caplog.text

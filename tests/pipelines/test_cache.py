@@ -45,7 +45,8 @@ def test_second_build_reuses_the_cache(small_folder, cache_dir, make_fake, caplo
     calls = (fake.make_encoder_calls, fake.encode_calls)
     assert calls[1] >= 1
 
-    with caplog.at_level(logging.INFO):
+    # absl's logger has its own level, which other tests (Keras export) may have raised.
+    with caplog.at_level(logging.INFO, logger="absl"):
         again = _build(small_folder, fake.representation, cache_dir)
     assert any("Reusing the feature cache" in record.getMessage() for record in caplog.records)
     features_again, target_again = _examples(again)

@@ -39,7 +39,7 @@ def test_samples_rejects_other_splits():
 
 
 def test_folder_listing_skips_non_images_with_one_warning(odd_folder, caplog):
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="absl"):
         files = list_source_files(f"folder:{odd_folder}", "train")
     names = sorted(os.path.basename(path) for path in files)
     # The truncated JPEG has JPEG magic bytes: it is dropped later, at decode time.
