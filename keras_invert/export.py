@@ -19,10 +19,18 @@ The SavedModel is written into a hidden temporary directory beside the
 version directories and renamed into place when complete: TF Serving (which
 only loads numeric directories) never sees a half-written export.
 
+Representations whose encoder is not a TensorFlow op (SIFT: a C library
+call per image) cannot run inside a SavedModel: their export has
+`from_features` only, also as `serving_default`, and clients send features.
+`load_export` gives Python callers one interface for both kinds: images in
+(any size), features computed on the client side where the export has no
+image signature.
+
 Example:
     >>> from keras_invert import export
     >>> path = export.export_saved_model(decoder, "hog", "/tmp/exports", image_size=128)
     >>> # tensorflow_model_server --model_base_path=/tmp/exports ...
+    >>> reconstructions = export.load_export("/tmp/exports")(images)  # newest version
 """
 
 from __future__ import annotations
@@ -231,3 +239,82 @@ def latest_version_dir(path: str) -> str:
         if os.path.exists(os.path.join(candidate, "saved_model.pb")):
             return candidate
     raise ValueError(f"No SavedModel version directory found. Received: path={path!r}")
+
+
+class ExportedModel:
+    """A SavedModel export as a Python callable: images in, reconstructions out.
+
+    Images of any size (`[N, H, W, C]`, uint8 or float 0..255, C = 1, 3 or 4)
+    are centre cropped and resized to the training image size exactly as the
+    export's image signatures do. When the export has image signatures
+    (TensorFlow encoders) they run inside the SavedModel. Otherwise (SIFT) the
+    representation's encoder runs here, on the client side, with the encoder
+    options recorded at export, and its features go to `from_features`.
+
+    Args:
+        path: an export base directory (its newest version is loaded) or one
+            version directory.
+
+    Attributes:
+        path: the version directory loaded.
+        representation, image_size, feature_shape, encoder_options: from the
+            export's metadata.
+        client_side_features: True when the export takes features only and
+            `features` computes them here.
+
+    Example:
+        >>> model = ExportedModel("exports/sift")
+        >>> model(images).shape  # images [N, H, W, 3] uint8
+        (N, 256, 256, 3)
+    """
+
+    def __init__(self, path: str):
+        self.path = latest_version_dir(path)
+        metadata = read_metadata(self.path)
+        self.representation = metadata["representation"]
+        self.image_size = int(metadata["image_size"])
+        self.feature_shape = tuple(metadata["feature_shape"])
+        self.encoder_options = dict(metadata.get("encoder_options") or {})
+        loaded = tf.saved_model.load(self.path)
+        self._loaded = loaded  # Keeps the signatures' variables alive.
+        self._from_features = loaded.signatures["from_features"]
+        self._from_images = loaded.signatures.get("serve_float")
+        self.client_side_features = self._from_images is None
+        self._encode = None
+        if self.client_side_features:
+            spec = registry.get(self.representation)
+            self._encode = spec.make_encoder(**self.encoder_options)
+
+    def _check(self, images) -> tf.Tensor:
+        images = tf.convert_to_tensor(images)
+        if images.shape.rank != 4:
+            raise ValueError(
+                f"Expected images [N, H, W, C]. Received: shape={tuple(images.shape)!r}"
+            )
+        return tf.cast(images, tf.float32)
+
+    def features(self, images) -> tf.Tensor:
+        """The client-side features of `images` (exports without image signatures only)."""
+        if not self.client_side_features:
+            raise ValueError(
+                "This export computes its features inside the SavedModel: call it on images. "
+                f"Received: representation={self.representation!r}"
+            )
+        images = _prepare_images(self._check(images), self.image_size)
+        return tf.constant(self._encode(images.numpy()), tf.float32)
+
+    def from_features(self, features):
+        """Reconstructions `[N, T, T, 3]` in [0, 1] of features `[N, *feature_shape]`."""
+        features = tf.convert_to_tensor(features, tf.float32)
+        return self._from_features(features=features)["reconstruction"].numpy()
+
+    def __call__(self, images):
+        """Reconstructions `[N, T, T, 3]` in [0, 1] (numpy) of images `[N, H, W, C]`."""
+        if self.client_side_features:
+            return self.from_features(self.features(images))
+        return self._from_images(images=self._check(images))["reconstruction"].numpy()
+
+
+def load_export(path: str) -> ExportedModel:
+    """Loads an export for Python callers (see `ExportedModel`)."""
+    return ExportedModel(path)

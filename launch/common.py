@@ -55,28 +55,6 @@ def load_trained(model_path: str):
 
         return reconstruct, run.representation, image_size, run.encoder_options
 
-    version_dir = export.latest_version_dir(model_path)
-    metadata = export.read_metadata(version_dir)
-    representation = registry.get(metadata["representation"])
-    loaded = tf.saved_model.load(version_dir)
-    if representation.in_graph:
-        signature = loaded.signatures["serve_float"]
-
-        def reconstruct(images):
-            return signature(images=tf.constant(images, tf.float32))["reconstruction"].numpy()
-
-    else:
-        # Encoders that are not TensorFlow ops run on the client side.
-        encode = representation.make_encoder(**metadata["encoder_options"])
-        signature = loaded.signatures["from_features"]
-
-        def reconstruct(images):
-            features = tf.constant(encode(images), tf.float32)
-            return signature(features=features)["reconstruction"].numpy()
-
-    return (
-        reconstruct,
-        metadata["representation"],
-        metadata["image_size"],
-        metadata["encoder_options"],
-    )
+    # Exports without image signatures (SIFT) get their features computed here.
+    model = export.load_export(model_path)
+    return model, model.representation, model.image_size, model.encoder_options

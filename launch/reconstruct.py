@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from launch import common
 
@@ -46,6 +46,29 @@ def write_grid(path: str, originals, reconstructions, labels=("original", "recon
         raise ValueError(f"Could not write the PNG. Received: out={path!r}")
 
 
+def warn_if_upsampled(paths, image_size: int) -> None:
+    """Warns about images whose short side is below `image_size`.
+
+    The centre crop of such an image is upsampled before encoding (as the
+    export's image signatures do), so a photo smaller than one feature cell
+    is not an error here: its features describe the interpolated image.
+    """
+    import tensorflow as tf
+
+    from pipelines import ops
+
+    for path in paths:
+        try:
+            height, width = ops.decode_image(tf.io.read_file(path)).shape[:2]
+        except (tf.errors.OpError, ValueError):
+            continue  # pipelines.load_images names the file in its error.
+        if min(height, width) < image_size:
+            logging.warning(
+                "%s is %dx%d pixels: its centre crop is upsampled to %dx%d before encoding.",
+                path, height, width, image_size, image_size,
+            )  # fmt: skip
+
+
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     columns = ["normalized_error", "luma_correlation", "ssim", "psnr"]
     lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
@@ -68,6 +91,8 @@ def main(argv):
     paths = FLAGS.images or pipelines.list_source_files(FLAGS.data or "samples", FLAGS.split)
     if len(paths) < 2:
         raise app.UsageError("The normalised error needs at least two images.")
+    if FLAGS.images:
+        warn_if_upsampled(paths, image_size)
     images = pipelines.load_images(paths, image_size)
     reconstructions = np.concatenate(
         [reconstruct(images[i : i + 8]) for i in range(0, len(images), 8)], axis=0
