@@ -58,3 +58,163 @@ def load_trained(model_path: str):
     # Exports without image signatures (SIFT) get their features computed here.
     model = export.load_export(model_path)
     return model, model.representation, model.image_size, model.encoder_options
+
+
+class TrainedModel:
+    """A trained model taken apart: encoder, decoder and what they were trained for.
+
+    Attributes:
+        encode: float32 `[N, S, S, 3]` 0..255 images -> NumPy features.
+        decode: features -> NumPy `[N, T, T, 3]` reconstructions in [0, 1].
+        representation, image_size (S), output_size (T), encoder_options.
+        encoder_source: "model" when `encode` is the encoder saved with the
+            model (a network trained with its encoder, e.g. an autoencoder),
+            "registry" when it is the representation's encoder built anew.
+    """
+
+    def __init__(self, encode, decode, representation, image_size, output_size, **options):
+        self.encode = encode
+        self.decode = decode
+        self.representation = representation
+        self.image_size = int(image_size)
+        self.output_size = int(output_size)
+        self.encoder_options = options.get("encoder_options") or {}
+        self.encoder_source = options.get("encoder_source", "registry")
+
+    def reconstruct(self, images):
+        """`decode(encode(images))`."""
+        return self.decode(self.encode(images))
+
+
+def _batched(function, values, batch_size=16):
+    import numpy as np
+
+    outputs = [
+        np.asarray(function(values[i : i + batch_size])) for i in range(0, len(values), batch_size)
+    ]
+    return np.concatenate(outputs, axis=0)
+
+
+def _call_encoder(encoder, images):
+    import keras
+    import tensorflow as tf
+
+    images = tf.constant(images, tf.float32)
+    if isinstance(encoder, keras.layers.Layer):
+        return encoder(images, training=False)
+    return encoder(images)
+
+
+def load_model_parts(model_path: str) -> TrainedModel:
+    """Loads a work dir or a SavedModel export as separate encoder and decoder.
+
+    Unlike `load_trained` (images -> reconstructions), the parts let callers
+    decode features of their own (interpolations, perturbations, samples) and
+    re-encode reconstructions (the feature-space error). A work dir whose
+    model holds its encoder (an `encoder` and a `decoder` attribute: AlexNet
+    trained end to end) gives that encoder. An export gives the
+    `from_features` signature as decoder and the representation's encoder
+    built from the recorded `encoder_options`: for an export of an
+    autoencoder that is not the jointly trained encoder (evaluate its work
+    dir instead).
+    """
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_invert import config as config_lib
+    from keras_invert import export, registry, training
+
+    if not os.path.isdir(model_path):
+        raise ValueError(f"Expected a work dir or an export dir. Received: model={model_path!r}")
+    run = config_lib.load(model_path)
+    if run is not None:
+        representation = registry.get(run.representation)
+        image_size = run.image_size or representation.default_image_size
+        final = os.path.join(model_path, training.FINAL_MODEL)
+        if os.path.exists(final):
+            model = keras.saving.load_model(final)
+        else:
+            model = training.Checkpoints(
+                os.path.join(model_path, training.CHECKPOINT_DIR)
+            ).restore_latest()
+            if model is None:
+                raise ValueError(
+                    f"The work dir has no trained model yet. Received: model={model_path!r}"
+                )
+        options = dict(run.encoder_options)
+        if getattr(run, "encoder_weights", None) is not None:
+            options["weights"] = run.encoder_weights
+        if getattr(model, "encoder", None) is not None and getattr(model, "decoder", None):
+            encoder, decoder, source = model.encoder, model.decoder, "model"
+        else:
+            encoder = representation.make_encoder(**options)
+            decoder, source = model, "registry"
+
+        def decode(features):
+            features = np.asarray(features, np.float32)
+            return np.clip(decoder.predict(features, verbose=0, batch_size=16), 0.0, 1.0)
+
+        output_size = decoder.output_shape[1]
+        name = run.representation
+    else:
+        metadata = export.read_metadata(export.latest_version_dir(model_path))
+        name, image_size = metadata["representation"], metadata["image_size"]
+        representation = registry.get(name)
+        options = dict(metadata["encoder_options"])
+        encoder, source = representation.make_encoder(**options), "registry"
+        signature = tf.saved_model.load(export.latest_version_dir(model_path)).signatures[
+            "from_features"
+        ]
+
+        def decode_batch(features):
+            features = tf.constant(features, tf.float32)
+            return signature(features=features)["reconstruction"].numpy()
+
+        def decode(features):
+            return _batched(decode_batch, np.asarray(features, np.float32))
+
+        output_size = representation.target_size(image_size)
+
+    def encode(images):
+        images = np.asarray(images, np.float32)
+        return _batched(lambda batch: _call_encoder(encoder, batch), images)
+
+    return TrainedModel(
+        encode,
+        decode,
+        name,
+        image_size,
+        output_size,
+        encoder_options=options,
+        encoder_source=source,
+    )
+
+
+def originals_at(images, size):
+    """Crops (float 0..255) as [0, 1] targets at a decoder's output side (area resize)."""
+    import numpy as np
+    import tensorflow as tf
+
+    images = np.asarray(images, np.float32)
+    if images.shape[1] != size:
+        images = tf.image.resize(images, [size, size], method="area", antialias=True).numpy()
+    return np.clip(images / 255.0, 0.0, 1.0)
+
+
+def reencode(encode, reconstructions, image_size):
+    """Features of [0, 1] reconstructions at the encoder's input size, and whether resized.
+
+    A reconstruction smaller than the encoder's input (AlexNet decoders output
+    128..216 px for 227 px crops) is resized up bilinearly first.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    reconstructions = np.asarray(reconstructions, np.float32)
+    resized = reconstructions.shape[1] != image_size
+    if resized:
+        reconstructions = tf.image.resize(
+            reconstructions, [image_size, image_size], method="bilinear"
+        ).numpy()
+    return np.asarray(encode(np.clip(reconstructions, 0.0, 1.0) * 255.0)), resized

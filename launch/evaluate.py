@@ -1,0 +1,264 @@
+"""Evaluates trained decoders and the optimisation baseline on fixed test photos.
+
+    python -m launch.evaluate --model=runs/hog,exports/lbp --data=samples --split=test
+    python -m launch.evaluate --model=runs/hog --method=decoder,optimization --out_dir=runs/eval
+    python -m launch.evaluate --method=optimization --representation=hog --image_size=64
+
+For every model (work dir or SavedModel export) and every optimisation run,
+on the centre crops of the split's photos at the model's image size
+(SPEC.md section 4): the normalised reconstruction error (image space), the
+feature-space error ||phi(x_hat) - phi(x)|| / ||phi(x)|| (the reconstruction
+re-encoded by the model's encoder; a reconstruction smaller than the
+encoder's input, e.g. 192x192 from conv5 for 227x227 crops, is resized up
+bilinearly first and the row says so), PSNR, SSIM, luma correlation and the
+seconds per image (encoding + decoding, or the whole optimisation; wall
+clock on this machine, after one warm-up call so that graph tracing is not
+counted). Two constant predictions are always rows (per output size): the
+mean training photo of `--data` (what a model could learn; not with
+`--images`) and the mean of the test photos themselves (it has seen them: a
+deliberately strong baseline, as in `launch.reconstruct`). One Markdown table on stdout, and
+`evaluation.json` + `evaluation.csv` in `--out_dir`.
+
+`--method=optimization` runs Mahendran & Vedaldi's inversion
+(`keras_invert.inversion`) with the original method's settings for the
+representation (`inversion.paper_settings`) unless flags override them, for
+`--representation` at `--image_size`, or else for each model's.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+
+from absl import app, flags, logging
+
+from launch import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("model", [], "Work dirs or SavedModel export dirs, one table row each.")
+flags.DEFINE_list("method", None, "decoder and/or optimization (default: decoder with --model).")
+flags.DEFINE_string("data", "samples", "Pipeline source of the test photos.")
+flags.DEFINE_string("split", "test", "Split of --data.")
+flags.DEFINE_list("images", [], "Image files instead of --data.")
+flags.DEFINE_integer("num_images", None, "Use only the first N photos (default: all).")
+flags.DEFINE_string("out_dir", "runs/evaluate", "Where evaluation.json and evaluation.csv go.")
+flags.DEFINE_string("representation", None, "Optimisation: the representation to invert.")
+flags.DEFINE_integer("image_size", None, "Optimisation: input image size.")
+flags.DEFINE_string("encoder_weights", None, "Optimisation: AlexNet weights file.")
+flags.DEFINE_integer("optimization_steps", None, "Optimisation steps (default: the paper's).")
+flags.DEFINE_float("optimization_learning_rate", None, "Optimisation rate (default: paper's).")
+flags.DEFINE_float("tv_weight", None, "Total-variation weight (default: the paper's).")
+flags.DEFINE_float("alpha_weight", None, "Alpha-norm prior weight (default: 8e-10).")
+flags.DEFINE_integer("seed", 0, "Seed of the optimisation's starting noise.")
+
+COLUMNS = [
+    "method",
+    "representation",
+    "image_size",
+    "output_size",
+    "normalized_error",
+    "feature_error",
+    "psnr",
+    "ssim",
+    "luma_correlation",
+    "seconds_per_image",
+    "note",
+]
+
+
+def evaluate_decoder(path, parts, paths):
+    """One row for a trained model (`parts` from `common.load_model_parts(path)`)."""
+    import numpy as np
+
+    from keras_invert import metrics
+
+    images = _load(paths, parts.image_size)
+    parts.reconstruct(images[:1])  # Warm-up: tracing is not part of the time per image.
+    start = time.perf_counter()
+    features = parts.encode(images)
+    reconstructions = parts.decode(features)
+    seconds = (time.perf_counter() - start) / len(images)
+    originals = common.originals_at(images, parts.output_size)
+    again, resized = common.reencode(parts.encode, reconstructions, parts.image_size)
+    notes = []
+    if resized:
+        notes.append(
+            f"feature error: {parts.output_size}px reconstruction resized to {parts.image_size}px"
+        )
+    if parts.encoder_source == "registry" and parts.representation.startswith("alexnet"):
+        notes.append("encoder rebuilt from the registry")
+    row = _row(f"decoder {path}", parts.representation, parts.image_size, parts.output_size)
+    row.update(metrics.summarize(originals, reconstructions))
+    row["feature_error"] = metrics.feature_error(features, again)
+    row["seconds_per_image"] = seconds
+    row["note"] = "; ".join(notes)
+    return row, originals, np.asarray(reconstructions)
+
+
+def evaluate_optimization(representation_name, image_size, paths, encoder_options):
+    """One row for Mahendran & Vedaldi's optimisation on `representation_name`."""
+    import numpy as np
+
+    from keras_invert import inversion, metrics, registry
+
+    representation = registry.get(representation_name)
+    image_size = image_size or representation.default_image_size
+    encode = representation.make_encoder(**encoder_options)
+    images = _load(paths, image_size)
+    settings = inversion.paper_settings(representation_name)
+    overrides = {
+        "steps": FLAGS.optimization_steps,
+        "learning_rate": FLAGS.optimization_learning_rate,
+        "tv_weight": FLAGS.tv_weight,
+        "alpha_weight": FLAGS.alpha_weight,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    logging.info("Optimisation on %s at %dpx: %s", representation_name, image_size, settings)
+    features = np.asarray(encode(images))
+    shape = (image_size, image_size, 3)
+    # Warm-up: one step traces the encoder's graph, which is not part of the time per image.
+    inversion.optimize(encode, features, image_shape=shape, **dict(settings, steps=1))
+    start = time.perf_counter()
+    features = np.asarray(encode(images))
+    result = inversion.optimize(encode, features, image_shape=shape, seed=FLAGS.seed, **settings)
+    seconds = (time.perf_counter() - start) / len(images)
+    reconstructions = result.images / 255.0
+    again = np.asarray(encode(result.images))
+    row = _row("optimization (Mahendran & Vedaldi)", representation_name, image_size, image_size)
+    row.update(metrics.summarize(common.originals_at(images, image_size), reconstructions))
+    row["feature_error"] = metrics.feature_error(features, again)
+    row["seconds_per_image"] = seconds
+    row["note"] = (
+        f"{settings['steps']} steps, momentum 0.9, tv_weight {settings['tv_weight']:g}, "
+        f"alpha 6, beta 2"
+    )
+    return row
+
+
+def mean_image_rows(originals, image_size, train_paths):
+    """The constant predictions: the mean training photo (when known) and the test photos' mean."""
+    from keras_invert import metrics
+
+    size = originals.shape[1]
+    rows = []
+    if train_paths:
+        train = common.originals_at(_load(train_paths, image_size), size)
+        row = _row("mean training image", "", image_size, size)
+        row.update(metrics.mean_image_baseline(originals, train.mean(axis=0)))
+        row["note"] = f"mean of {len(train_paths)} training photos"
+        rows.append(row)
+    row = _row("mean image (of these photos)", "", image_size, size)
+    row.update(metrics.mean_image_baseline(originals))
+    row["note"] = "has seen the test photos: a deliberately strong baseline"
+    return rows + [row]
+
+
+def _row(method, representation, image_size, output_size):
+    row = dict.fromkeys(COLUMNS)
+    row.update(
+        method=method,
+        representation=representation,
+        image_size=image_size,
+        output_size=output_size,
+    )
+    return row
+
+
+def _load(paths, image_size):
+    import pipelines
+
+    return pipelines.load_images(paths, image_size)
+
+
+def format_table(rows) -> str:
+    """Rows as a Markdown table (numbers to 3 decimals; missing values as -)."""
+
+    def cell(value):
+        if value is None or value == "":
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.3f}"
+        return str(value)
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_outputs(out_dir, rows, paths):
+    from keras_invert import experiments
+
+    os.makedirs(out_dir, exist_ok=True)
+    json_path = experiments.save_json(
+        os.path.join(out_dir, "evaluation.json"), {"images": paths, "rows": rows}
+    )
+    csv_path = os.path.join(out_dir, "evaluation.csv")
+    with open(csv_path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    return json_path, csv_path
+
+
+def main(argv):
+    del argv
+    import pipelines
+
+    methods = FLAGS.method or (["decoder"] if FLAGS.model else ["optimization"])
+    unknown = set(methods) - {"decoder", "optimization"}
+    if unknown:
+        raise app.UsageError(f"Unknown --method {sorted(unknown)}: decoder, optimization.")
+    if "decoder" in methods and not FLAGS.model:
+        raise app.UsageError("--method=decoder needs --model.")
+    if "optimization" in methods and not (FLAGS.representation or FLAGS.model):
+        raise app.UsageError("--method=optimization needs --representation or --model.")
+    if FLAGS.images and FLAGS.data != "samples":
+        raise app.UsageError("Give either --images or --data, not both.")
+    paths = FLAGS.images or pipelines.list_source_files(FLAGS.data, FLAGS.split)
+    paths = paths[: FLAGS.num_images] if FLAGS.num_images else paths
+    if len(paths) < 2:
+        raise app.UsageError("The normalised error needs at least two images.")
+
+    rows, baselines = [], {}
+    targets = []  # (representation, image_size, encoder_options) for the optimisation
+    models = {path: common.load_model_parts(path) for path in FLAGS.model}
+    for path, parts in models.items() if "decoder" in methods else ():
+        row, originals, _ = evaluate_decoder(path, parts, paths)
+        rows.append(row)
+        baselines.setdefault((row["image_size"], row["output_size"]), originals)
+    if "optimization" in methods:
+        if FLAGS.representation:
+            options = {"weights": FLAGS.encoder_weights} if FLAGS.encoder_weights else {}
+            targets.append((FLAGS.representation, FLAGS.image_size, options))
+        else:
+            for parts in models.values():
+                target = (parts.representation, parts.image_size, parts.encoder_options)
+                if target not in targets:
+                    targets.append(target)
+    for representation, image_size, options in targets:
+        try:
+            row = evaluate_optimization(representation, image_size, paths, options)
+        except ValueError as error:
+            if "no gradient" not in str(error):
+                raise
+            logging.warning("No optimisation row for %s: %s", representation, error)
+            row = _row("optimization (Mahendran & Vedaldi)", representation, image_size, None)
+            row["note"] = "not differentiable: optimisation cannot invert it"
+            rows.append(row)
+            continue
+        rows.append(row)
+        size = row["image_size"]
+        baselines.setdefault((size, size), common.originals_at(_load(paths, size), size))
+    train_paths = [] if FLAGS.images else pipelines.list_source_files(FLAGS.data, "train")
+    for (image_size, _), originals in baselines.items():
+        rows += mean_image_rows(originals, image_size, train_paths)
+
+    json_path, csv_path = write_outputs(FLAGS.out_dir, rows, paths)
+    print(f"\n{len(paths)} images from {FLAGS.images and 'files' or FLAGS.data}/{FLAGS.split}\n")
+    print(format_table(rows))
+    print(f"\n{json_path}\n{csv_path}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,93 @@
+"""launch.evaluate: decoders (work dir and export) and the optimisation in one table."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _work_dir(path, representation="hog", image_size=64):
+    """A work dir with an untrained tiny decoder, as `launch.train` leaves it."""
+    from keras_invert import config, registry, training
+
+    run = config.replace(
+        config.preset("demo"), representation=representation, image_size=image_size,
+        width=0.125, cache_dir=None,
+    )  # fmt: skip
+    config.save(run, str(path))
+    decoder = registry.get(representation).build_decoder(image_size, width=0.125)
+    decoder.save(os.path.join(str(path), training.FINAL_MODEL))
+    return decoder
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    from keras_invert import export
+
+    root = tmp_path_factory.mktemp("models")
+    decoder = _work_dir(root / "hog")
+    export.export_saved_model(decoder, "hog", str(root / "exports"), image_size=64)
+    return str(root / "hog"), str(root / "exports")
+
+
+def test_one_table_for_decoders_optimization_and_the_mean_image(models, tmp_path):
+    work_dir, export_dir = models
+    out_dir = tmp_path / "evaluation"
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.evaluate", f"--model={work_dir},{export_dir}",
+         "--method=decoder,optimization", "--optimization_steps=4", "--num_images=3",
+         f"--out_dir={out_dir}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| method | representation |" in result.stdout
+    with open(out_dir / "evaluation.json") as file:
+        figures = json.load(file)
+    with open(out_dir / "evaluation.csv") as file:
+        table = list(csv.DictReader(file))
+    rows = figures["rows"]
+    assert len(figures["images"]) == 3 and len(rows) == len(table) == 5
+    work, exported, optimization, train_mean, mean = rows
+    assert train_mean["method"] == "mean training image"
+    assert work["method"] == f"decoder {work_dir}" and optimization["method"].startswith("optim")
+    assert mean["method"].startswith("mean image") and mean["feature_error"] is None
+    for row in (work, exported, optimization):
+        assert row["representation"] == "hog" and row["image_size"] == 64
+        assert np.isfinite(row["feature_error"]) and row["seconds_per_image"] > 0
+        assert 0 < row["normalized_error"] < 2 and -1 <= row["luma_correlation"] <= 1
+    # The export reconstructs as its work dir does.
+    for key in ("normalized_error", "feature_error", "psnr", "ssim"):
+        np.testing.assert_allclose(exported[key], work[key], rtol=1e-3)
+    assert float(table[4]["normalized_error"]) == pytest.approx(mean["normalized_error"])
+    # The mean-image row is the baseline of the same crops.
+    import pipelines
+    from keras_invert import metrics
+    from launch import common
+
+    originals = common.originals_at(pipelines.load_images(figures["images"], 64), 64)
+    expected = metrics.mean_image_baseline(originals)["normalized_error"]
+    assert mean["normalized_error"] == pytest.approx(expected)
+    assert f"| {rows[2]['method']} | hog | 64 |" in result.stdout
+
+
+def test_small_reconstructions_are_resized_up_before_reencoding():
+    from launch import common
+
+    seen = []
+
+    def encode(images):
+        seen.append(images.shape)
+        return images.mean(axis=(1, 2))
+
+    reconstructions = np.full((2, 16, 16, 3), 0.5, np.float32)
+    features, resized = common.reencode(encode, reconstructions, 24)
+    assert resized and seen == [(2, 24, 24, 3)]
+    np.testing.assert_allclose(features, 127.5, rtol=1e-5)
+    assert not common.reencode(encode, np.zeros((1, 24, 24, 3)), 24)[1]
