@@ -179,3 +179,28 @@ def test_experiment_command_writes_png_and_json(tmp_path):
     assert image.shape[0] == 18 + 2 * (64 + 2)
     assert list(record["models"]) == ["hog (hog)", "hog (hog)'"]
     assert len(record["results"]["models"]["hog (hog)"]["per_image"]) == 2
+
+
+@pytest.mark.slow
+def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
+    from keras_invert import config, training
+    from launch import common
+
+    run = config.replace(
+        config.preset("demo"), representation="alexnet/fc8", image_size=67, width=0.125,
+        cache_dir=None,
+    )  # fmt: skip
+    config.save(run, str(tmp_path))
+    training.build_model(run).save(str(tmp_path / training.FINAL_MODEL))  # Random encoder.
+    parts = common.load_model_parts(str(tmp_path))
+    assert parts.encoder_source == "model" and parts.output_size == 128
+    images = crops[:, :67, :67]
+    dark = experiments.run_dark_knowledge(parts, images, ["a", "b", "c"], k=5)
+    fc8 = parts.encode(images)
+    assert fc8.shape == (3, 1000)
+    np.testing.assert_array_equal(
+        np.sort(fc8[0][dark.numbers["top_units"][0]]), np.sort(fc8[0])[-5:]
+    )
+    values = experiments.unit_values(fc8, [3, 9])
+    single = experiments.run_single_neuron(parts, (1000,), [3, 9], values)
+    assert single.rows[0][0].shape == (128, 128, 3)
