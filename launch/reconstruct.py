@@ -5,7 +5,9 @@
 
 Writes a PNG grid (one row per image: original | reconstruction) and prints
 the normalised reconstruction error (SPEC.md section 4), luma correlation,
-SSIM and PSNR, beside the mean-image baseline's.
+SSIM and PSNR, beside two mean-image baselines: the mean training photo
+(with --data: what a constant predictor could learn) and the mean of the
+evaluated photos themselves (an oracle, hard to beat).
 """
 
 from __future__ import annotations
@@ -101,10 +103,14 @@ def main(argv):
     originals = tf.image.resize(images, [size, size], method="area", antialias=True).numpy() / 255.0
     originals = np.clip(originals, 0.0, 1.0)
     write_grid(FLAGS.out, originals, reconstructions)
-    rows = {
-        f"{representation} decoder": metrics.summarize(originals, reconstructions),
-        "mean image (of these photos)": metrics.mean_image_baseline(originals),
-    }
+    rows = {f"{representation} decoder": metrics.summarize(originals, reconstructions)}
+    if FLAGS.data:
+        # The constant prediction a model could learn: the mean training photo.
+        train_paths = pipelines.list_source_files(FLAGS.data, "train")
+        train = pipelines.load_images(train_paths, size) / 255.0
+        rows["mean training image"] = metrics.mean_image_baseline(originals, train.mean(axis=0))
+    # It has seen the evaluated photos themselves: a deliberately strong baseline.
+    rows["mean image (of these photos)"] = metrics.mean_image_baseline(originals)
     print(f"\n{len(paths)} images, {representation}, reconstructions {size}x{size}: {FLAGS.out}\n")
     print(format_table(rows))
     if FLAGS.metrics_out:
