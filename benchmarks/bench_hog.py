@@ -10,7 +10,6 @@ once per batch. Prints images/s and the agreement of the two outputs.
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -18,6 +17,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.common import best_time, photo_crops  # noqa: E402
 from keras_invert import vlfeat  # noqa: E402
 from keras_invert.features import hog  # noqa: E402
 
@@ -27,58 +27,26 @@ flags.DEFINE_integer("repeats", 5, "Timed repetitions (best is reported).")
 FLAGS = flags.FLAGS
 
 
-def _photos(batch_size, size):
-    import skimage.data
-
-    photos = [
-        skimage.data.astronaut(),
-        skimage.data.coffee(),
-        skimage.data.chelsea(),
-        skimage.data.rocket(),
-    ]
-    rng = np.random.default_rng(0)
-    crops = []
-    for i in range(batch_size):
-        photo = photos[i % len(photos)]
-        y = rng.integers(0, photo.shape[0] - size + 1) if photo.shape[0] > size else 0
-        x = rng.integers(0, photo.shape[1] - size + 1) if photo.shape[1] > size else 0
-        crop = photo[y : y + size, x : x + size]
-        crops.append(
-            tf.image.resize(crop, [size, size]).numpy() if crop.shape[:2] != (size, size) else crop
-        )
-    return np.stack(crops).astype(np.float32)
-
-
-def _best_time(function, repeats):
-    function()  # warm-up (tracing, allocation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main(argv):
     del argv
-    images = _photos(FLAGS.batch_size, FLAGS.image_size)
+    images = photo_crops(FLAGS.batch_size, FLAGS.image_size)
     tensor = tf.constant(images)
     xla = tf.function(hog, jit_compile=True)
     rows = [
         (
             "TF batched (XLA, as in the pipelines)",
-            FLAGS.batch_size / _best_time(lambda: xla(tensor).numpy(), FLAGS.repeats),
+            FLAGS.batch_size / best_time(lambda: xla(tensor).numpy(), FLAGS.repeats),
         )
     ]
     graph = tf.function(hog)
     rows.append(
         (
             "TF batched (graph, as in SavedModels)",
-            FLAGS.batch_size / _best_time(lambda: graph(tensor).numpy(), FLAGS.repeats),
+            FLAGS.batch_size / best_time(lambda: graph(tensor).numpy(), FLAGS.repeats),
         )
     )
     if vlfeat.is_available():
-        c_time = _best_time(lambda: [vlfeat.hog(image) for image in images], FLAGS.repeats)
+        c_time = best_time(lambda: [vlfeat.hog(image) for image in images], FLAGS.repeats)
         rows.append(("VLFeat C, per image", FLAGS.batch_size / c_time))
         difference = np.abs(xla(tensor).numpy() - np.stack([vlfeat.hog(i) for i in images]))
         parity = f"max abs diff {difference.max():.2e}, mean abs diff {difference.mean():.2e}"

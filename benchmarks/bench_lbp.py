@@ -12,7 +12,6 @@ the agreement of the two outputs.
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -20,6 +19,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.common import best_time, photo_crops  # noqa: E402
 from keras_invert import vlfeat  # noqa: E402
 from keras_invert.features.lbp import lbp  # noqa: E402
 
@@ -30,45 +30,13 @@ flags.DEFINE_integer("repeats", 5, "Timed repetitions (best is reported).")
 FLAGS = flags.FLAGS
 
 
-def _photos(batch_size, size):
-    import skimage.data
-
-    photos = [
-        skimage.data.astronaut(),
-        skimage.data.coffee(),
-        skimage.data.chelsea(),
-        skimage.data.rocket(),
-    ]
-    rng = np.random.default_rng(0)
-    crops = []
-    for i in range(batch_size):
-        photo = photos[i % len(photos)]
-        y = rng.integers(0, photo.shape[0] - size + 1) if photo.shape[0] > size else 0
-        x = rng.integers(0, photo.shape[1] - size + 1) if photo.shape[1] > size else 0
-        crop = photo[y : y + size, x : x + size]
-        if crop.shape[:2] != (size, size):
-            crop = tf.image.resize(crop, [size, size]).numpy()
-        crops.append(crop)
-    return np.stack(crops).astype(np.float32)
-
-
-def _best_time(function, repeats):
-    function()  # warm-up (tracing, compilation, allocation)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main(argv):
     del argv
     cell_size = FLAGS.cell_size
-    images = _photos(FLAGS.batch_size, FLAGS.image_size)
+    images = photo_crops(FLAGS.batch_size, FLAGS.image_size)
     tensor = tf.constant(images)
     compiled = tf.function(lambda batch: lbp(batch, cell_size))
-    rows = [("TF batched (graph)", _best_time(lambda: compiled(tensor).numpy(), FLAGS.repeats))]
+    rows = [("TF batched (graph)", best_time(lambda: compiled(tensor).numpy(), FLAGS.repeats))]
     dynamic = tf.function(
         lambda batch: lbp(batch, cell_size),
         input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
@@ -76,18 +44,18 @@ def main(argv):
     rows.append(
         (
             "TF batched (graph, unknown H, W: no XLA)",
-            _best_time(lambda: dynamic(tensor).numpy(), FLAGS.repeats),
+            best_time(lambda: dynamic(tensor).numpy(), FLAGS.repeats),
         )
     )
     rows.append(
-        ("TF batched (eager)", _best_time(lambda: lbp(tensor, cell_size).numpy(), FLAGS.repeats))
+        ("TF batched (eager)", best_time(lambda: lbp(tensor, cell_size).numpy(), FLAGS.repeats))
     )
     if vlfeat.is_available():
         gray = tf.image.rgb_to_grayscale(tensor)[..., 0].numpy()
         rows.append(
             (
                 "VLFeat C, per image (1 core)",
-                _best_time(lambda: [vlfeat.lbp(g, cell_size) for g in gray], FLAGS.repeats),
+                best_time(lambda: [vlfeat.lbp(g, cell_size) for g in gray], FLAGS.repeats),
             )
         )
         reference = np.stack([vlfeat.lbp(g, cell_size) for g in gray])

@@ -11,13 +11,13 @@ the OpenCV maps with the VLFeat ones.
 from __future__ import annotations
 
 import os
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.common import best_time, photo_crops  # noqa: E402
 from keras_invert import vlfeat  # noqa: E402
 from keras_invert.features.sift import sift_batch  # noqa: E402
 
@@ -27,43 +27,13 @@ flags.DEFINE_integer("repeats", 3, "Timed repetitions (best is reported).")
 FLAGS = flags.FLAGS
 
 
-def _photos(num_images, size):
-    """Random crops of the bundled photos, as in bench_lbp (resized when a photo is smaller)."""
-    import skimage.data
-    import tensorflow as tf
-
-    photos = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
-    photos.append(skimage.data.rocket())
-    rng = np.random.default_rng(0)
-    crops = []
-    for i in range(num_images):
-        photo = photos[i % len(photos)]
-        y = rng.integers(0, photo.shape[0] - size + 1) if photo.shape[0] > size else 0
-        x = rng.integers(0, photo.shape[1] - size + 1) if photo.shape[1] > size else 0
-        crop = photo[y : y + size, x : x + size]
-        if crop.shape[:2] != (size, size):
-            crop = tf.image.resize(crop, [size, size]).numpy()
-        crops.append(crop)
-    return np.stack(crops).astype(np.float32)
-
-
-def _best_time(function, repeats):
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def main(argv):
     del argv
-    images = _photos(FLAGS.num_images, FLAGS.image_size)
+    images = photo_crops(FLAGS.num_images, FLAGS.image_size)
     backends = ["vlfeat", "opencv"] if vlfeat.is_available() else ["opencv"]
     maps, rows = {}, []
     for backend in backends:
-        seconds = _best_time(lambda b=backend: sift_batch(images, b), FLAGS.repeats)
+        seconds = best_time(lambda b=backend: sift_batch(images, b), FLAGS.repeats)
         maps[backend] = sift_batch(images, backend)
         occupied = np.any(maps[backend] != 0, axis=-1)
         rows.append((backend, FLAGS.num_images / seconds, occupied.sum() / FLAGS.num_images))

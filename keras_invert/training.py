@@ -267,6 +267,22 @@ class ReconstructionImages(keras.callbacks.Callback):
         self._writer.flush()
 
 
+def load_trained_model(work_dir: str) -> keras.Model:
+    """The work dir's final model, else its newest readable checkpoint.
+
+    Raises:
+        ValueError: the work dir has neither yet.
+    """
+    final = os.path.join(work_dir, FINAL_MODEL)
+    if os.path.exists(final):
+        return keras.saving.load_model(final)
+    model = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)).restore_latest()
+    if model is None:
+        raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
+    logging.warning("No final model in %s: using its latest checkpoint.", work_dir)
+    return model
+
+
 def restore_or_build(config: TrainConfig, work_dir: str) -> keras.Model:
     """The latest checkpoint in `work_dir`, or a fresh compiled decoder."""
     model = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)).restore_latest()

@@ -15,7 +15,6 @@ def load_trained(model_path: str):
         `reconstruct(images)` maps float32 `[N, S, S, 3]` 0..255 images to
         `[N, T, T, 3]` reconstructions in [0, 1].
     """
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -29,17 +28,7 @@ def load_trained(model_path: str):
     if run is not None:
         representation = registry.get(run.representation)
         image_size = run.image_size or representation.default_image_size
-        final = os.path.join(model_path, training.FINAL_MODEL)
-        if os.path.exists(final):
-            decoder = keras.saving.load_model(final)
-        else:
-            decoder = training.Checkpoints(
-                os.path.join(model_path, training.CHECKPOINT_DIR)
-            ).restore_latest()
-            if decoder is None:
-                raise ValueError(
-                    f"The work dir has no trained model yet. Received: model={model_path!r}"
-                )
+        decoder = training.load_trained_model(model_path)
         if isinstance(decoder, Reconstructor):
             # Encoder and decoder in one model (AlexNet): images in.
             def reconstruct(images):
@@ -118,7 +107,6 @@ def load_model_parts(model_path: str) -> TrainedModel:
     autoencoder that is not the jointly trained encoder (evaluate its work
     dir instead).
     """
-    import keras
     import numpy as np
     import tensorflow as tf
 
@@ -131,17 +119,7 @@ def load_model_parts(model_path: str) -> TrainedModel:
     if run is not None:
         representation = registry.get(run.representation)
         image_size = run.image_size or representation.default_image_size
-        final = os.path.join(model_path, training.FINAL_MODEL)
-        if os.path.exists(final):
-            model = keras.saving.load_model(final)
-        else:
-            model = training.Checkpoints(
-                os.path.join(model_path, training.CHECKPOINT_DIR)
-            ).restore_latest()
-            if model is None:
-                raise ValueError(
-                    f"The work dir has no trained model yet. Received: model={model_path!r}"
-                )
+        model = training.load_trained_model(model_path)
         options = dict(run.encoder_options)
         if getattr(run, "encoder_weights", None) is not None:
             options["weights"] = run.encoder_weights

@@ -9,9 +9,7 @@ complete.
 
 from __future__ import annotations
 
-import os
-
-from absl import app, flags, logging
+from absl import app, flags
 
 from launch import common  # noqa: F401  (quiets TensorFlow's C++ logs)
 
@@ -23,7 +21,6 @@ flags.DEFINE_integer("version", None, "Version number (default: next free).")
 
 def main(argv):
     del argv
-    import keras
 
     from keras_invert import config as config_lib
     from keras_invert import export, training
@@ -31,16 +28,10 @@ def main(argv):
     run = config_lib.load(FLAGS.work_dir)
     if run is None:
         raise app.UsageError(f"{FLAGS.work_dir} has no config.json: is it a training work dir?")
-    final = os.path.join(FLAGS.work_dir, training.FINAL_MODEL)
-    if os.path.exists(final):
-        decoder = keras.saving.load_model(final)
-    else:
-        decoder = training.Checkpoints(
-            os.path.join(FLAGS.work_dir, training.CHECKPOINT_DIR)
-        ).restore_latest()
-        if decoder is None:
-            raise app.UsageError(f"{FLAGS.work_dir} has no trained model or checkpoint yet.")
-        logging.warning("No final model in %s: exporting the latest checkpoint.", FLAGS.work_dir)
+    try:
+        decoder = training.load_trained_model(FLAGS.work_dir)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     path = export.export_saved_model(
         decoder,
         run.representation,
