@@ -227,52 +227,38 @@ def build_from_table(
     return keras.Model(features, previous, name=name)
 
 
-def _check_divisible(representation: str, image_size: int, multiple: int) -> None:
-    if not isinstance(image_size, int) or image_size <= 0 or image_size % multiple:
+def _shallow_decoder(name, table, cell_size, channels, image_size, width, negative_slope):
+    """A fully convolutional table for a feature map of `image_size // cell_size` cells."""
+    # The tables' stride-2 stacks need maps whose side is a multiple of 4 (LBP),
+    # 8 (HOG) or 16 (SIFT) cells: all three hold for image sizes divisible by 64.
+    if not isinstance(image_size, int) or image_size <= 0 or image_size % 64:
         raise ValueError(
-            f"The {representation} decoder needs an image size that is a positive multiple of "
-            f"{multiple}. Received: image_size={image_size!r}"
+            f"The {name} decoder needs an image size that is a positive multiple of 64. "
+            f"Received: image_size={image_size!r}"
         )
+    cells = image_size // cell_size
+    return build_from_table(
+        table,
+        (cells, cells, channels),
+        width=width,
+        negative_slope=negative_slope,
+        name=f"{name}_decoder",
+    )
 
 
 def hog_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
     """Table 2: HOG (cell 8, 31 channels) of an `image_size` image -> `image_size` image."""
-    # Three stride-2 convs in stream A need a HOG map divisible by 8.
-    _check_divisible("hog", image_size, 64)
-    cells = image_size // 8
-    return build_from_table(
-        HOG_TABLE,
-        (cells, cells, 31),
-        width=width,
-        negative_slope=negative_slope,
-        name="hog_decoder",
-    )
+    return _shallow_decoder("hog", HOG_TABLE, 8, 31, image_size, width, negative_slope)
 
 
 def lbp_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
     """Table 4: LBP (cell 16, 58 channels) of an `image_size` image -> `image_size` image."""
-    _check_divisible("lbp", image_size, 64)
-    cells = image_size // 16
-    return build_from_table(
-        LBP_TABLE,
-        (cells, cells, 58),
-        width=width,
-        negative_slope=negative_slope,
-        name="lbp_decoder",
-    )
+    return _shallow_decoder("lbp", LBP_TABLE, 16, 58, image_size, width, negative_slope)
 
 
 def sift_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
     """Table 3: SIFT keypoint map (`image_size/4`, 133 channels) -> `image_size` image."""
-    _check_divisible("sift", image_size, 64)
-    cells = image_size // 4
-    return build_from_table(
-        SIFT_TABLE,
-        (cells, cells, 133),
-        width=width,
-        negative_slope=negative_slope,
-        name="sift_decoder",
-    )
+    return _shallow_decoder("sift", SIFT_TABLE, 4, 133, image_size, width, negative_slope)
 
 
 def alexnet_decoder(layer: str, feature_shape, *, width: float = 1.0, negative_slope: float = 0.2):
