@@ -15,36 +15,16 @@ def load_trained(model_path: str):
         `reconstruct(images)` maps float32 `[N, S, S, 3]` 0..255 images to
         `[N, T, T, 3]` reconstructions in [0, 1].
     """
-    import numpy as np
-    import tensorflow as tf
-
     from keras_invert import config as config_lib
-    from keras_invert import export, registry, training
-    from keras_invert.reconstructor import Reconstructor
+    from keras_invert import export
 
     if not os.path.isdir(model_path):
         raise ValueError(f"Expected a work dir or an export dir. Received: model={model_path!r}")
-    run = config_lib.load(model_path)
-    if run is not None:
-        representation = registry.get(run.representation)
-        image_size = run.image_size or representation.default_image_size
-        decoder = training.load_trained_model(model_path)
-        if isinstance(decoder, Reconstructor):
-            # Encoder and decoder in one model (AlexNet): images in.
-            def reconstruct(images):
-                images = np.asarray(images, np.float32)
-                return np.clip(decoder.predict(images, verbose=0, batch_size=16), 0.0, 1.0)
-
-        else:
-            encode = representation.make_encoder(**run.encoder_options)
-
-            def reconstruct(images):
-                features = encode(tf.constant(images, tf.float32))
-                return np.clip(decoder.predict(features, verbose=0, batch_size=16), 0.0, 1.0)
-
-        return reconstruct, run.representation, image_size, run.encoder_options
-
-    # Exports without image signatures (SIFT) get their features computed here.
+    if config_lib.load(model_path) is not None:
+        parts = load_model_parts(model_path)
+        return parts.reconstruct, parts.representation, parts.image_size, parts.encoder_options
+    # An export takes images through its own signatures; exports without image
+    # signatures (SIFT) get their features computed here.
     model = export.load_export(model_path)
     return model, model.representation, model.image_size, model.encoder_options
 

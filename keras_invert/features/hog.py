@@ -36,6 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_invert.features._images import as_image_batch
+
 _BLOCK_EPSILON = 1e-4  # Inside the square root of each block norm, as VLFeat.
 _CLAMP = 0.2
 
@@ -60,18 +62,7 @@ def _validate(images: tf.Tensor, cell_size: int, num_orientations: int) -> tuple
             "Expected a positive integer num_orientations. "
             f"Received: num_orientations={num_orientations!r}"
         )
-    rank = images.shape.rank
-    if rank not in (3, 4):
-        raise ValueError(
-            f"Expected images of shape [N, H, W, C] or [H, W, C]. Received: shape={images.shape}"
-        )
-    if images.shape[-1] not in (1, 3):
-        raise ValueError(
-            "Expected 1 (grayscale) or 3 (RGB) channels in the last axis. "
-            f"Received: shape={images.shape}"
-        )
-    batched = images if rank == 4 else images[tf.newaxis]
-    return batched, rank == 3
+    return as_image_batch(images)
 
 
 def _window_weights(cell_size: int) -> np.ndarray:

@@ -65,6 +65,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from keras_invert.features._images import as_image_batch
+
 LBP_NUM_BINS = 58
 _NORM_EPSILON = 1e-10  # Added to sqrt(sum) per cell, as VLFeat.
 # tf.image.rgb_to_grayscale's luma weights.
@@ -224,23 +226,14 @@ def _validate(images: tf.Tensor, cell_size: int) -> tuple[tf.Tensor, bool]:
         raise ValueError(
             f"Expected a positive integer cell_size. Received: cell_size={cell_size!r}"
         )
-    rank = images.shape.rank
-    if rank not in (3, 4):
-        raise ValueError(
-            f"Expected images of shape [N, H, W, C] or [H, W, C]. Received: shape={images.shape}"
-        )
-    if images.shape[-1] not in (1, 3):
-        raise ValueError(
-            "Expected 1 (grayscale) or 3 (RGB) channels in the last axis. "
-            f"Received: shape={images.shape}"
-        )
+    batched, unbatched = as_image_batch(images)
     for size in images.shape[-3:-1]:
         if size is not None and size < cell_size:
             raise ValueError(
                 f"LBP needs images of at least {cell_size}x{cell_size} pixels (one cell of "
                 f"cell_size={cell_size}). Received: shape={images.shape}"
             )
-    return (images if rank == 4 else images[tf.newaxis]), rank == 3
+    return batched, unbatched
 
 
 def lbp(images, cell_size: int = 16) -> tf.Tensor:
