@@ -182,6 +182,12 @@ def build_from_table(
         dtype = "float32" if is_last else None
         extra = {"bias_initializer": keras.initializers.Constant(0.45)} if is_last else {}
         filters = spec.filters if is_last else _scaled(spec.filters, width)
+        following = table[index + 1] if index < last else None
+        if spec.kind == "dense" and following is not None and following.kind == "reshape":
+            # Sized from the table's own square (4096 = 4x4x256 in Table 6), so
+            # that every width reshapes: 4096 * w need not equal 16 * round(256 * w).
+            side = math.isqrt(spec.filters // following.filters)
+            filters = side * side * _scaled(following.filters, width)
         if spec.kind == "concat":
             tensor = layers.Concatenate(name=spec.name)(sources)
         elif spec.kind == "reshape":
@@ -288,6 +294,88 @@ def alexnet_decoder(layer: str, feature_shape, *, width: float = 1.0, negative_s
         width=width,
         negative_slope=negative_slope,
         name=f"alexnet_{layer}_decoder",
+    )
+
+
+def generic_table(feature_shape, image_size: int, *, max_output_size: int = 256):
+    """SPEC.md section 2's rule as `LayerSpec` rows, for a tap of any shape.
+
+    - Feature maps `(s, s, c)`: 3 conv 3x3 with 256 channels, then `n` 5x5
+      stride-2 up-convs, `n` the largest with `s * 2**n <= min(image_size,
+      max_output_size)` (the output is the biggest doubling of the map that
+      does not exceed the image the features came from, nor 256). The
+      up-convs have 256, 128, 64, 32 channels counting back from the last
+      (which has 3), and never more than 256. A map already at least that
+      large gets no up-conv; a fourth 3x3 conv (3 channels) is the output.
+    - Vectors `(d,)`: Table 6: 3 fully connected layers of 4096, reshape to
+      4x4x256, and up-convs as above from side 4 up to at most
+      `min(image_size, 128)` (Table 6 predicts 128x128 images).
+
+    For AlexNet at 227 this gives Tables 5 (conv5, 6x6 -> 192) and 6 (fc6..fc8,
+    -> 128) and SPEC.md's conv1 (27x27 -> 216) and conv2..conv4 (13x13 -> 208)
+    tables exactly; for EfficientNet-Lite0 at 224 every map decodes to 224.
+
+    Args:
+        feature_shape: the tap's shape without the batch axis, `(s, s, c)` or `(d,)`.
+        image_size: side of the image the network saw (its input size).
+        max_output_size: largest decoder output side for feature maps.
+
+    Returns:
+        `(rows, output_size)`.
+
+    Example:
+        >>> rows, size = generic_table((6, 6, 256), 227)
+        >>> rows == CONV5_TABLE, size
+        (True, 192)
+    """
+    shape = tuple(int(d) for d in feature_shape)
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
+        raise ValueError(
+            f"`image_size` must be a positive integer. Received: image_size={image_size!r}"
+        )
+    if len(shape) == 1 and shape[0] > 0:
+        rows, side, limit = FC_TABLE[:4], 4, min(image_size, 128)
+    elif len(shape) == 3 and shape[0] == shape[1] and min(shape) > 0:
+        rows, side, limit = _three_convs(), shape[0], min(image_size, max_output_size)
+    else:
+        raise ValueError(
+            "Expected a square feature map (s, s, c) or a vector (d,). "
+            f"Received: feature_shape={feature_shape!r}"
+        )
+    doublings = 0
+    while side * 2 ** (doublings + 1) <= limit:
+        doublings += 1
+    if doublings == 0:
+        return rows + (_conv("conv4", 3, 3, 1),), side
+    channels = [min(256, 32 * 2 ** (doublings - 2 - i)) for i in range(doublings - 1)] + [3]
+    return rows + _upconvs(channels), side * 2**doublings
+
+
+def decoder_for_shape(
+    feature_shape,
+    image_size: int,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+    max_output_size: int = 256,
+    name: str = "decoder",
+) -> keras.Model:
+    """The decoder SPEC.md section 2's rule gives a tap of `feature_shape` (see `generic_table`).
+
+    Args:
+        feature_shape: `(s, s, c)` or `(d,)`.
+        image_size: side of the image the network saw.
+        width, negative_slope: as in `build_from_table`.
+        max_output_size: largest output side for feature maps.
+        name: model name.
+
+    Example:
+        >>> decoder_for_shape((14, 14, 80), 224, width=0.25).output_shape
+        (None, 224, 224, 3)
+    """
+    rows, _ = generic_table(feature_shape, image_size, max_output_size=max_output_size)
+    return build_from_table(
+        rows, feature_shape, width=width, negative_slope=negative_slope, name=name
     )
 
 

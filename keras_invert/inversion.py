@@ -70,6 +70,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_invert import registry
+
 IMAGENET_MEAN_RGB = (123.68, 116.78, 103.94)
 """The mean colour subtracted before optimisation (Caffe's ImageNet means, RGB order)."""
 
@@ -97,25 +99,29 @@ def paper_settings(representation: str) -> dict:
     Args:
         representation: a registry name: "hog" (their HOG experiments; also
             used for the other shallow features, lbp and sift, for which they
-            published none) or "alexnet/LAYER" / "alexnet-torchvision/LAYER".
+            published none), "alexnet/LAYER" / "alexnet-torchvision/LAYER", or
+            any other network tap ("efficientnet-lite0/stage4", "keras:..."):
+            for those (choice) the AlexNet schedule with the TV weight of
+            AlexNet's deep layers of the same kind, 10 for feature maps (as
+            conv2..conv4) and 100 for vectors (as fc6..fc8).
 
     Returns:
         Keyword arguments for `optimize`: steps, learning_rate,
         learning_rate_drops, tv_weight.
     """
-    if "/" in representation:
-        layer = representation.rsplit("/", 1)[1]
+    network = dict(steps=400, learning_rate=0.004, learning_rate_drops=(0.25, 0.75))
+    family, _, layer = representation.rpartition("/")
+    if family in ("alexnet", "alexnet-torchvision"):
         if layer not in _ALEXNET_TV_WEIGHTS:
             raise ValueError(
                 f"Expected an AlexNet layer in {sorted(_ALEXNET_TV_WEIGHTS)}. "
                 f"Received: representation={representation!r}"
             )
-        return dict(
-            steps=400,
-            learning_rate=0.004,
-            learning_rate_drops=(0.25, 0.75),
-            tv_weight=_ALEXNET_TV_WEIGHTS[layer],
-        )
+        return dict(network, tv_weight=_ALEXNET_TV_WEIGHTS[layer])
+    found = registry.get(representation)
+    if found.encode_in_model:
+        rank = len(found.feature_shape(found.default_image_size))
+        return dict(network, tv_weight=100.0 if rank == 1 else 10.0)
     return dict(
         steps=800, learning_rate=0.004, learning_rate_drops=(0.25, 0.5, 0.75), tv_weight=1.0
     )

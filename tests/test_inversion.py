@@ -78,6 +78,12 @@ def test_paper_settings():
         inversion.paper_settings("alexnet/pool9")
 
 
+def test_paper_settings_of_other_networks_follow_the_kind_of_tap():
+    assert inversion.paper_settings("efficientnet-lite0/stage4")["tv_weight"] == 10
+    assert inversion.paper_settings("efficientnet-lite0/logits")["tv_weight"] == 100
+    assert inversion.paper_settings("lbp")["steps"] == 800
+
+
 def test_piecewise_constant_encoders_are_refused(photos):
     lbp = registry.get("lbp").make_encoder()
     with pytest.raises(ValueError, match="no gradient"):

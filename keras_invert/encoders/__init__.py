@@ -6,6 +6,9 @@ and returns a dict of named representations (SPEC.md section 1).
 Example:
     >>> from keras_invert.encoders import alexnet
     >>> encoder = alexnet("caffe", weights="caffenet.weights.h5", outputs=["conv5"])
+    >>> from keras_invert.encoders import efficientnet_lite0, from_keras
+    >>> classifier = efficientnet_lite0(outputs=["stage4", "logits"])  # ImageNet weights
+    >>> vgg = from_keras("vgg16.keras", ["block5_pool"])  # any Keras model
 """
 
 from keras_invert.encoders.alexnet import (
@@ -20,6 +23,16 @@ from keras_invert.encoders.alexnet import (
     select_outputs,
     set_alexnet_weights,
 )
+from keras_invert.encoders.efficientnet import (
+    EFFICIENTNET_LITE0_IMAGE_SIZE,
+    EFFICIENTNET_LITE0_OUTPUT_SHAPES,
+    EFFICIENTNET_LITE0_TAPS,
+    default_weights_path,
+    efficientnet_lite0,
+    efficientnet_lite0_torch_keys,
+    set_efficientnet_lite0_weights,
+)
+from keras_invert.encoders.keras_model import from_keras, load_keras_model, network_input_size
 from keras_invert.encoders.layers import ImagePreprocessing, LocalResponseNormalization
 
 __all__ = [
@@ -30,9 +43,19 @@ __all__ = [
     "ALEXNET_VARIANTS",
     "ALEXNET_WEIGHT_LAYERS",
     "CAFFE_BGR_MEAN",
+    "EFFICIENTNET_LITE0_IMAGE_SIZE",
+    "EFFICIENTNET_LITE0_OUTPUT_SHAPES",
+    "EFFICIENTNET_LITE0_TAPS",
     "ImagePreprocessing",
     "LocalResponseNormalization",
     "alexnet",
+    "default_weights_path",
+    "efficientnet_lite0",
+    "efficientnet_lite0_torch_keys",
+    "from_keras",
+    "load_keras_model",
+    "network_input_size",
     "select_outputs",
     "set_alexnet_weights",
+    "set_efficientnet_lite0_weights",
 ]

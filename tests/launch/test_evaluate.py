@@ -36,13 +36,23 @@ def models(tmp_path_factory):
     return str(root / "hog"), str(root / "exports")
 
 
+def _save_classifier(path):
+    """A small untrained 10-class Keras classifier (for the agreement columns)."""
+    import keras
+
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3, name="conv")(inputs))
+    keras.Model(inputs, keras.layers.Dense(10, name="scores")(pooled)).save(path)
+
+
 def test_one_table_for_decoders_optimization_and_the_mean_image(models, tmp_path):
     work_dir, export_dir = models
     out_dir = tmp_path / "evaluation"
+    _save_classifier(tmp_path / "classifier.keras")
     result = subprocess.run(
         [sys.executable, "-m", "launch.evaluate", f"--model={work_dir},{export_dir}",
          "--method=decoder,optimization", "--optimization_steps=4", "--num_images=3",
-         f"--out_dir={out_dir}"],
+         f"--classifier=keras:{tmp_path / 'classifier.keras'}#scores", f"--out_dir={out_dir}"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
     )  # fmt: skip
@@ -75,6 +85,10 @@ def test_one_table_for_decoders_optimization_and_the_mean_image(models, tmp_path
     expected = metrics.mean_image_baseline(originals)["normalized_error"]
     assert mean["normalized_error"] == pytest.approx(expected)
     assert f"| {rows[2]['method']} | hog | 64 |" in result.stdout
+    # --classifier: top-1/top-5 agreement on every row, the mean images' included.
+    assert "| note | top1_agreement | top5_agreement |" in result.stdout
+    for row in table:
+        assert 0 <= float(row["top1_agreement"]) <= float(row["top5_agreement"]) <= 1
 
 
 def test_small_reconstructions_are_resized_up_before_reencoding():
@@ -91,3 +105,38 @@ def test_small_reconstructions_are_resized_up_before_reencoding():
     assert resized and seen == [(2, 24, 24, 3)]
     np.testing.assert_allclose(features, 127.5, rtol=1e-5)
     assert not common.reencode(encode, np.zeros((1, 24, 24, 3)), 24)[1]
+
+
+def test_agreement_of_a_classifier_on_originals_and_reconstructions():
+    from launch import evaluate
+
+    weights = np.random.default_rng(0).normal(size=(3, 10)).astype(np.float32)
+
+    def classify(images):  # Scores from the mean colour: a stand-in classifier.
+        return np.asarray(images, np.float32).mean(axis=(1, 2)) @ weights
+
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 255, (6, 16, 16, 3)).astype(np.float32)
+    same = evaluate.agreement(classify, images, images / 255.0)
+    assert same == {"top1_agreement": 1.0, "top5_agreement": 1.0}
+    # Reconstructions at another size are resized to the crops' first.
+    other = rng.uniform(0, 1, (6, 8, 8, 3)).astype(np.float32)
+    result = evaluate.agreement(classify, images, other)
+    original = np.argmax(classify(images), axis=-1)
+    import tensorflow as tf
+
+    again = classify(tf.image.resize(other, [16, 16], method="bilinear").numpy() * 255.0)
+    top5 = np.argsort(-again, axis=-1)[:, :5]
+    assert result["top1_agreement"] == pytest.approx(np.mean(top5[:, 0] == original))
+    assert result["top5_agreement"] == pytest.approx(
+        np.mean([o in row for o, row in zip(original, top5, strict=True)])
+    )
+    assert result["top1_agreement"] <= result["top5_agreement"]
+
+
+def test_classifier_must_be_a_vector_of_class_scores():
+    from launch import evaluate
+
+    for name in ("hog", "efficientnet-lite0/stage4"):
+        with pytest.raises(ValueError, match="class scores"):
+            evaluate.make_classifier(name)

@@ -297,3 +297,91 @@ def test_missing_tensor_names_key_and_layer(tmp_path):
     write_zip(path, {"_conv_stem.weight": tensor(np.ones((2, 3), np.float32))})
     with pytest.raises(ValueError, match=r"'conv1' needs 'features.0.weight'.*_conv_stem"):
         load_torchvision_weights(alexnet("torchvision", outputs=["conv1"]), path)
+
+
+# EfficientNet-Lite0's stem and first block as `efficientnet_lite_pytorch` names and
+# lays them out (OIHW kernels, depthwise [C, 1, h, w], BatchNorm vectors), written
+# out here independently of the library's key table.
+_LITE0_STEM_AND_BLOCK0 = {
+    "_conv_stem.weight": (32, 3, 3, 3),
+    "_bn0": 32,
+    "_blocks.0._depthwise_conv.weight": (32, 1, 3, 3),
+    "_blocks.0._bn1": 32,
+    "_blocks.0._project_conv.weight": (16, 32, 1, 1),
+    "_blocks.0._bn2": 16,
+}
+
+
+def _lite0_state(seed):
+    rng = np.random.default_rng(seed)
+    state = {}
+    for key, shape in _LITE0_STEM_AND_BLOCK0.items():
+        if isinstance(shape, tuple):
+            fan_in = int(np.prod(shape[1:]))
+            state[key] = rng.normal(0, np.sqrt(2 / fan_in), shape).astype(np.float32)
+            continue
+        state[f"{key}.weight"] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        state[f"{key}.bias"] = rng.normal(0, 0.1, shape).astype(np.float32)
+        state[f"{key}.running_mean"] = rng.normal(0, 0.1, shape).astype(np.float32)
+        state[f"{key}.running_var"] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+        state[f"{key}.num_batches_tracked"] = np.array(7, np.int64)
+    return state
+
+
+def _numpy_lite0_stage1(image, state):
+    """Stem (3x3 stride 2, TF "same": pad 0 before, 1 after) and block 0, in NumPy."""
+
+    def batch_norm(x, key):
+        scale = state[f"{key}.weight"] / np.sqrt(state[f"{key}.running_var"] + 1e-3)
+        return (x - state[f"{key}.running_mean"]) * scale + state[f"{key}.bias"]
+
+    x = np.pad(image, ((0, 1), (0, 1), (0, 0)))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (3, 3), axis=(0, 1))[::2, ::2]
+    x = np.einsum("hwcij,ocij->hwo", windows, state["_conv_stem.weight"])
+    x = np.clip(batch_norm(x, "_bn0"), 0, 6)
+    windows = np.lib.stride_tricks.sliding_window_view(
+        np.pad(x, ((1, 1), (1, 1), (0, 0))), (3, 3), axis=(0, 1)
+    )
+    x = np.einsum("hwcij,cij->hwc", windows, state["_blocks.0._depthwise_conv.weight"][:, 0])
+    x = np.clip(batch_norm(x, "_blocks.0._bn1"), 0, 6)
+    x = x @ state["_blocks.0._project_conv.weight"][:, :, 0, 0].T
+    return batch_norm(x, "_blocks.0._bn2")
+
+
+def test_efficientnet_lite0_import_from_a_legacy_pth(tmp_path):
+    from keras_invert.encoders import efficientnet_lite0
+
+    state = _lite0_state(0)
+    path = tmp_path / "lite0.pth"
+    write_legacy(path, _state_dict({key: tensor(value) for key, value in state.items()}))
+    model = efficientnet_lite0(weights=path, outputs=["stage1"], include_preprocessing=False)
+    image = np.random.default_rng(1).uniform(-1, 1, (224, 224, 3)).astype(np.float32)
+    actual = np.asarray(model(image[None])["stage1"])[0]
+    expected = _numpy_lite0_stage1(image, state)
+    assert actual.shape == (112, 112, 16)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_efficientnet_lite0_shape_mismatch_names_layer_and_leaves_model(tmp_path):
+    from keras_invert.encoders import efficientnet_lite0
+
+    state = _lite0_state(0)
+    state["_blocks.0._depthwise_conv.weight"] = np.ones((32, 1, 5, 5), np.float32)
+    path = tmp_path / "lite0_k5.pth"
+    write_legacy(path, _state_dict({key: tensor(value) for key, value in state.items()}))
+    model = efficientnet_lite0(weights=None, outputs=["stage1"])
+    before = model.get_layer("stem_conv").kernel.numpy()
+    with pytest.raises(
+        ValueError, match=r"'block0_depthwise_conv'.*\(32, 1, 5, 5\).*\(32, 1, 3, 3\)"
+    ):
+        efficientnet_lite0(weights=path, outputs=["stage1"])
+    from keras_invert.encoders import set_efficientnet_lite0_weights
+
+    with pytest.raises(ValueError, match="block0_depthwise_conv"):
+        set_efficientnet_lite0_weights(model, read_torch_state_dict(path))
+    # Checked before anything is assigned: the stem kept its weights.
+    np.testing.assert_array_equal(model.get_layer("stem_conv").kernel.numpy(), before)
+    state = _lite0_state(0)
+    del state["_blocks.0._bn2.running_var"]
+    with pytest.raises(ValueError, match=r"'block0_project_bn' needs '_blocks.0._bn2.running_var'"):
+        set_efficientnet_lite0_weights(model, state)
