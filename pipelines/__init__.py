@@ -1,7 +1,11 @@
 """tf.data input pipelines of keras_invert: sources, per-example ops, one builder.
 
 - `build_dataset`: a source split -> `(features, target)` batches for `model.fit`
-  (see `pipelines.builder` for the step order, randomness and the cache).
+  (see `pipelines.builder` for the step order, randomness and the cache). The
+  stream is a function of element position, so `start_step` (resume),
+  `num_shards`/`shard_index` (one pipeline per tf.distribute worker) are
+  exact and cheap, and `data_service` runs the work on a tf.data service
+  (`launch.data_service`).
 - `load_images`: centre crops of image files as a numpy batch, for the
   reconstruct and evaluate scripts.
 - `list_source_files`: the photos of a "samples" or "folder:PATH" split.

@@ -14,48 +14,107 @@ uniform(min_crop_scale, 1) x short side, uniform position) plus random
 horizontal flips, as SPEC.md section 6 asks for the small bundled photo sets;
 evaluation examples are the centre square of the full short side.
 
-Randomness (choice): every random draw is a stateless op keyed by the seed and
-the example's position in the stream (file order: by seed and epoch), so with
-a `seed` the stream is a pure function of the arguments, the same in every
-run and independent of TensorFlow's global seed. A seeded dataset that is not
-repeated gives the same stream each time it is iterated (use `repeat=True`,
-the training default, for new crops every epoch). Without a seed the keys
-come from `tf.data.Dataset.random` and change on every iteration. The two
-shuffle buffers (TFDS records, and the cache path) use tf.data's seeded
-`shuffle`, whose seed pair also includes `tf.random.set_seed`'s global seed.
+The stream is a function of position (choice). Element number `p` of the
+uninterrupted single-pipeline stream (counting from 0 over all epochs) is
+fixed by the seed and `p` alone: its photo is `p mod N` of epoch `p // N`'s
+file order (N photos; a stateless permutation keyed by seed and epoch when
+training, `tf.random.experimental.index_shuffle`), and its crop, flip and
+jitter draws use the key `fold_in((seed, salt), p)`. So the same arguments
+give the same stream in every run, independent of TensorFlow's global seed,
+and three things are cheap and exact:
+
+- `start_step=k`: the stream starts at element `k * B * num_shards` and yields
+  the batches k, k+1, ... of the uninterrupted stream (resuming a run). The
+  skipped elements are never read or decoded: only the epoch and the offset
+  are computed.
+- `num_shards=n, shard_index=i`: one pipeline per tf.distribute worker. Shard
+  i takes the elements `p = i, i + n, i + 2n, ...` (before reading), so its
+  batch k holds elements `(k * B + m) * n + i`, m < B: the shards are
+  disjoint, and their batches k together are exactly the batch k of one
+  pipeline with batch size `n * B` (element m of shard i's batch is element
+  `m * n + i` of that batch). `batch_size` is the per-pipeline batch.
+- `data_service`: the elements are a function of a plain `Dataset.range` of
+  positions, which tf.data service can split among its workers.
+
+Caveats. The order of the batches is the seeded one with
+`deterministic=True` (the default with a seed); `deterministic=False` lets
+parallel steps reorder neighbouring elements. Photos that fail to decode
+(truncated, corrupt) are dropped after the positions are fixed, so they shift
+the batch boundaries; resuming is exact when every listed photo decodes (the
+listing already drops files that are not images). TFDS sources are read as
+a record stream (TFDS's seeded file and buffer shuffle, whose seed pair also
+includes `tf.random.set_seed`'s global seed): `start_step` and sharding apply
+to the records before decoding, but skipping reads (does not decode) the
+skipped records, and every shard reads all records and keeps its share.
+
+Without a seed, a random one is drawn when the dataset is built (logged), so
+two builds differ; iterating one unseeded dataset twice repeats its stream.
 
 Two paths, selected by `cache_dir`, with this fixed step order:
 
-- streaming (no cache): 1 list files -> 2 order (file names shuffled per
-  epoch when training; repeat) -> 3 per-example keys -> 4 read -> 5 decode
-  (drop undecodable) -> 6 crop/resize + target -> 7 batch (global,
-  drop_remainder) -> 8 features on whole batches (batched feature ops are
-  much faster) -> prefetch. Each photo is read and decoded once per crop.
+- streaming (no cache): 1 list files -> 2 positions `range(start, end, n)`
+  (start_step, shard) -> 3 each position's photo (per-epoch file order) and
+  key -> 4 read -> 5 decode (drop undecodable) -> 6 crop/resize + target ->
+  7 batch (per pipeline, drop_remainder) -> 8 features on whole batches
+  (batched feature ops are much faster) -> [tf.data service] -> prefetch.
+  Each photo is read and decoded once per crop.
 - cached: 1 list files -> 2 fixed order -> 3 keys (seed, file index) -> 4 read
   -> 5 decode -> 6 `crops_per_image` crops per photo (evaluation: the one
   centre crop) + target -> 7 batch (encoder batches) -> 8 features -> unbatch
-  -> 9 cache -> 10 shuffle (training) -> 11 repeat -> 12 batch (global,
-  drop_remainder) -> prefetch. Features are computed once. The cache is built
-  eagerly inside `build_dataset`, into a private temporary folder that is
-  renamed into place only after a complete pass, so a killed or failed build
-  never leaves a cache that looks complete, and concurrent builders do not
-  collide. Targets are stored as uint8 (0..255) in the cache, a quarter of
-  the float32 size. (TF 2.21 logs "The calling iterator did not fully read
-  the dataset being cached" after every complete file-cache pass, even a
-  complete one: the cache is complete once `meta.json` exists.)
+  -> 9 cache -> 10 order: positions `range(start, end, n)`, element `p` is
+  cached element `p mod C` of epoch `p // C`'s stateless permutation (C
+  cached crops; evaluation: fixed order) -> 11 batch (per pipeline,
+  drop_remainder) -> prefetch. Features are computed once. Step 10 holds the
+  whole cache in memory (read once, when iteration starts) when it fits in
+  `_CACHE_IN_MEMORY_BYTES` (1 GiB); a larger cache is read as a stream
+  through a seeded shuffle buffer of that size instead (10' shuffle -> repeat
+  -> skip -> shard), where `start_step` reads (but does not recompute) the
+  skipped elements and the order also depends on TensorFlow's global seed.
+  The cache is built eagerly inside `build_dataset`, into a private
+  temporary folder that is renamed into place only after a complete pass, so
+  a killed or failed build never leaves a cache that looks complete, and
+  concurrent builders do not collide. Targets are stored as uint8 (0..255) in
+  the cache, a quarter of the float32 size. The cache key includes the
+  machine-dependent encoder choices (SIFT's backend, VLFeat or OpenCV). (TF
+  2.21 logs "The calling iterator did not fully read the dataset being
+  cached" after every complete file-cache pass, even a complete one: the
+  cache is complete once `meta.json` exists.)
+
+tf.data service (`data_service="grpc://HOST:PORT"`, a dispatcher started with
+`python -m launch.data_service`): the streaming steps 2-8 run on the service's
+workers, in "distributed_epoch" mode (`ShardingPolicy.DYNAMIC`): the
+dispatcher hands the positions out to the workers as they ask for them, so
+every element is made once and the workers' shares are disjoint, whatever
+their number. (The other mode, "parallel_epochs", has every worker produce the
+whole stream: with a seed they would all produce the same batches.) Each
+element is still the seeded stream's element at its position (its photo and
+crop depend on the position only), but a worker batches the positions it got,
+and the trainer receives the batches in the order the workers finish them:
+with one worker that is the seeded order, with several it is not.
+`start_step` then starts the positions at the same element as without the
+service (a resumed run sees the data the interrupted one had not reached),
+but the batches are not the uninterrupted run's batches one for one (a
+warning says so). Sharding (several trainers) is applied to the positions
+before the service, so each trainer's job gets its own disjoint share. The
+service needs a samples or folder source whose files the workers can read
+at the same paths, and an in-graph encoder (not SIFT's numpy function).
 
 Example:
     >>> dataset = build_dataset("samples", "train", representation="hog",
     ...                         image_size=128, batch_size=8, seed=0)
     >>> features, target = next(iter(dataset))  # [8, 16, 16, 31], [8, 128, 128, 3]
+    >>> resumed = build_dataset("samples", "train", representation="hog",
+    ...                         image_size=128, batch_size=8, seed=0, start_step=1000)
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
+import secrets
 import shutil
 import time
 import uuid
@@ -65,13 +124,16 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import registry
+from keras_invert.features.sift import default_backend as default_sift_backend
 from pipelines import ops, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
 _CACHE_FORMAT_VERSION = 1
-_SHUFFLE_BUFFER_BYTES = 1 << 30  # The cache path's shuffle buffer holds at most ~1 GiB.
+_CACHE_IN_MEMORY_BYTES = 1 << 30  # Caches up to ~1 GiB are held in memory and permuted.
+_SHUFFLE_BUFFER_BYTES = 1 << 30  # A larger cache is shuffled through a buffer of ~1 GiB.
+_END = 1 << 62  # The end of the positions of a repeated stream ("forever").
 # Salts that keep the key streams of different uses apart.
-_FILE_ORDER, _EXAMPLE, _CACHED_CROP = 1, 2, 3
+_FILE_ORDER, _EXAMPLE, _CACHED_CROP, _CACHED_ORDER = 1, 2, 3, 4
 
 
 def build_dataset(
@@ -91,6 +153,10 @@ def build_dataset(
     encoder_options: dict | None = None,
     drop_remainder: bool | None = None,
     deterministic: bool | None = None,
+    start_step: int = 0,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    data_service: str | None = None,
 ) -> tf.data.Dataset:
     """Builds the `(features, target)` dataset of a source split.
 
@@ -100,12 +166,13 @@ def build_dataset(
         representation: a registry name such as "hog", or a `registry.Representation`.
         image_size: side S of the encoder's input crops; default: the
             representation's `default_image_size`.
-        batch_size: global batch size.
+        batch_size: batch size of this pipeline (with `num_shards` > 1, the
+            global batch is `num_shards * batch_size`).
         training: random multi-scale crops and flips, shuffled; default: True
             for split "train" (or a TFDS "train[...]" slice). False: centre
             crops in fixed file order.
         seed: makes the whole stream reproducible (file order, crops, flips,
-            shuffles); None: random.
+            order of cached crops); None: a random seed drawn now.
         cache_dir: when given, features of `crops_per_image` fixed crops per
             photo are computed once and cached on disk here (see module doc).
         crops_per_image: crops per photo in the cache (training only).
@@ -117,22 +184,44 @@ def build_dataset(
         drop_remainder: drop a last partial batch; default: `training`.
         deterministic: `tf.data.Options.deterministic`; default: True when
             `seed` is given or not training, else False (faster).
+        start_step: the first batch: the dataset yields the batches
+            `start_step, start_step + 1, ...` of the uninterrupted stream with
+            the same arguments, without reading the skipped photos (to resume
+            a run; see the module doc for the exact guarantee).
+        num_shards: number of input pipelines (tf.distribute workers), each
+            building its own dataset.
+        shard_index: this pipeline's index in `[0, num_shards)`; shards are
+            disjoint and together make one pipeline's stream.
+        data_service: "grpc://HOST:PORT" of a tf.data service dispatcher
+            (`python -m launch.data_service`): read, decode, crop, features
+            and batching run on its workers (streaming path only; the order
+            is then not the seeded order, see the module doc).
 
     Returns:
         A `tf.data.Dataset` of `(features, target)` for `model.fit`/`evaluate`.
+
+    Example:
+        >>> train = build_dataset("samples", "train", representation="hog",
+        ...                       image_size=128, batch_size=8, seed=0,
+        ...                       start_step=500, num_shards=2, shard_index=1)
     """
     representation = _resolve_representation(representation)
     image_size = representation.default_image_size if image_size is None else image_size
     _check_arguments(
         image_size, batch_size, crops_per_image, min_crop_scale, seed, encoder_options, color_jitter
     )
-    encoder_options = dict(encoder_options or {})
+    _check_distribution(start_step, num_shards, shard_index, data_service)
+    encoder_options = _resolved_encoder_options(representation, dict(encoder_options or {}))
     if training is None:
         training = split == "train" or split.startswith("train[")
     repeat = training if repeat is None else repeat
     drop_remainder = training if drop_remainder is None else drop_remainder
     if deterministic is None:
         deterministic = seed is not None or not training
+    user_seed = seed
+    if seed is None:
+        seed = secrets.randbits(62)
+        logging.info("build_dataset: no seed given; drew seed=%d.", seed)
     target_size = representation.target_size(image_size)
     if representation.encode_in_model:
         # Network encoders (AlexNet) run inside the training model, on the
@@ -140,16 +229,19 @@ def build_dataset(
         feature_shape = (image_size, image_size, 3)
     else:
         feature_shape = tuple(representation.feature_shape(image_size))
+    # Element positions of this pipeline: from the first element of batch
+    # `start_step` (of the whole, unsharded stream), every num_shards-th.
+    first = start_step * batch_size * num_shards + shard_index
 
     # 1. List files: a fixed, sorted file list (or a TFDS split).
     source_spec = sources.resolve(source, split)
+    if data_service is not None:
+        _check_service_inputs(representation, source_spec, cache_dir)
 
-    def crops(records, key_stream, copies):
-        """Steps 3-6: keys, read, decode, crop/resize + target (both paths)."""
-        # 3. Give each record its stateless random key.
-        dataset = tf.data.Dataset.zip(records, key_stream)
-        dataset = dataset.map(lambda record, key: {**record, "seed": key})
+    def crops(records, copies):
+        """Steps 4-6: read, decode, crop/resize + target (both paths)."""
         # 4. Read the files (parallel); TFDS records are already bytes.
+        dataset = records
         if source_spec.files is not None:
             dataset = dataset.map(ops.read, num_parallel_calls=AUTOTUNE)
         # 5. Decode; drop what does not decode (truncated, corrupt), with a warning.
@@ -174,26 +266,58 @@ def build_dataset(
         )
 
     if cache_dir is None:
-        # 2. Order: file names shuffled per epoch when training (stateless, keyed
-        #    by seed and epoch); repeat as a stream of epochs.
-        records = _ordered_records(source_spec, training=training, repeat=repeat, seed=seed)
-        # 3-6. Keys (seed, position in the stream), read, decode, crop/resize.
-        dataset = crops(records, _key_stream(seed, _EXAMPLE), copies=1)
-        # 7. Batch (global batch).
+        # 2-3. Positions -> records: each position's photo (file order shuffled
+        #      per epoch when training) and its key (seed, position).
+        records = _positioned_records(
+            source_spec,
+            training=training,
+            repeat=repeat,
+            seed=seed,
+            first=first,
+            num_shards=num_shards,
+        )
+        # 4-6. Read, decode, crop/resize.
+        dataset = crops(records, copies=1)
+        # 7. Batch (this pipeline's batch).
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
         # 8. Features on batches.
         dataset = features_of_batches(dataset)
         dataset = dataset.map(lambda batch: (batch["features"], batch["target"]))
+        if data_service is not None:
+            # Steps 2-8 run on the service's workers; see the module doc.
+            if start_step:
+                logging.warning(
+                    "build_dataset: with a tf.data service the batches arrive in the "
+                    "workers' order; start_step=%d starts at the same element as without "
+                    "the service but does not reproduce the uninterrupted run's batches "
+                    "one for one.",
+                    start_step,
+                )
+            dataset = dataset.apply(
+                tf.data.experimental.service.distribute(
+                    processing_mode=tf.data.experimental.service.ShardingPolicy.DYNAMIC,
+                    service=data_service,
+                )
+            )
     else:
-        crop_seed = 0 if seed is None else int(seed)
+        # An unseeded cache has fixed crops (seed 0), so later unseeded builds reuse it.
+        crop_seed = 0 if user_seed is None else int(user_seed)
 
         def uncached():
-            # 2. Fixed record order, no repeat.
-            records = _ordered_records(source_spec, training=False, repeat=False, seed=None)
-            # 3-6. Keys (seed, file index; crop index), read, decode,
-            #      crops_per_image crops per photo (evaluation: one centre crop).
+            # 2-3. Fixed record order, no repeat; keys (seed, file index).
+            records = _positioned_records(
+                source_spec,
+                training=False,
+                repeat=False,
+                seed=crop_seed,
+                first=0,
+                num_shards=1,
+                salt=_CACHED_CROP,
+            )
+            # 4-6. Read, decode, crops_per_image crops per photo (evaluation: one
+            #      centre crop); crop j of a photo is keyed by fold_in(key, j).
             copies = crops_per_image if training else 1
-            dataset = crops(records, _key_stream(crop_seed, _CACHED_CROP), copies)
+            dataset = crops(records, copies)
             # 7. Batch (for the encoder only); 8. features; back to single examples.
             dataset = features_of_batches(dataset.batch(batch_size)).unbatch()
             return dataset.map(lambda example: {**example, "target": _to_uint8(example["target"])})
@@ -216,16 +340,33 @@ def build_dataset(
             "features": tf.TensorSpec(feature_shape, tf.float32),
             "target": tf.TensorSpec((target_size, target_size, 3), tf.uint8),
         }
-        dataset = _placeholder(element_spec).cache(prefix)
-        # 10. Shuffle (training), within a memory budget.
-        if training:
-            element_bytes = 4 * int(np.prod(feature_shape)) + 3 * target_size**2
-            buffer = max(1, min(count, max(batch_size, _SHUFFLE_BUFFER_BYTES // element_bytes)))
-            dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-        # 11. Repeat.
-        if repeat:
-            dataset = dataset.repeat()
-        # 12. Batch (global batch, drop_remainder).
+        # 10. Order: positions -> cached elements (per-epoch permutation when training).
+        element_bytes = 4 * int(np.prod(feature_shape)) + 3 * target_size**2
+        if count * element_bytes <= _CACHE_IN_MEMORY_BYTES:
+            dataset = _permuted_cache(
+                prefix,
+                element_spec,
+                count,
+                training=training,
+                repeat=repeat,
+                seed=seed,
+                first=first,
+                num_shards=num_shards,
+            )
+        else:
+            dataset = _streamed_cache(
+                prefix,
+                element_spec,
+                count,
+                element_bytes,
+                training=training,
+                repeat=repeat,
+                seed=seed,
+                first=first,
+                num_shards=num_shards,
+                batch_size=batch_size,
+            )
+        # 11. Batch (this pipeline's batch, drop_remainder).
         dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
         dataset = dataset.map(
             lambda batch: (batch["features"], tf.cast(batch["target"], tf.float32) / 255.0),
@@ -275,39 +416,100 @@ def load_images(paths, image_size: int) -> np.ndarray:
 # Steps.
 
 
-def _ordered_records(source, *, training: bool, repeat: bool, seed) -> tf.data.Dataset:
-    """Records ({"path"} or {"bytes"}) in epoch order: shuffled when training."""
+def _positioned_records(
+    source, *, training: bool, repeat: bool, seed: int, first: int, num_shards: int, salt=_EXAMPLE
+) -> tf.data.Dataset:
+    """Steps 2-3: records `{"path" or "bytes", "seed"}` at positions first, first + n, ...
+
+    File sources: position p is photo `p mod N` of epoch `p // N`'s order
+    (training: a stateless permutation keyed by seed and epoch), with key
+    `fold_in((seed, salt), p)`; nothing before `first` is touched. TFDS: the
+    record stream, positions counted along it, skipped and sharded before decoding.
+    """
+    base = tf.constant([int(seed) % (1 << 63), salt], tf.int64)
+    order_base = tf.constant([int(seed) % (1 << 63), _FILE_ORDER], tf.int64)
+
+    def key(position):
+        return tf.random.experimental.stateless_fold_in(base, position)
+
     if source.files is None:
-        dataset = source.tfds_records(shuffle=training, seed=seed)
-        return dataset.repeat() if repeat else dataset
+        records = source.tfds_records(shuffle=training, seed=seed)
+        records = records.repeat() if repeat else records
+        positions = tf.data.Dataset.range(_END)
+        dataset = tf.data.Dataset.zip(records, positions).skip(first - first % num_shards)
+        dataset = dataset.shard(num_shards, first % num_shards)
+        return dataset.map(lambda record, position: {**record, "seed": key(position)})
     if not source.files:
         raise ValueError(
             f"No images found. Received: source={source.source!r}, split={source.split!r}"
         )
     files = tf.constant(source.files)
-    epochs = tf.data.Dataset.counter() if repeat else tf.data.Dataset.range(1)
-    if not training:
-        return epochs.flat_map(lambda epoch: tf.data.Dataset.from_tensor_slices({"path": files}))
+    count = len(source.files)
 
-    def shuffled_epoch(epoch, key):
-        order = tf.argsort(tf.random.stateless_uniform([len(source.files)], seed=key))
-        return tf.data.Dataset.from_tensor_slices({"path": tf.gather(files, order)})
+    def record(position):
+        epoch, index = position // count, position % count
+        if training:
+            epoch_key = tf.random.experimental.stateless_fold_in(order_base, epoch)
+            index = tf.random.experimental.index_shuffle(index, epoch_key, count - 1)
+        return {"path": tf.gather(files, index), "seed": key(position)}
 
-    return tf.data.Dataset.zip(epochs, _key_stream(seed, _FILE_ORDER)).flat_map(shuffled_epoch)
+    end = _END if repeat else count
+    return tf.data.Dataset.range(first, end, num_shards).map(record)
 
 
-def _key_stream(seed, salt: int) -> tf.data.Dataset:
-    """An endless stream of `[2]` stateless-random keys.
+def _permuted_cache(
+    prefix, element_spec, count, *, training, repeat, seed, first, num_shards
+) -> tf.data.Dataset:
+    """Step 10, in memory: position p is cached element `p mod C` of epoch `p // C`'s order.
 
-    With a seed the i-th key is `fold_in(fold_in((seed, 0), salt), i)`, so it is
-    fixed run to run; without one the keys are random and differ each iteration.
+    The whole cache is read once into one tensor per field (one outer
+    element), and every position is a stateless lookup into it, so skipping
+    to any position costs nothing.
     """
-    if seed is None:
-        return tf.data.Dataset.random(rerandomize_each_iteration=True).batch(2)
-    base = tf.constant([int(seed) % (1 << 63), salt], tf.int64)
-    return tf.data.Dataset.counter().map(
-        lambda index: tf.random.experimental.stateless_fold_in(base, index)
+    order_base = tf.constant([int(seed) % (1 << 63), _CACHED_ORDER], tf.int64)
+    end = _END if repeat else count
+    positions = tf.data.Dataset.range(first, end, num_shards)
+
+    def element(cache, position):
+        epoch, index = position // count, position % count
+        if training:
+            epoch_key = tf.random.experimental.stateless_fold_in(order_base, epoch)
+            index = tf.random.experimental.index_shuffle(index, epoch_key, count - 1)
+        return tf.nest.map_structure(lambda values: values[index], cache)
+
+    everything = _placeholder(element_spec).cache(prefix).batch(count)
+    return everything.flat_map(
+        lambda cache: positions.map(lambda position: element(cache, position))
     )
+
+
+def _streamed_cache(
+    prefix,
+    element_spec,
+    count,
+    element_bytes,
+    *,
+    training,
+    repeat,
+    seed,
+    first,
+    num_shards,
+    batch_size,
+) -> tf.data.Dataset:
+    """Step 10 for a cache larger than memory: a seeded shuffle buffer, skip, shard."""
+    dataset = _placeholder(element_spec).cache(prefix)
+    if training:
+        buffer = max(1, min(count, max(batch_size, _SHUFFLE_BUFFER_BYTES // element_bytes)))
+        dataset = dataset.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    if first >= num_shards:
+        logging.info(
+            "build_dataset: the cache does not fit in memory; skipping %d cached elements "
+            "by reading them.",
+            first - first % num_shards,
+        )
+    return dataset.skip(first - first % num_shards).shard(num_shards, first % num_shards)
 
 
 def _copies(example: dict, count: int) -> tf.data.Dataset:
@@ -378,6 +580,8 @@ def _cache_key(
         "version": _CACHE_FORMAT_VERSION,
         "representation": representation.name,
         # Crops cached for an encoder inside the model do not depend on its options.
+        # The options are the resolved ones (`_resolved_encoder_options`): a SIFT
+        # cache built with VLFeat is never read on a machine that runs OpenCV.
         "encoder_options": None if representation.encode_in_model else encoder_options,
         "image_size": image_size,
         "target_size": representation.target_size(image_size),
@@ -454,6 +658,43 @@ def _materialised_cache(make_dataset, cache_dir: str, name: str, key: str) -> tu
     return os.path.join(final, "data"), count
 
 
+def _resolved_encoder_options(representation, encoder_options: dict) -> dict:
+    """`encoder_options` with the machine-dependent defaults made explicit.
+
+    SIFT's `backend=None` means VLFeat where `libvl` loads and OpenCV
+    elsewhere: two different features. The resolved name is passed to the
+    encoder and hashed into the cache key. (SIFT is the only encoder with a
+    `backend` option.)
+    """
+    if representation.encode_in_model:
+        return encoder_options
+    parameters = inspect.signature(representation.make_encoder).parameters
+    if "backend" in parameters and encoder_options.get("backend") is None:
+        return {**encoder_options, "backend": default_sift_backend()}
+    return encoder_options
+
+
+def _check_service_inputs(representation, source, cache_dir) -> None:
+    if cache_dir is not None:
+        raise ValueError(
+            "Expected cache_dir=None with a data_service: the cache path computes the "
+            "features once on this machine, leaving nothing expensive for the service. "
+            f"Received: cache_dir={cache_dir!r}"
+        )
+    if source.files is None:
+        raise ValueError(
+            "Expected a 'samples' or 'folder:PATH' source with a data_service (its "
+            "positions are split among the workers; TFDS record streams are not). "
+            f"Received: source={source.source!r}"
+        )
+    if not representation.in_graph:
+        raise ValueError(
+            "Expected an in-graph encoder with a data_service: the service's workers run "
+            "the serialised dataset graph, which cannot hold a numpy_function. "
+            f"Received: representation={representation.name!r}"
+        )
+
+
 def _resolve_representation(representation) -> registry.Representation:
     if isinstance(representation, str):
         return registry.get(representation)
@@ -483,6 +724,35 @@ def _check_arguments(
         raise ValueError(f"Expected an integer seed or None. Received: seed={seed!r}")
     if encoder_options is not None and not isinstance(encoder_options, dict):
         raise ValueError(f"Expected a dict or None. Received: encoder_options={encoder_options!r}")
+
+
+def _check_distribution(start_step, num_shards, shard_index, data_service) -> None:
+    if (
+        isinstance(start_step, bool)
+        or not isinstance(start_step, (int, np.integer))
+        or start_step < 0
+    ):
+        raise ValueError(
+            f"Expected an integer start_step >= 0. Received: start_step={start_step!r}"
+        )
+    _check_positive_int("num_shards", num_shards)
+    if (
+        isinstance(shard_index, bool)
+        or not isinstance(shard_index, (int, np.integer))
+        or not 0 <= shard_index < num_shards
+    ):
+        raise ValueError(
+            f"Expected 0 <= shard_index < num_shards={num_shards}. "
+            f"Received: shard_index={shard_index!r}"
+        )
+    if data_service is not None and (
+        not isinstance(data_service, str)
+        or not re.fullmatch(r"(grpc://)?[^:/\s]+:\d+", data_service)
+    ):
+        raise ValueError(
+            "Expected a tf.data service dispatcher address 'grpc://HOST:PORT' or None. "
+            f"Received: data_service={data_service!r}"
+        )
 
 
 def _to_uint8(target: tf.Tensor) -> tf.Tensor:
