@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import tempfile
 
@@ -60,6 +61,27 @@ class TrainConfig:
             its `weights` option. None: random weights (logged loudly).
         autoencoder: train a network encoder jointly with the decoder (the
             paper's autoencoder mode) instead of keeping it fixed.
+        loss: "pixel" (the paper: mean squared error), "perceptual" (pixel +
+            feature loss in a comparator network's space) or "deepsim" (pixel
+            + feature + adversarial, Dosovitskiy & Brox, NIPS 2016); see
+            `keras_invert.losses`.
+        loss_weights: `(pixel, feature, adversarial)` weights of "perceptual"
+            or "deepsim" (None: `DEFAULT_LOSS_WEIGHTS[loss]`).
+        comparator: registry name of the frozen network whose features the
+            feature loss compares (None: `DEFAULT_COMPARATOR`).
+        discriminator_learning_rate: Adam step size of the "deepsim"
+            discriminator (None: `learning_rate`), lowered on the same schedule.
+        strategy: how training is distributed (`keras_invert.distribute`):
+            "default" (one device), "mirrored" (this machine's GPUs, else its
+            logical CPU devices), "multi_worker" (several machines, cluster in
+            `TF_CONFIG`) or "tpu". `batch_size` stays the global batch. May
+            change when a run resumes.
+        precision: "float32", "mixed_float16" (with loss scaling) or
+            "mixed_bfloat16": layers compute in the lower precision and keep
+            float32 weights; the decoder's output layer computes in float32.
+        jit_compile: compile the train step with XLA. May change on resume.
+        data_service: "grpc://HOST:PORT" of a tf.data service dispatcher that
+            runs the input pipeline (None: in this process). May change on resume.
     """
 
     representation: str = "hog"
@@ -87,6 +109,14 @@ class TrainConfig:
     encoder_options: dict = dataclasses.field(default_factory=dict)
     encoder_weights: str | None = None
     autoencoder: bool = False
+    loss: str = "pixel"
+    loss_weights: tuple[float, float, float] | None = None
+    comparator: str | None = None
+    discriminator_learning_rate: float | None = None
+    strategy: str = "default"
+    precision: str = "float32"
+    jit_compile: bool = False
+    data_service: str | None = None
 
     def __post_init__(self):
         checks = {
@@ -108,6 +138,8 @@ class TrainConfig:
                 "Expected learning_rate_drops as fractions in (0, 1). "
                 f"Received: learning_rate_drops={self.learning_rate_drops!r}"
             )
+        _check_loss(self)
+        _check_execution(self)
         in_options = self.encoder_options.get("weights")
         if self.encoder_weights is not None and in_options not in (None, self.encoder_weights):
             raise ValueError(
@@ -115,6 +147,87 @@ class TrainConfig:
                 f"['weights']. Received: encoder_weights={self.encoder_weights!r}, "
                 f"encoder_options={self.encoder_options!r}"
             )
+
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+RESUMABLE_CHANGES = ("steps", "max_minutes", "strategy", "jit_compile", "data_service")
+"""Fields a resumed run may change: how it runs, not what it trains."""
+
+
+def _check_execution(config: TrainConfig) -> None:
+    """Validates the distribution, precision and compilation fields."""
+    if config.strategy not in STRATEGIES:
+        raise ValueError(
+            f"Expected strategy in {STRATEGIES}. Received: strategy={config.strategy!r}"
+        )
+    if config.precision not in PRECISIONS:
+        raise ValueError(
+            f"Expected precision in {PRECISIONS}. Received: precision={config.precision!r}"
+        )
+    if not isinstance(config.jit_compile, bool):
+        raise ValueError(f"Expected a bool. Received: jit_compile={config.jit_compile!r}")
+    service = config.data_service
+    if service is not None and not (isinstance(service, str) and service.startswith("grpc://")):
+        raise ValueError(
+            "Expected data_service as 'grpc://HOST:PORT' (a tf.data service dispatcher) or "
+            f"None. Received: data_service={service!r}"
+        )
+
+
+LOSSES = ("pixel", "perceptual", "deepsim")
+DEFAULT_LOSS_WEIGHTS = {"perceptual": (1.0, 1.0, 0.0), "deepsim": (1.0, 1.0, 0.01)}
+"""Weights (pixel, feature, adversarial) per loss: a choice, see `keras_invert.losses`."""
+DEFAULT_COMPARATOR = "efficientnet-lite0/stage4"
+"""The comparator network of the feature loss when `comparator` is None."""
+
+
+def _check_loss(config: TrainConfig) -> None:
+    """Validates the loss fields; stores `loss_weights` as a tuple of floats."""
+    if config.loss not in LOSSES:
+        raise ValueError(f"Expected loss in {LOSSES}. Received: loss={config.loss!r}")
+    if config.loss == "pixel":
+        extra = {
+            name: getattr(config, name)
+            for name in ("loss_weights", "comparator", "discriminator_learning_rate")
+            if getattr(config, name) is not None
+        }
+        if extra:
+            raise ValueError(
+                f"{sorted(extra)} apply to loss='perceptual' or 'deepsim'. Received: "
+                f"loss='pixel', {', '.join(f'{k}={v!r}' for k, v in extra.items())}"
+            )
+        return
+    if config.loss_weights is not None:
+        try:
+            weights = tuple(float(w) for w in config.loss_weights)
+        except (TypeError, ValueError):
+            weights = ()
+        if len(weights) != 3 or not all(math.isfinite(w) and w >= 0 for w in weights):
+            raise ValueError(
+                "Expected loss_weights as three finite non-negative numbers (pixel, feature, "
+                f"adversarial). Received: loss_weights={config.loss_weights!r}"
+            )
+        if (weights[2] > 0) != (config.loss == "deepsim") or weights[1] + weights[2] == 0:
+            raise ValueError(
+                "loss='perceptual' takes an adversarial weight of 0 and a positive feature "
+                "weight; loss='deepsim' a positive adversarial weight. Received: "
+                f"loss={config.loss!r}, loss_weights={config.loss_weights!r}"
+            )
+        object.__setattr__(config, "loss_weights", weights)
+    rate = config.discriminator_learning_rate
+    if rate is not None and (config.loss != "deepsim" or not rate > 0):
+        raise ValueError(
+            "discriminator_learning_rate is a positive rate for loss='deepsim'. Received: "
+            f"loss={config.loss!r}, discriminator_learning_rate={rate!r}"
+        )
+
+
+def loss_weights(config: TrainConfig) -> tuple[float, float, float]:
+    """`(pixel, feature, adversarial)` of the run: its `loss_weights` or the loss's defaults."""
+    if config.loss == "pixel":
+        return (1.0, 0.0, 0.0)
+    return config.loss_weights or DEFAULT_LOSS_WEIGHTS[config.loss]
 
 
 # Presets. "paper": the published settings (GPU, ImageNet); "demo": the README's

@@ -13,16 +13,23 @@ example flattened.
   each example's Euclidean norm; dropout zeroes a random half of the entries
   and (choice, as recalled from the paper) rescales the rest so that each
   example keeps its norm (`keep_norm=False`: no rescaling).
+- `perturb`, `finetune_decoders`: a perturbation by name, and copies of a
+  decoder fine-tuned on features perturbed that way (the paper's decoder
+  "retrained on perturbed features").
 - `top_k_only`, `all_but_top_k`: "dark knowledge" (Figure 3): only the k
   largest activations, or all but them, the rest set to zero.
 - `single_unit`: one unit at a value, all others zero (Figure 4).
 - `HistogramDistribution`, `GaussianDistribution`: random feature vectors
   (Figures 8-10) from each dimension's empirical histogram independently, or
   from a Gaussian fitted to the features with negative values set to zero.
+- `check_autoencoder_pair`, `feature_statistics`: for comparing a model
+  with a fixed encoder against an autoencoder of the same network (SPEC.md
+  section 5.7, `run_autoencoder_vs_fixed`).
 - `figure`, `save_png`, `save_json`: a labelled image grid and its numbers.
 
 Runners (`run_layers`, `run_interpolation`, `run_perturbation`,
-`run_random_samples`, `run_dark_knowledge`, `run_single_neuron`) take
+`run_random_samples`, `run_dark_knowledge`, `run_single_neuron`,
+`run_autoencoder_vs_fixed`) take
 trained models and images and return `(rows, labels, numbers)`: the figure's
 rows of images in [0, 1], its row and column labels, and a JSON-ready dict
 of the numbers behind it. A model is any object with `encode(images)`
@@ -107,6 +114,142 @@ def dropout(features, rate: float = 0.5, *, keep_norm: bool = True, seed: int | 
         after = np.linalg.norm(dropped, axis=1)
         dropped *= np.where(after > 0, before / np.maximum(after, 1e-30), 0.0)[:, None]
     return dropped.astype(np.float32).reshape(shape), kept.reshape(shape)
+
+
+PERTURBATIONS = ("binarised", "dropout")
+"""The robustness perturbations by name (paper section 5.4)."""
+
+
+def perturb(
+    features,
+    perturbation: str,
+    *,
+    dropout_rate: float = 0.5,
+    keep_norm: bool = True,
+    seed=0,
+) -> np.ndarray:
+    """`binarize(features)` ("binarised") or `dropout(features, ...)`'s features ("dropout").
+
+    Args:
+        features: `[N, ...]`.
+        perturbation: one of `PERTURBATIONS`.
+        dropout_rate, keep_norm, seed: `dropout`'s arguments (seed: anything
+            `numpy.random.default_rng` takes).
+
+    Example:
+        >>> noisy = perturb(features, "dropout", dropout_rate=0.5, seed=3)
+    """
+    if perturbation == "binarised":
+        return binarize(features)
+    if perturbation == "dropout":
+        return dropout(features, dropout_rate, keep_norm=keep_norm, seed=seed)[0]
+    raise ValueError(
+        f"Expected a perturbation in {PERTURBATIONS}. Received: perturbation={perturbation!r}"
+    )
+
+
+def finetune_decoders(
+    decoder,
+    batches,
+    perturbations=PERTURBATIONS,
+    *,
+    steps: int,
+    learning_rate: float = 1e-4,
+    dropout_rate: float = 0.5,
+    keep_norm: bool = True,
+    seed: int | None = 0,
+) -> dict:
+    """Copies of `decoder` trained further on perturbed features, one per perturbation.
+
+    The paper decodes perturbed features with the original decoder and with
+    one "retrained on perturbed features" (section 5.4). Here each such
+    decoder starts from the original's weights (fine-tuning, choice) and
+    takes `steps` Adam steps on the training loss (mean squared pixel error),
+    all of them on the same batches, each batch's features perturbed afresh:
+    batch `i`'s dropout mask comes from the seed `[seed, 1, i]`, never the
+    test mask's `seed`. `decoder` itself is left untouched.
+
+    Args:
+        decoder: a Keras model, features -> images (targets in [0, 1]).
+        batches: an iterable of `(features, targets)` batches (NumPy or
+            tensors) of unperturbed features, as the encoder gives them, and
+            their target images; at least `steps` of them.
+        perturbations: names from `PERTURBATIONS`.
+        steps: optimiser steps of each copy.
+        learning_rate: Adam's step size (the paper's is not known; 1e-4 is
+            the rate SPEC.md section 3 found safe on small data).
+        dropout_rate, keep_norm: the "dropout" perturbation's arguments.
+        seed: seeds the dropout masks; None: random.
+
+    Returns:
+        perturbation -> `(finetuned, losses)`: the compiled copy and its
+        loss at every step.
+
+    Example:
+        >>> tuned = finetune_decoders(decoder, iter(dataset), ["binarised"], steps=500)
+        >>> model, losses = tuned["binarised"]
+        >>> images = image_decoder(model)(binarize(test_features))
+    """
+    import keras
+
+    perturbations = list(perturbations)
+    unknown = [name for name in perturbations if name not in PERTURBATIONS]
+    if unknown or not perturbations:
+        raise ValueError(
+            f"Expected perturbations from {PERTURBATIONS}. "
+            f"Received: perturbations={perturbations!r}"
+        )
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"Expected a positive number of steps. Received: steps={steps!r}")
+    tuned = {}
+    for name in perturbations:
+        copy = keras.models.clone_model(decoder)
+        copy.set_weights(decoder.get_weights())
+        copy.compile(
+            optimizer=keras.optimizers.Adam(learning_rate),
+            loss="mean_squared_error",
+            jit_compile=False,
+        )
+        tuned[name] = (copy, [])
+    iterator = iter(batches)
+    for step in range(steps):
+        try:
+            features, images = next(iterator)
+        except StopIteration:
+            raise ValueError(
+                f"The batches ran out after {step} steps. Received: steps={steps!r}"
+            ) from None
+        features, images = np.asarray(features), np.asarray(images, np.float32)
+        for name, (copy, losses) in tuned.items():
+            changed = perturb(
+                features,
+                name,
+                dropout_rate=dropout_rate,
+                keep_norm=keep_norm,
+                seed=None if seed is None else [seed, 1, step],
+            )
+            loss = copy.train_on_batch(changed, images)
+            losses.append(float(np.asarray(loss).reshape(-1)[0]))
+    return tuned
+
+
+def image_decoder(model, batch_size: int = 16):
+    """`features -> [N, T, T, 3]` in [0, 1] with a Keras decoder (what runners call `decode`).
+
+    Calls the model on batches directly: an experiment decodes a few photos,
+    for which tracing `predict`'s function would cost more than it saves.
+    """
+    from keras import ops
+
+    def decode(features):
+        features = np.asarray(features, np.float32)
+        outputs = [
+            ops.convert_to_numpy(model(features[i : i + batch_size], training=False))
+            for i in range(0, len(features), batch_size)
+        ]
+        return np.clip(np.concatenate(outputs), 0.0, 1.0)
+
+    return decode
 
 
 def _top_k_mask(flat, k):
@@ -439,15 +582,36 @@ def run_perturbation(
     dropout_rate: float = 0.5,
     keep_norm: bool = True,
     seed: int | None = 0,
+    retrained: dict | None = None,
 ) -> Figure:
-    """Decodes binarised and dropped-out features (paper section 5.4, robustness)."""
+    """Decodes binarised and dropped-out features (paper section 5.4, robustness).
+
+    Args:
+        model: the trained model.
+        crops: `[N, S, S, 3]` 0..255.
+        image_names: one label per photo (rows).
+        dropout_rate, keep_norm, seed: the dropout of the test features.
+        retrained: optional perturbation name ("binarised", "dropout") ->
+            `decode` of a decoder fine-tuned on features perturbed that way
+            (`finetune_decoders`, `image_decoder`); it decodes the same
+            perturbed test features, in extra columns, and its errors are
+            under "<name>_retrained".
+    """
+    retrained = dict(retrained or {})
+    unknown = set(retrained) - set(PERTURBATIONS)
+    if unknown:
+        raise ValueError(
+            f"Expected retrained decoders for {PERTURBATIONS}. Received: {sorted(unknown)!r}"
+        )
     crops = np.asarray(crops, np.float32)
     features = model.encode(crops)
-    binary = binarize(features)
     dropped, kept = dropout(features, dropout_rate, keep_norm=keep_norm, seed=seed)
+    perturbed = {"binarised": binarize(features), "dropout": dropped}
     originals = targets(crops, model.output_size)
-    variants = {"features": features, "binarised": binary, "dropout": dropped}
-    decoded = {name: model.decode(value) for name, value in variants.items()}
+    decoded = {"features": model.decode(features)}
+    decoded.update({name: model.decode(value) for name, value in perturbed.items()})
+    for name, decode in retrained.items():
+        decoded[f"{name}_retrained"] = decode(perturbed[name])
     flat = features.reshape(len(features), -1)
     numbers = {
         "images": list(image_names),
@@ -457,8 +621,10 @@ def run_perturbation(
         "fraction_nonzero": float(np.count_nonzero(flat) / flat.size),
         "errors": {name: _errors(originals, value) for name, value in decoded.items()},
     }
-    rows = [[originals[i], *(decoded[name][i] for name in variants)] for i in range(len(originals))]
-    columns = ["original", "decoded", "binarised", f"dropout {dropout_rate:g}"]
+    rows = [[originals[i], *(value[i] for value in decoded.values())] for i in range(len(crops))]
+    labels = {"binarised": "binarised", "dropout": f"dropout {dropout_rate:g}"}
+    columns = ["original", "decoded", *labels.values()]
+    columns += [f"{labels[name]}, retrained" for name in retrained]
     return Figure(rows, columns, list(image_names), numbers)
 
 
@@ -544,3 +710,95 @@ def run_single_neuron(model, feature_shape, units, values, label: str = "") -> F
     numbers = {"units": list(units), "values": list(values), "feature_shape": feature_shape}
     columns = [f"unit {u} = {v:.3g}" for u, v in zip(units, values, strict=True)]
     return Figure([list(decoded)], columns, [label], numbers)
+
+
+def check_autoencoder_pair(fixed, autoencoder):
+    """Checks two trained models for `run_autoencoder_vs_fixed` (SPEC.md section 5.7).
+
+    Both must be of one network representation, the first trained with its
+    encoder fixed and the second as an autoencoder, as both the stored
+    config and the model's encoder (`trainable`) say.
+
+    Args:
+        fixed, autoencoder: `(config, model)` pairs: a `TrainConfig` and its
+            trained Keras model (`training.load_trained_model`).
+
+    Raises:
+        ValueError: naming what does not match.
+
+    Example:
+        >>> check_autoencoder_pair((fixed_run, fixed_model), (ae_run, ae_model))
+    """
+    from keras_invert import registry
+    from keras_invert.reconstructor import Reconstructor
+
+    (fixed_run, _), (autoencoder_run, _) = fixed, autoencoder
+    names = (fixed_run.representation, autoencoder_run.representation)
+    if names[0] != names[1]:
+        raise ValueError(f"Expected two models of one representation. Received: {names}")
+    if not registry.get(names[0]).encode_in_model:
+        raise ValueError(
+            "Expected a representation with a network encoder (alexnet/LAYER, "
+            f"alexnet-torchvision/LAYER): others have no autoencoder. Received: {names[0]!r}"
+        )
+    for role, (run, model), wanted in (("fixed", fixed, False), ("autoencoder", autoencoder, True)):
+        trainable = model.encoder.trainable if isinstance(model, Reconstructor) else None
+        if run.autoencoder != wanted or trainable != wanted:
+            raise ValueError(
+                f"Expected the {role} model (FIXED,AUTOENCODER order) to be trained with "
+                f"autoencoder={wanted}. Received: autoencoder={run.autoencoder} in its config, "
+                f"its stored encoder trainable={trainable}"
+            )
+
+
+def feature_statistics(features) -> dict:
+    """Summary of a batch of features: how many entries are non-zero, norms and range."""
+    flat, _ = _flat(features)
+    return {
+        "shape": list(np.asarray(features).shape[1:]),
+        "fraction_nonzero": float(np.count_nonzero(flat) / flat.size),
+        "mean_norm": float(np.linalg.norm(flat, axis=1).mean()),
+        "min": float(flat.min()),
+        "max": float(flat.max()),
+    }
+
+
+def run_autoencoder_vs_fixed(fixed, autoencoder, load_crops, image_names) -> Figure:
+    """The same photos through a fixed-encoder model and an autoencoder (SPEC.md section 5.7).
+
+    Columns: original | fixed | autoencoder (as `run_layers`). The numbers
+    add what each model's own encoder makes of the photos (for the
+    autoencoder, the features it learnt) and, as both encoders have one
+    architecture, how far apart the two are: the mean relative distance
+    `||a - f|| / ||f||` and cosine similarity between the autoencoder's (a)
+    and the fixed encoder's (f) features of each photo.
+
+    Args:
+        fixed, autoencoder: trained models (`encode`, `decode`, ...) of one
+            representation.
+        load_crops: image_size -> float32 crops `[N, S, S, 3]` 0..255.
+        image_names: one label per photo (rows).
+    """
+    models = {"fixed": fixed, "autoencoder": autoencoder}
+    crops_by_size = {}
+
+    def crops(size):
+        if size not in crops_by_size:
+            crops_by_size[size] = np.asarray(load_crops(size))
+        return crops_by_size[size]
+
+    result = run_layers(models, crops, image_names)
+    features = {label: model.encode(crops(model.image_size)) for label, model in models.items()}
+    summary = {label: feature_statistics(value) for label, value in features.items()}
+    a, f = features["autoencoder"], features["fixed"]
+    if a.shape == f.shape:
+        a, f = a.reshape(len(a), -1).astype(np.float64), f.reshape(len(f), -1).astype(np.float64)
+        norms_a, norms_f = np.linalg.norm(a, axis=1), np.linalg.norm(f, axis=1)
+        summary["relative_distance"] = float(
+            np.mean(np.linalg.norm(a - f, axis=1) / np.maximum(norms_f, 1e-12))
+        )
+        summary["cosine_similarity"] = float(
+            np.mean((a * f).sum(axis=1) / np.maximum(norms_a * norms_f, 1e-12))
+        )
+    result.numbers["features"] = summary
+    return result

@@ -42,7 +42,7 @@ import uuid
 import keras
 import tensorflow as tf
 
-from keras_invert import registry
+from keras_invert import losses, registry
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
@@ -112,7 +112,8 @@ def export_saved_model(
         decoder: the trained decoder, or a trained `Reconstructor` (encoder +
             decoder, AlexNet): then the image signatures run the whole model,
             with its own (possibly jointly trained) encoder, and
-            `from_features` its decoder.
+            `from_features` its decoder. A `losses.PerceptualModel` is
+            exported as its generator.
         representation: its registry name; gives the encoder for image signatures.
         export_base: the directory TF Serving watches.
         image_size: the training image size (default: the representation's,
@@ -123,6 +124,7 @@ def export_saved_model(
     """
     spec = registry.get(representation)
     model = None
+    decoder = losses.unwrap(decoder)  # A perceptual/deepsim training model: its generator.
     if isinstance(decoder, Reconstructor):
         model, decoder = decoder, decoder.decoder
         if image_size not in (None, model.image_size):

@@ -26,10 +26,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import math
 import os
 import re
+import shutil
+import tempfile
 import time
 
 import keras
@@ -37,7 +41,7 @@ import numpy as np
 from absl import logging
 
 from keras_invert import config as config_lib
-from keras_invert import registry
+from keras_invert import distribute, registry
 from keras_invert.config import TrainConfig
 from keras_invert.reconstructor import Encoder, Reconstructor
 
@@ -74,6 +78,43 @@ def check_config(config: TrainConfig) -> registry.Representation:
     return representation
 
 
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """Layers created (and models compiled) inside compute in `precision`.
+
+    Sets Keras's global dtype policy for the duration only, so models built
+    elsewhere keep theirs. Under "mixed_float16" `compile` wraps the
+    optimiser in a `LossScaleOptimizer`; the decoders' output layer stays
+    float32 (`decoders.build_from_table`).
+
+    Example:
+        >>> with precision_scope("mixed_bfloat16"):
+        ...     model = build_model(run)
+    """
+    if precision not in config_lib.PRECISIONS:
+        raise ValueError(
+            f"Expected precision in {config_lib.PRECISIONS}. Received: precision={precision!r}"
+        )
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _in_precision(build):
+    """Runs `build(config, ...)` inside `precision_scope(config.precision)`."""
+
+    @functools.wraps(build)
+    def wrapper(config, *args, **kwargs):
+        with precision_scope(config.precision):
+            return build(config, *args, **kwargs)
+
+    return wrapper
+
+
+@_in_precision
 def build_model(config: TrainConfig) -> keras.Model:
     """The compiled training model of `config`, freshly initialised.
 
@@ -96,8 +137,51 @@ def build_model(config: TrainConfig) -> keras.Model:
         network = representation.make_encoder(**config_lib.encoder_options(config))
         encoder = Encoder(network, trainable=config.autoencoder, name="encoder")
         model = Reconstructor(encoder, model, image_size, name="reconstructor")
-    model.compile(optimizer=build_optimizer(config), loss="mean_squared_error", jit_compile=False)
+    if config.loss == "pixel":
+        model.compile(
+            optimizer=build_optimizer(config),
+            loss="mean_squared_error",
+            jit_compile=config.jit_compile,
+        )
+        return model
+    return _perceptual_model(config, model)
+
+
+def _perceptual_model(config: TrainConfig, generator: keras.Model) -> keras.Model:
+    """`generator` inside a compiled `losses.PerceptualModel` ("perceptual", "deepsim")."""
+    from keras_invert import losses
+
+    comparator = losses.comparator_representation(
+        config.comparator or config_lib.DEFAULT_COMPARATOR
+    )
+    model = losses.build_perceptual_model(
+        generator,
+        comparator.make_encoder(),
+        config_lib.loss_weights(config),
+        width=config.width,
+        negative_slope=config.negative_slope,
+    )
+    discriminator_optimizer = None
+    if model.discriminator is not None:
+        rate = config.discriminator_learning_rate or config.learning_rate
+        discriminator_optimizer = build_optimizer(config_lib.replace(config, learning_rate=rate))
+    model.compile(
+        optimizer=build_optimizer(config),
+        discriminator_optimizer=discriminator_optimizer,
+        jit_compile=config.jit_compile,
+    )
     return model
+
+
+def optimizer_step(model: keras.Model) -> int:
+    """The optimiser's step counter (`int()` of a distributed variable fails)."""
+    return int(model.optimizer.iterations.numpy())
+
+
+def _precision(model: keras.Model) -> str:
+    """The dtype policy the model's layers were built in (its output layer is float32)."""
+    mixed = {layer.dtype_policy.name for layer in model.layers} - {"float32"}
+    return mixed.pop() if len(mixed) == 1 else "float32"
 
 
 def _describe(model: keras.Model) -> str:
@@ -145,9 +229,15 @@ class Checkpoints:
             os.remove(self.path(old))
         return final
 
-    def restore_latest(self) -> keras.Model | None:
-        """The newest readable checkpoint as a compiled model, or None."""
-        for leftover in glob.glob(os.path.join(self.directory, ".partial-*")):
+    def restore_latest(self, remove_partial: bool = True) -> keras.Model | None:
+        """The newest readable checkpoint as a compiled model, or None.
+
+        Args:
+            remove_partial: delete the partial files a killed run left (only
+                the process that writes checkpoints, the chief, may).
+        """
+        leftovers = glob.glob(os.path.join(self.directory, ".partial-*"))
+        for leftover in leftovers if remove_partial else []:
             logging.warning("Removing a partial checkpoint left by a killed run: %s", leftover)
             os.remove(leftover)
         for step in reversed(self.steps()):
@@ -170,7 +260,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.checkpoints = checkpoints
 
     def on_epoch_end(self, epoch, logs=None):
-        self.checkpoints.save(self.model, int(self.model.optimizer.iterations))
+        self.checkpoints.save(self.model, optimizer_step(self.model))
 
 
 class DivergenceGuard(keras.callbacks.Callback):
@@ -190,7 +280,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         if loss is None:
             return
         loss = float(loss)
-        step = int(self.model.optimizer.iterations)
+        step = optimizer_step(self.model)
         if not math.isfinite(loss):
             raise DivergenceError(
                 f"Training diverged at step {step}: the loss is {loss}. Lower --learning_rate "
@@ -217,7 +307,8 @@ class TimeBudget(keras.callbacks.Callback):
     """Stops training after `minutes` of wall time, at the end of an epoch.
 
     Stopping at an epoch boundary keeps every checkpoint at a multiple of
-    `steps_per_epoch`, so a later run resumes exactly there.
+    `steps_per_epoch`, so a later run resumes exactly there. Under several
+    workers they stop together when any worker's budget is spent.
     """
 
     def __init__(self, minutes: float):
@@ -229,7 +320,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
-        if time.monotonic() - self.start > self.seconds:
+        spent = time.monotonic() - self.start > self.seconds
+        if distribute.any_worker(self.model.distribute_strategy, spent):
             logging.info("Time budget of %.1f minutes spent: stopping here.", self.seconds / 60)
             self.model.stop_training = True
 
@@ -255,13 +347,16 @@ class ReconstructionImages(keras.callbacks.Callback):
 
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "images"))
-        reconstructions = np.clip(self.model.predict(self.features, verbose=0), 0.0, 1.0)
+        # A direct call, not `predict`: under several workers `predict` is a
+        # collective the other workers (which write no images) never join.
+        reconstructions = keras.ops.convert_to_numpy(self.model(self.features, training=False))
+        reconstructions = np.clip(reconstructions.astype(np.float32), 0.0, 1.0)
         pairs = np.concatenate([self.targets, reconstructions], axis=2)
         with self._writer.as_default():
             tf.summary.image(
                 "target|reconstruction",
                 pairs,
-                step=int(self.model.optimizer.iterations),
+                step=optimizer_step(self.model),
                 max_outputs=len(pairs),
             )
         self._writer.flush()
@@ -294,76 +389,131 @@ def train(
     dataset,
     work_dir: str,
     *,
+    strategy=None,
     sample_batch=None,
     callbacks: list | None = None,
     verbose="auto",
 ) -> keras.Model:
     """Trains (or resumes training of) the decoder of `config` in `work_dir`.
 
+    The model and optimiser are built, or restored from the latest
+    checkpoint, inside `strategy.scope()`, in `config.precision`. Only the
+    chief (`distribute.is_chief`) writes checkpoints, TensorBoard logs and
+    the final model into `work_dir`; the other workers of a multi-worker run
+    write the same into a private temporary folder that is deleted at the
+    end (saving reads synchronised variables: all workers must take part).
+
     Args:
-        config: the run's configuration; `steps` is the total, so a resumed run
-            trains only the remaining steps.
-        dataset: a `tf.data.Dataset` of `(features, target)` batches, repeated,
-            or a callable `initial_step -> dataset` so a resumed run can start
-            its data stream where it stopped. For a network encoder inside
-            the model (AlexNet) the "features" are the images.
-        work_dir: checkpoints, TensorBoard logs and the final model go here.
+        config: the run's configuration; `steps` is the total, so a resumed
+            run trains only the remaining steps; `batch_size` is the global batch.
+        dataset: a dataset function `distribute.InputShard -> tf.data.Dataset`
+            giving the `(features, target)` batches of one input pipeline:
+            batches of `shard.batch_size`, repeated, the `shard.shard_index`-th
+            of `shard.num_shards` disjoint shares of the stream, starting at
+            its batch `shard.start_step` (a resumed run continues its seeded
+            stream where it stopped). Or a `tf.data.Dataset` of global
+            batches, on one worker only (it starts from its beginning on
+            resume). For a network encoder inside the model (AlexNet) the
+            "features" are the images.
+        work_dir: checkpoints, TensorBoard logs and the final model go here
+            (shared storage for several workers: each restores from it).
+        strategy: a `tf.distribute.Strategy`; None: `make_strategy(config.strategy)`
+            (a multi-worker strategy must be made at program start instead).
         sample_batch: optional `(features, targets)` shown in TensorBoard.
         callbacks: extra Keras callbacks.
         verbose: passed to `fit` (progress bar by default).
 
     Returns:
-        The trained model (also saved as `work_dir/model.keras`): the decoder,
-        or for AlexNet a `Reconstructor` whose `.decoder` is the decoder.
+        The trained model (also saved as `work_dir/model.keras` by the
+        chief): the decoder, or for AlexNet a `Reconstructor` whose
+        `.decoder` is the decoder.
 
     Raises:
         DivergenceError: the loss turned NaN/Inf or exploded.
+        ValueError: a `tf.data.Dataset` given to several workers, or the
+            checkpoints disagree with `config`.
     """
-    os.makedirs(work_dir, exist_ok=True)
-    checkpoints = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
-    model = checkpoints.restore_latest()
-    if model is None:
-        model = build_model(config)
-        logging.info("Training a new %s %s.", config.representation, _describe(model))
-    elif isinstance(model, Reconstructor) and model.encoder.trainable != config.autoencoder:
+    if strategy is None:
+        strategy = distribute.make_strategy(config.strategy)
+    chief = distribute.is_chief(strategy)
+    workers = distribute.num_workers(strategy)
+    if workers > 1 and not callable(dataset):
         raise ValueError(
-            f"The checkpoints in {work_dir} were trained with autoencoder="
-            f"{model.encoder.trainable}. Received: autoencoder={config.autoencoder!r}"
+            "Several workers need a dataset function (InputShard -> dataset), so that each "
+            f"reads its own share of the stream. Received: dataset={dataset!r}"
         )
-    else:
-        logging.info("Resumed %s %s.", config.representation, _describe(model))
-    step = int(model.optimizer.iterations)
+    if chief:
+        os.makedirs(work_dir, exist_ok=True)
+    with strategy.scope(), precision_scope(config.precision):
+        model = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)).restore_latest(
+            remove_partial=chief
+        )
+        if model is None:
+            model = build_model(config)
+            logging.info("Training a new %s %s.", config.representation, _describe(model))
+        elif isinstance(model, Reconstructor) and model.encoder.trainable != config.autoencoder:
+            raise ValueError(
+                f"The checkpoints in {work_dir} were trained with autoencoder="
+                f"{model.encoder.trainable}. Received: autoencoder={config.autoencoder!r}"
+            )
+        elif _precision(model) != config.precision:
+            # Restored in another policy, the optimiser state would be silently dropped.
+            raise ValueError(
+                f"The checkpoints in {work_dir} were trained with precision="
+                f"{_precision(model)!r}. Received: precision={config.precision!r}"
+            )
+        else:
+            # XLA is how the step runs, not what it computes: a resumed run may switch it.
+            model.jit_compile = config.jit_compile
+            logging.info("Resumed %s %s.", config.representation, _describe(model))
+    step = optimizer_step(model)
+    if not distribute.same_on_all_workers(strategy, step):
+        raise ValueError(
+            f"The workers restored different checkpoints (this one: step {step}): the work dir "
+            f"must be shared storage that every worker reads. Received: work_dir={work_dir!r}"
+        )
+    # The other workers save and log too, into a private folder deleted at the
+    # end: saving and logging read synchronised variables (the loss metric),
+    # collectives that every worker has to join in the same order.
+    output_dir = work_dir if chief else tempfile.mkdtemp(prefix="keras_invert-worker-")
+    try:
+        _fit(config, model, step, strategy, dataset, output_dir, sample_batch, callbacks, verbose)
+        final = os.path.join(output_dir, FINAL_MODEL)
+        temporary = os.path.join(output_dir, f".partial-{os.getpid()}-{FINAL_MODEL}")
+        model.save(temporary)
+        os.replace(temporary, final)
+    finally:
+        if not chief:
+            shutil.rmtree(output_dir, ignore_errors=True)
+    return model
+
+
+def _fit(config, model, step, strategy, dataset, output_dir, sample_batch, callbacks, verbose):
+    """`model.fit` from `step` to `config.steps`, writing checkpoints and logs to `output_dir`."""
     epochs = math.ceil(config.steps / config.steps_per_epoch)
     initial_epoch = step // config.steps_per_epoch
     if initial_epoch >= epochs:
         logging.info("Nothing to do: the run already reached step %d of %d.", step, config.steps)
-    else:
-        data = dataset(step) if callable(dataset) else dataset
-        all_callbacks = [
-            DivergenceGuard(config.divergence_factor),
-            keras.callbacks.TensorBoard(
-                os.path.join(work_dir, "tensorboard"), update_freq="epoch", write_graph=False
-            ),
-            CheckpointCallback(checkpoints),
-        ]
-        if config.max_minutes is not None:
-            all_callbacks.append(TimeBudget(config.max_minutes))
-        if sample_batch is not None:
-            all_callbacks.append(
-                ReconstructionImages(os.path.join(work_dir, "tensorboard"), *sample_batch)
-            )
-        all_callbacks.extend(callbacks or [])
-        model.fit(
-            data,
-            steps_per_epoch=config.steps_per_epoch,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            callbacks=all_callbacks,
-            verbose=verbose,
-            shuffle=False,  # The pipeline shuffles; Keras cannot shuffle a tf.data stream.
-        )
-    final = os.path.join(work_dir, FINAL_MODEL)
-    temporary = os.path.join(work_dir, f".partial-{os.getpid()}-{FINAL_MODEL}")
-    model.save(temporary)
-    os.replace(temporary, final)
-    return model
+        return
+    if callable(dataset):
+        dataset = distribute.distribute_input(strategy, dataset, config.batch_size, step)
+    log_dir = os.path.join(output_dir, "tensorboard")
+    all_callbacks = [
+        DivergenceGuard(config.divergence_factor),
+        keras.callbacks.TensorBoard(log_dir, update_freq="epoch", write_graph=False),
+        CheckpointCallback(Checkpoints(os.path.join(output_dir, CHECKPOINT_DIR))),
+    ]
+    if config.max_minutes is not None:
+        all_callbacks.append(TimeBudget(config.max_minutes))
+    if sample_batch is not None:
+        all_callbacks.append(ReconstructionImages(log_dir, *sample_batch))
+    all_callbacks.extend(callbacks or [])
+    model.fit(
+        dataset,
+        steps_per_epoch=config.steps_per_epoch,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=all_callbacks,
+        verbose=verbose,
+        shuffle=False,  # The pipeline shuffles; Keras cannot shuffle a tf.data stream.
+    )

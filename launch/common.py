@@ -91,7 +91,7 @@ def load_model_parts(model_path: str) -> TrainedModel:
     import tensorflow as tf
 
     from keras_invert import config as config_lib
-    from keras_invert import export, registry, training
+    from keras_invert import export, losses, registry, training
 
     if not os.path.isdir(model_path):
         raise ValueError(f"Expected a work dir or an export dir. Received: model={model_path!r}")
@@ -99,7 +99,8 @@ def load_model_parts(model_path: str) -> TrainedModel:
     if run is not None:
         representation = registry.get(run.representation)
         image_size = run.image_size or representation.default_image_size
-        model = training.load_trained_model(model_path)
+        # A perceptual/deepsim run saves its training wrapper: the generator is the model.
+        model = losses.unwrap(training.load_trained_model(model_path))
         options = dict(run.encoder_options)
         if getattr(run, "encoder_weights", None) is not None:
             options["weights"] = run.encoder_weights

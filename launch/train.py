@@ -3,18 +3,36 @@
 AlexNet layers train with the network inside the model:
 `--representation=alexnet/conv5 --encoder_weights=caffenet.weights.h5` keeps
 the encoder fixed (the default); `--autoencoder` trains it jointly.
+`--loss=perceptual` or `--loss=deepsim` adds a feature loss in a comparator
+network's space (and an adversarial loss): `keras_invert.losses`.
 
 Flags override the preset's fields; the resolved config is written to
 `WORK_DIR/config.json`. Running the same command again resumes the run from
-its last checkpoint (the stored config wins; only `--steps` may change).
+its last checkpoint (the stored config wins; `--steps`, `--max_minutes`,
+`--strategy`, `--jit_compile` and `--data_service` may change).
+
+Distributed: `--strategy=mirrored` uses this machine's GPUs (else its logical
+CPU devices); `--strategy=multi_worker` runs one copy of this command per
+machine, each with its `TF_CONFIG`, e.g. on the first of two machines
+
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \
+        python -m launch.train --strategy=multi_worker --work_dir=/shared/run ...
+
+and `"index": 1` on the second. The work dir must be storage every worker
+reads; only the chief (worker 0) writes into it. `--batch_size` is the global
+batch.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
+import shutil
 import sys
+import tempfile
 
 from absl import app, flags, logging
 
@@ -56,11 +74,45 @@ flags.DEFINE_bool(
     "Train the AlexNet encoder jointly with the decoder (default: encoder fixed).",
 )
 
+flags.DEFINE_enum(
+    "loss",
+    None,
+    ["pixel", "perceptual", "deepsim"],
+    "pixel: the paper's MSE; perceptual: + feature loss in --comparator's space; "
+    "deepsim: + adversarial loss (Dosovitskiy & Brox, NIPS 2016).",
+)
+flags.DEFINE_list(
+    "loss_weights", None, "pixel,feature,adversarial weights (default: the loss's own)."
+)
+flags.DEFINE_string(
+    "comparator", None, "Network whose features the feature loss compares, e.g. alexnet/conv5."
+)
+flags.DEFINE_float("discriminator_learning_rate", None, "Adam rate of the deepsim discriminator.")
+
+flags.DEFINE_enum(
+    "strategy",
+    None,
+    ["default", "mirrored", "multi_worker", "tpu"],
+    "tf.distribute strategy: one device, this machine's GPUs/CPUs, machines in TF_CONFIG, TPU.",
+)
+flags.DEFINE_enum(
+    "precision",
+    None,
+    ["float32", "mixed_float16", "mixed_bfloat16"],
+    "Compute precision (mixed: float32 weights; the output layer stays float32).",
+)
+flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA.")
+flags.DEFINE_string(
+    "data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher for the input."
+)
+
 _FIELDS = (
     "representation", "data", "train_split", "test_split", "image_size", "width",
     "negative_slope", "batch_size", "steps", "steps_per_epoch", "learning_rate",
     "min_crop_scale", "seed", "cache_dir", "crops_per_image", "divergence_factor",
     "encoder_weights", "autoencoder", "max_minutes", "color_jitter",
+    "loss", "loss_weights", "comparator", "discriminator_learning_rate",
+    "strategy", "precision", "jit_compile", "data_service",
 )  # fmt: skip
 
 
@@ -74,12 +126,17 @@ def resolve_config(work_dir: str):
         overrides["encoder_weights"] = os.path.abspath(overrides["encoder_weights"])
         if not os.path.isfile(overrides["encoder_weights"]):
             raise app.UsageError(f"--encoder_weights: no such file {overrides['encoder_weights']}")
+    if overrides.get("loss_weights") is not None:
+        try:
+            overrides["loss_weights"] = tuple(float(w) for w in overrides["loss_weights"])
+        except ValueError as error:
+            raise app.UsageError(f"--loss_weights: expected three numbers ({error})") from error
     stored = config_lib.load(work_dir)
     if stored is not None:
         conflicts = {
             name: (getattr(stored, name), value)
             for name, value in overrides.items()
-            if name not in ("steps", "max_minutes") and getattr(stored, name) != value
+            if name not in config_lib.RESUMABLE_CHANGES and getattr(stored, name) != value
         }
         if conflicts:
             raise app.UsageError(
@@ -98,14 +155,27 @@ def main(argv):
     del argv
     import pipelines
     from keras_invert import config as config_lib
-    from keras_invert import training
+    from keras_invert import distribute, losses, training
 
     run = resolve_config(FLAGS.work_dir)
     try:
         training.check_config(run)
+        if run.loss != "pixel":
+            losses.comparator_representation(run.comparator or config_lib.DEFAULT_COMPARATOR)
+        # First, before any TensorFlow op: a multi-worker strategy configures
+        # this process's collective ops and starts its server.
+        strategy = distribute.make_strategy(run.strategy)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    config_lib.save(run, FLAGS.work_dir)
+    chief = distribute.is_chief(strategy)
+    cache_dir = config_lib.resolve_cache_dir(run, FLAGS.work_dir)
+    if chief:
+        config_lib.save(run, FLAGS.work_dir)
+    elif cache_dir is not None and not os.path.isabs(run.cache_dir):
+        # Only the chief writes into the work dir; the others cache their
+        # (identical, seeded) crops in a private folder removed at exit.
+        cache_dir = tempfile.mkdtemp(prefix="keras_invert-cache-")
+        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
     logging.info("Config (%s):\n%s", FLAGS.work_dir, json.dumps(config_lib.to_dict(run), indent=2))
     options = dict(
         representation=run.representation,
@@ -113,34 +183,37 @@ def main(argv):
         encoder_options=config_lib.encoder_options(run),
     )
 
-    def dataset_from(step):
-        # A resumed run draws a fresh, reproducible stream keyed by its first step;
-        # a cached run keeps its seed, which names the cached crops.
-        seed = run.seed
-        if seed is not None and run.cache_dir is None:
-            seed = seed * 1_000_003 + step
+    def dataset_from(shard):
+        # The same seed on resume: the stream continues at the shard's batch
+        # `start_step`, exactly as the uninterrupted run would have read it.
         return pipelines.build_dataset(
             run.data,
             run.train_split,
-            batch_size=run.batch_size,
+            batch_size=shard.batch_size,
             training=True,
-            seed=seed,
-            cache_dir=config_lib.resolve_cache_dir(run, FLAGS.work_dir),
+            seed=run.seed,
+            cache_dir=cache_dir,
             crops_per_image=run.crops_per_image,
             min_crop_scale=run.min_crop_scale,
             color_jitter=run.color_jitter,
+            start_step=shard.start_step,
+            num_shards=shard.num_shards,
+            shard_index=shard.shard_index,
+            data_service=run.data_service,
             **options,
         )
 
     sample_batch = None
-    if run.summary_images:
+    if run.summary_images and chief:
         test = pipelines.build_dataset(
             run.data, run.test_split, batch_size=run.summary_images, training=False, **options
         )
         sample_batch = next(iter(test.take(1)), None)
         sample_batch = None if sample_batch is None else tuple(t.numpy() for t in sample_batch)
     try:
-        training.train(run, dataset_from, FLAGS.work_dir, sample_batch=sample_batch)
+        training.train(
+            run, dataset_from, FLAGS.work_dir, strategy=strategy, sample_batch=sample_batch
+        )
     except training.DivergenceError as error:
         print(f"\nERROR: {error}", file=sys.stderr)
         sys.exit(2)

@@ -89,6 +89,49 @@ def test_dropout_zeroes_about_half_and_keeps_the_norm_when_asked():
     np.testing.assert_array_equal(plain[kept], features[kept])
 
 
+def test_finetuned_decoders_beat_the_original_on_perturbed_features():
+    # A linear decoder that inverts clean features exactly: on perturbed
+    # features the best linear decoder (least squares) is 7% (binarised) and
+    # 32% (dropout) better than it, so fine-tuning must find a better one.
+    import keras
+
+    rng = np.random.default_rng(0)
+    mixing = rng.normal(size=(24, 8)).astype(np.float32)
+    inputs = keras.Input((24,))
+    decoder = keras.Model(inputs, keras.layers.Dense(8)(inputs))
+    decoder.layers[-1].set_weights([mixing, np.zeros(8, np.float32)])
+
+    def data(count, seed):
+        features = np.maximum(np.random.default_rng(seed).normal(size=(count, 24)), 0)
+        return features.astype(np.float32), features.astype(np.float32) @ mixing
+
+    batches = (data(64, 100 + step) for step in range(250))
+    tuned = experiments.finetune_decoders(decoder, batches, steps=250, learning_rate=3e-3)
+    np.testing.assert_array_equal(decoder.layers[-1].get_weights()[0], mixing)  # Untouched.
+    features, wanted = data(500, 1)
+    for name, bound in (("binarised", 0.97), ("dropout", 0.8)):
+        model, losses = tuned[name]
+        assert len(losses) == 250 and np.mean(losses[-20:]) < np.mean(losses[:20])
+        perturbed = experiments.perturb(features, name, seed=5)
+        original = np.mean((decoder.predict(perturbed, verbose=0) - wanted) ** 2)
+        retrained = np.mean((model.predict(perturbed, verbose=0) - wanted) ** 2)
+        assert retrained < bound * original, (name, retrained, original)
+
+
+def test_finetuning_checks_its_arguments():
+    import keras
+
+    inputs = keras.Input((3,))
+    decoder = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    batches = [(np.ones((2, 3), np.float32), np.zeros((2, 2), np.float32))]
+    with pytest.raises(ValueError, match="perturbations"):
+        experiments.finetune_decoders(decoder, batches, ["noise"], steps=1)
+    with pytest.raises(ValueError, match="steps=0"):
+        experiments.finetune_decoders(decoder, batches, steps=0)
+    with pytest.raises(ValueError, match="ran out after 1 steps"):
+        experiments.finetune_decoders(decoder, batches, steps=2)
+
+
 def test_dark_knowledge_variants_zero_the_right_units():
     features = np.array([[0.5, 3.0, -1.0, 2.0, 0.25, 4.0]], np.float32)
     np.testing.assert_array_equal(experiments.top_k_only(features, 2), [[0, 3.0, 0, 0, 0, 4.0]])
@@ -132,6 +175,11 @@ def test_runners_give_labelled_rows_and_numbers(model, crops, relu_features):
     perturbed = experiments.run_perturbation(model, crops, names, seed=0)
     assert set(perturbed.numbers["errors"]) == {"features", "binarised", "dropout"}
     assert 0.4 < perturbed.numbers["fraction_dropped"] < 0.6
+    # A "retrained" decoder gets the same perturbed features: here the same decoder.
+    same = experiments.run_perturbation(model, crops, names, retrained={"dropout": model.decode})
+    errors = same.numbers["errors"]
+    assert errors["dropout_retrained"]["normalized_error"] == errors["dropout"]["normalized_error"]
+    assert same.column_labels[-1] == "dropout 0.5, retrained" and len(same.rows[0]) == 5
 
     dark = experiments.run_dark_knowledge(model, crops, names, k=5)
     features = model.encode(crops).reshape(3, -1)
@@ -150,6 +198,25 @@ def test_runners_give_labelled_rows_and_numbers(model, crops, relu_features):
     assert single.column_labels[1].startswith("unit 7") and len(single.rows[0]) == 2
 
 
+def test_autoencoder_vs_fixed_compares_reconstructions_and_each_models_own_features(model, crops):
+    class Doubled(TinyModel):
+        """Another encoder of the same shape: twice the HOG features."""
+
+        def encode(self, images):
+            return 2 * super().encode(images)
+
+    figure = experiments.run_autoencoder_vs_fixed(model, Doubled(), lambda size: crops, "abc")
+    assert figure.column_labels == ["original", "fixed", "autoencoder"]
+    assert set(figure.numbers["models"]) == {"fixed", "autoencoder"}
+    features = figure.numbers["features"]
+    assert features["relative_distance"] == pytest.approx(1.0, rel=1e-5)
+    assert features["cosine_similarity"] == pytest.approx(1.0, rel=1e-5)
+    hog = model.encode(crops).reshape(3, -1)
+    expected = np.linalg.norm(hog, axis=1).mean()
+    assert features["fixed"]["mean_norm"] == pytest.approx(expected, rel=1e-5)
+    assert features["autoencoder"]["mean_norm"] == pytest.approx(2 * expected, rel=1e-5)
+
+
 def test_figure_draws_labels_and_resizes_cells():
     rows = [[np.zeros((8, 8, 3)), np.ones((16, 16, 3))]]
     image = experiments.figure(rows, column_labels=["a", "b"], row_labels=["row"])
@@ -157,18 +224,28 @@ def test_figure_draws_labels_and_resizes_cells():
     assert image[18:34, -18:-2].min() == 255 and image[18:34, -36:-20].max() == 0
 
 
-def test_experiment_command_writes_png_and_json(tmp_path):
+def _experiment(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "launch.experiment", *args],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    )  # fmt: skip
+
+
+def _hog_work_dir(work_dir):
     from keras_invert import config, training
 
-    work_dir = tmp_path / "hog"
     run = config.replace(config.preset("demo"), image_size=64, width=0.125, cache_dir=None)
     config.save(run, str(work_dir))
     TinyModel().decoder.save(str(work_dir / training.FINAL_MODEL))
-    result = subprocess.run(
-        [sys.executable, "-m", "launch.experiment", "--name=layers",
-         f"--model={work_dir},{work_dir}", "--num_images=2", f"--out={tmp_path / 'out'}"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+    return work_dir
+
+
+def test_experiment_command_writes_png_and_json(tmp_path):
+    work_dir = _hog_work_dir(tmp_path / "hog")
+    result = _experiment(
+        "--name=layers", f"--model={work_dir},{work_dir}", "--num_images=2",
+        f"--out={tmp_path / 'out'}",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     import cv2
@@ -204,3 +281,129 @@ def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     values = experiments.unit_values(fc8, [3, 9])
     single = experiments.run_single_neuron(parts, (1000,), [3, 9], values)
     assert single.rows[0][0].shape == (128, 128, 3)
+
+
+@pytest.mark.slow  # About 25 s on 2 free cores: a pipeline and two train steps traced.
+def test_perturbation_command_fine_tunes_a_decoder_per_perturbation(tmp_path):
+    import cv2
+
+    work_dir = _hog_work_dir(tmp_path / "hog")
+    stored = (work_dir / "model.keras").read_bytes()
+    result = _experiment(
+        "--name=perturbation", f"--model={work_dir}", "--num_images=2", "--retrain_steps=1",
+        "--retrain_batch_size=2", f"--out={tmp_path / 'out'}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with open(tmp_path / "out" / "perturbation.json") as file:
+        numbers = json.load(file)["results"]["hog (hog)"]
+    assert set(numbers["errors"]) == {
+        "features", "binarised", "dropout", "binarised_retrained", "dropout_retrained"
+    }  # fmt: skip
+    retraining = numbers["retraining"]
+    assert retraining["steps"] == 1 and retraining["split"] == "train"
+    assert [len(v) for v in retraining["losses"].values()] == [1, 1]
+    # Rows of original | decoded | binarised | dropout | both retrained, 64 px cells.
+    assert cv2.imread(str(tmp_path / "out" / "perturbation.png")).shape[1] > 6 * 66
+    assert (work_dir / "model.keras").read_bytes() == stored  # The given decoder is untouched.
+
+
+@pytest.fixture(scope="module")
+def conv1_work_dirs(tmp_path_factory):
+    """Untrained alexnet/conv1 work dirs: fixed (random encoder) and autoencoder."""
+    from keras_invert import config, training
+
+    work_dirs = {}
+    for autoencoder in (False, True):
+        path = tmp_path_factory.mktemp("autoencoder" if autoencoder else "fixed")
+        run = config.TrainConfig(
+            representation="alexnet/conv1", image_size=64, width=1 / 16, batch_size=2, steps=1,
+            seed=int(autoencoder), autoencoder=autoencoder, summary_images=0,
+        )  # fmt: skip
+        config.save(run, str(path))
+        training.build_model(run).save(str(path / training.FINAL_MODEL))
+        work_dirs[autoencoder] = str(path)
+    return work_dirs[False], work_dirs[True]
+
+
+def test_autoencoder_vs_fixed_checks_the_pair(conv1_work_dirs):
+    from keras_invert import config, training
+
+    fixed, autoencoder = [(config.load(p), training.load_trained_model(p)) for p in conv1_work_dirs]
+    experiments.check_autoencoder_pair(fixed, autoencoder)
+    with pytest.raises(ValueError, match="fixed model .* autoencoder=False. Received: auto"):
+        experiments.check_autoencoder_pair(autoencoder, fixed)
+    # A config that disagrees with its stored model is refused too.
+    relabelled = (config.replace(fixed[0], autoencoder=True), fixed[1])
+    with pytest.raises(ValueError, match="encoder trainable=False"):
+        experiments.check_autoencoder_pair(fixed, relabelled)
+    other = (config.replace(autoencoder[0], representation="alexnet/conv2"), autoencoder[1])
+    with pytest.raises(ValueError, match="one representation"):
+        experiments.check_autoencoder_pair(fixed, other)
+    hog = (config.TrainConfig(representation="hog"), TinyModel().decoder)
+    with pytest.raises(ValueError, match="network encoder"):
+        experiments.check_autoencoder_pair(hog, hog)
+
+
+def _autoencoder_vs_fixed(work_dirs, out, *arguments):
+    fixed, autoencoder = work_dirs
+    result = _experiment(
+        "--name=autoencoder_vs_fixed", f"--model={fixed},{autoencoder}", "--num_images=2",
+        f"--out={out}", *arguments,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    with open(out / "autoencoder_vs_fixed.json") as file:
+        record = json.load(file)
+    assert {k: v["encoder_source"] for k, v in record["models"].items()} == {
+        "fixed": "model", "autoencoder": "model"
+    }  # fmt: skip
+    features = record["results"]["reconstructions"]["features"]
+    # Each decodes its own encoder's features: two differently seeded networks.
+    assert features["fixed"]["shape"] == [27, 27, 96] and features["relative_distance"] > 0.1
+    for label in ("fixed", "autoencoder"):
+        assert len(record["results"]["reconstructions"]["models"][label]["per_image"]) == 2
+    return record["results"]
+
+
+def test_autoencoder_vs_fixed_command(conv1_work_dirs, tmp_path):
+    import cv2
+
+    results = _autoencoder_vs_fixed(conv1_work_dirs, tmp_path, "--compare=perturbation")
+    assert set(results) == {"reconstructions", "perturbation"}
+    assert set(results["perturbation"]) == {"fixed", "autoencoder"}
+    # original | fixed | autoencoder at the conv1 decoder's 216 px.
+    height, width = cv2.imread(str(tmp_path / "autoencoder_vs_fixed.png")).shape[:2]
+    assert height == 18 + 2 * (216 + 2) and 3 * (216 + 2) < width < 4 * (216 + 2)
+    rows = cv2.imread(str(tmp_path / "autoencoder_vs_fixed_perturbation.png")).shape[0]
+    assert rows == 18 + 4 * (216 + 2)  # Two photos for each model.
+
+
+@pytest.mark.slow
+def test_autoencoder_vs_fixed_command_with_every_comparison_and_retraining(
+    conv1_work_dirs, tmp_path
+):
+    compared = "interpolation,perturbation,random_samples,dark_knowledge,single_neuron"
+    results = _autoencoder_vs_fixed(
+        conv1_work_dirs, tmp_path, f"--compare={compared}", "--retrain_steps=2",
+        "--retrain_batch_size=2", "--fit_examples=8", "--units=0,1", "--num_samples=2",
+    )  # fmt: skip
+    assert set(results) == {"reconstructions", *compared.split(",")}
+    for label in ("fixed", "autoencoder"):
+        perturbation = results["perturbation"][label]
+        assert "dropout_retrained" in perturbation["errors"]
+        assert len(perturbation["retraining"]["losses"]["binarised"]) == 2
+    for name in compared.split(","):
+        assert (tmp_path / f"autoencoder_vs_fixed_{name}.png").exists()
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--name=layers", "--retrain_steps=2"], "--retrain_steps fine-tunes"),
+        (["--name=perturbation", "--retrain_learning_rate=0.1"], "need --retrain_steps > 0"),
+        (["--name=layers", "--compare=perturbation"], "--compare is for"),
+        (["--name=autoencoder_vs_fixed", "--compare=layers"], "--compare takes"),
+    ],
+)
+def test_experiment_flags_that_would_do_nothing_are_refused(arguments, message, tmp_path):
+    result = _experiment(*arguments, f"--model={tmp_path}", f"--out={tmp_path}")
+    assert result.returncode != 0 and message in result.stderr

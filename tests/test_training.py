@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 from keras_invert import config as config_lib
-from keras_invert import training
+from keras_invert import distribute, training
 from keras_invert.features import hog
 
 
@@ -149,3 +149,33 @@ def test_time_budget_stops_at_an_epoch_boundary_and_resumes(tmp_path, real_photo
         )
         == 20
     )
+
+
+def _dataset_function(real_photos, shards):
+    """A dataset function with the pipelines' contract: batch `start_step` onwards."""
+    features, images = next(iter(_dataset(real_photos).unbatch().batch(16)))
+
+    def dataset_function(shard):
+        shards.append(shard)
+        first = shard.start_step * shard.batch_size * shard.num_shards
+        data = tf.data.Dataset.from_tensor_slices((features, images)).repeat().skip(first)
+        return data.shard(shard.num_shards, shard.shard_index).batch(shard.batch_size)
+
+    return dataset_function
+
+
+def test_resumed_run_continues_its_stream_to_the_same_weights(tmp_path, real_photos):
+    run = _tiny_config(steps=6, steps_per_epoch=3)
+    shards = []
+    dataset_function = _dataset_function(real_photos, shards)
+    whole = training.train(run, dataset_function, str(tmp_path / "whole"), verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(
+            run, dataset_function, str(tmp_path / "cut"), callbacks=[_StopAfter(4)], verbose=0
+        )
+    assert training.Checkpoints(str(tmp_path / "cut" / "checkpoints")).steps() == [3]
+    resumed = training.train(run, dataset_function, str(tmp_path / "cut"), verbose=0)
+    # The resumed run asked for its stream from its checkpoint's step.
+    assert shards[-1] == distribute.InputShard(batch_size=4, start_step=3)
+    for a, b in zip(resumed.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)

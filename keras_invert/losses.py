@@ -1,0 +1,450 @@
+"""Perceptual and adversarial training losses: Dosovitskiy & Brox, NIPS 2016 ("DeepSiM").
+
+The paper this package implements trains decoders on the squared Euclidean
+pixel loss alone (`loss="pixel"`, a plain compiled model). Its follow-up,
+"Generating Images with Perceptual Similarity Metrics based on Deep
+Networks" (NIPS 2016), adds two terms, because the pixel loss averages over
+the plausible images and so blurs them:
+
+    loss = w_pixel * L_pixel + w_feature * L_feature + w_adversarial * L_adversarial
+
+- `L_pixel`: mean squared error of the [0, 1] images (the paper's `L_img`).
+- `L_feature`: the squared distance of the reconstruction and the target in
+  the space of a frozen *comparator* network `C`, relative to the target
+  features' squared norm (choice: the paper sums unnormalised Caffe
+  activations; the ratio makes the weight independent of the comparator's
+  scale). Both images go to `C` as RGB 0..255, the encoders' convention.
+- `L_adversarial`: the non-saturating GAN loss, `-log D(G(y), y)`, of a
+  discriminator `D` trained at the same time to tell real images from
+  reconstructions (`-log D(x, y) - log(1 - D(G(y), y))`), with its own
+  optimiser.
+
+`loss="perceptual"` is pixel + feature (no GAN); `loss="deepsim"` all three.
+`PerceptualModel` wraps the generator (a decoder, or a `Reconstructor` for
+AlexNet), the comparator and the discriminator, and overrides `train_step`,
+so Keras `fit`, callbacks, checkpoints and resumption work unchanged. Calling
+it (or `predict`) gives reconstructions; `.generator` is the trained model
+alone, which evaluation and export unwrap.
+
+The paper's weights, as recalled, were lambda_feat = 0.01, lambda_adv = 100,
+lambda_img = 2e-6 (paper) on its unnormalised sums (Caffe pixel values,
+AlexNet activations); they do not carry over to the normalised terms here.
+The defaults of `config.DEFAULT_LOSS_WEIGHTS` are a choice.
+
+Discriminator (`build_discriminator`): the paper's, as recalled from its
+supplementary material, scaled by `width`: five convolutions on the image
+(32 7x7 stride 4, 64 5x5, 128 3x3 stride 2, 256 3x3, 256 3x3 stride 2),
+global average pooling; two fully connected layers (1024, 512) on the
+generator's input features (the discriminator is conditioned on what is
+being inverted); the two joined and passed through a fully connected layer
+of 512 and a single logit (choice: one logit instead of a two-way softmax,
+leaky ReLU 0.2 as in the decoders, no dropout). For a `Reconstructor` the
+conditioning features are its encoder's output. The paper also paused the
+discriminator when it got too far ahead of the generator; that is not done
+here (choice).
+
+TensorFlow is used for the gradient tapes of `train_step`, the TF backend's
+documented way ("Customizing what happens in fit() with TensorFlow").
+
+Example:
+    >>> from keras_invert import losses, registry
+    >>> decoder = registry.get("hog").build_decoder(128, width=0.25)
+    >>> comparator = registry.get("alexnet/conv5").make_encoder(weights="caffenet.weights.h5")
+    >>> model = losses.PerceptualModel(decoder, comparator, loss_weights=(1.0, 1.0, 0.0))
+    >>> model.compile(optimizer="adam")
+    >>> model.fit(dataset, steps_per_epoch=50, epochs=2)  # logs loss, pixel, feature
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+from keras import layers, ops
+from keras.saving import deserialize_keras_object, serialize_keras_object
+
+from keras_invert.reconstructor import Encoder
+
+# (name, filters, kernel, stride): the paper's discriminator image path.
+_DISCRIMINATOR_CONVS = (
+    ("convD1", 32, 7, 4),
+    ("convD2", 64, 5, 1),
+    ("convD3", 128, 3, 2),
+    ("convD4", 256, 3, 1),
+    ("convD5", 256, 3, 2),
+)
+_DISCRIMINATOR_FEATURE_UNITS = (("fcF1", 1024), ("fcF2", 512))
+_DISCRIMINATOR_JOINT_UNITS = 512
+
+# Keeps the relative feature loss finite for an all-zero target (e.g. a dark crop).
+_EPSILON = 1e-8
+
+
+def _scaled(units: int, width: float) -> int:
+    return max(1, int(round(units * width)))
+
+
+def build_discriminator(
+    image_shape,
+    condition_shape,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+    name: str = "discriminator",
+) -> keras.Model:
+    """The DeepSiM discriminator: `(images in [0, 1], features) -> one logit per image`.
+
+    Args:
+        image_shape: `(T, T, 3)`, the generator's output shape.
+        condition_shape: shape of the generator's input features (no batch axis).
+        width: multiplies every channel count and fully connected width.
+        negative_slope: leaky ReLU slope.
+        name: model name.
+
+    Example:
+        >>> discriminator = build_discriminator((128, 128, 3), (16, 16, 31), width=0.25)
+        >>> discriminator.output_shape
+        (None, 1)
+    """
+    if not width > 0:
+        raise ValueError(f"Expected a positive width multiplier. Received: width={width!r}")
+    images = keras.Input(shape=tuple(image_shape), name="images")
+    condition = keras.Input(shape=tuple(condition_shape), name="condition")
+    x = layers.Rescaling(2.0, offset=-1.0, name="centre")(images)
+    for layer_name, filters, kernel, stride in _DISCRIMINATOR_CONVS:
+        x = layers.Conv2D(
+            _scaled(filters, width), kernel, strides=stride, padding="same", name=layer_name
+        )(x)
+        x = layers.LeakyReLU(negative_slope, name=f"{layer_name}_relu")(x)
+    x = layers.GlobalAveragePooling2D(name="poolD")(x)
+    y = layers.Flatten(name="flatten_condition")(condition)
+    for layer_name, units in _DISCRIMINATOR_FEATURE_UNITS:
+        y = layers.Dense(_scaled(units, width), name=layer_name)(y)
+        y = layers.LeakyReLU(negative_slope, name=f"{layer_name}_relu")(y)
+    joint = layers.Concatenate(name="join")([x, y])
+    joint = layers.Dense(_scaled(_DISCRIMINATOR_JOINT_UNITS, width), name="fcJ1")(joint)
+    joint = layers.LeakyReLU(negative_slope, name="fcJ1_relu")(joint)
+    logits = layers.Dense(1, name="fcJ2", dtype="float32")(joint)
+    return keras.Model([images, condition], logits, name=name)
+
+
+def _check_weights(loss_weights) -> tuple[float, float, float]:
+    try:
+        weights = tuple(float(w) for w in loss_weights)
+    except (TypeError, ValueError):
+        weights = ()
+    if len(weights) != 3 or not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(
+            "Expected loss_weights as three finite non-negative numbers (pixel, feature, "
+            f"adversarial). Received: loss_weights={loss_weights!r}"
+        )
+    return weights
+
+
+@keras.saving.register_keras_serializable(package="keras_invert")
+class PerceptualModel(keras.Model):
+    """A generator trained on pixel + feature (+ adversarial) losses by `fit`.
+
+    Args:
+        generator: the model being trained: a decoder (features in) or a
+            `Reconstructor` (images in); it outputs `[N, T, T, 3]` images in
+            [0, 1], the targets' range.
+        comparator: a frozen `Encoder` (or a network, wrapped frozen) mapping
+            RGB 0..255 images `[N, T, T, 3]` to features.
+        discriminator: from `build_discriminator`, taking `[images,
+            generator input features]`; needed when the adversarial weight
+            is positive, refused otherwise.
+        loss_weights: `(pixel, feature, adversarial)`, non-negative.
+        **kwargs: standard model arguments (`name`).
+
+    Attributes:
+        generator, comparator, discriminator: the three networks.
+        discriminator_optimizer: set by `compile`.
+
+    Example:
+        >>> model = PerceptualModel(decoder, comparator, discriminator, (1.0, 1.0, 0.01))
+        >>> model.compile(optimizer=keras.optimizers.Adam(6e-4),
+        ...               discriminator_optimizer=keras.optimizers.Adam(6e-4))
+        >>> history = model.fit(dataset, steps_per_epoch=50, epochs=4)
+        >>> sorted(history.history)
+        ['adversarial', 'discriminator', 'feature', 'loss', 'pixel']
+    """
+
+    def __init__(
+        self, generator, comparator, discriminator=None, loss_weights=(1.0, 1.0, 0.0), **kwargs
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(comparator, Encoder):
+            comparator = Encoder(comparator, trainable=False, name="comparator")
+        if comparator.trainable:
+            raise ValueError(
+                "The comparator must be frozen (trainable=False). "
+                f"Received: comparator={comparator.name!r}"
+            )
+        weights = _check_weights(loss_weights)
+        if (weights[2] > 0) != (discriminator is not None):
+            raise ValueError(
+                "A discriminator goes with a positive adversarial weight, and only then. "
+                f"Received: loss_weights={loss_weights!r}, discriminator="
+                f"{None if discriminator is None else discriminator.name!r}"
+            )
+        if not comparator.built:
+            # Built now so that its frozen weights are saved with the model.
+            comparator.build(generator.output_shape)
+        self.generator = generator
+        self.comparator = comparator
+        self.discriminator = discriminator
+        self.pixel_weight, self.feature_weight, self.adversarial_weight = weights
+        self.discriminator_optimizer = None
+        names = ["loss", "pixel", "feature"]
+        if discriminator is not None:
+            names += ["adversarial", "discriminator"]
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        # The parts are functional models, built at construction.
+        self.built = True
+
+    @property
+    def loss_weights(self) -> tuple[float, float, float]:
+        """`(pixel, feature, adversarial)`."""
+        return (self.pixel_weight, self.feature_weight, self.adversarial_weight)
+
+    @property
+    def metrics(self):
+        # Only the per-component means: there is no compiled loss.
+        return list(self._trackers.values())
+
+    def call(self, inputs, training=None):
+        return self.generator(inputs, training=training)
+
+    def compile(self, optimizer="adam", discriminator_optimizer=None, **kwargs):
+        """`optimizer` trains the generator (its `iterations` count steps), the other `D`.
+
+        Args:
+            optimizer: the generator's optimiser.
+            discriminator_optimizer: the discriminator's (default: Adam);
+                refused without a discriminator.
+            **kwargs: other `keras.Model.compile` arguments (`jit_compile`);
+                no `loss`: the losses are this model's.
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                f"PerceptualModel computes its own losses. Received: loss={kwargs['loss']!r}"
+            )
+        if self.discriminator is None and discriminator_optimizer is not None:
+            raise ValueError(
+                "There is no discriminator to optimise (adversarial weight 0). "
+                f"Received: discriminator_optimizer={discriminator_optimizer!r}"
+            )
+        super().compile(optimizer=optimizer, **kwargs)
+        self.optimizer.build(self.generator.trainable_variables)
+        if self.discriminator is not None:
+            discriminator_optimizer = keras.optimizers.get(discriminator_optimizer or "adam")
+            if self.dtype_policy.name == "mixed_float16" and not isinstance(
+                discriminator_optimizer, keras.optimizers.LossScaleOptimizer
+            ):
+                # As `compile` does for the generator's optimiser.
+                discriminator_optimizer = keras.optimizers.LossScaleOptimizer(
+                    discriminator_optimizer
+                )
+            self.discriminator_optimizer = discriminator_optimizer
+            self.discriminator_optimizer.build(self.discriminator.trainable_variables)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if self.discriminator_optimizer is not None:
+            config["discriminator_optimizer"] = serialize_keras_object(self.discriminator_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        # Both optimisers are built in `compile`, so a loaded checkpoint
+        # restores their slots and step counters.
+        self.compile(**deserialize_keras_object(config))
+
+    def _condition(self, inputs):
+        """What the discriminator is conditioned on: the generator's input features."""
+        encoder = getattr(self.generator, "encoder", None)
+        features = inputs if encoder is None else encoder(inputs, training=False)
+        return ops.stop_gradient(features)
+
+    def _features(self, images):
+        return self.comparator(ops.cast(images, "float32") * 255.0, training=False)
+
+    def component_losses(self, inputs, targets, reconstructions, target_features, condition=None):
+        """`{"pixel", "feature"[, "adversarial"]}` scalar losses of one batch.
+
+        Args:
+            inputs: the generator's inputs (features, or images for a `Reconstructor`).
+            targets: `[N, T, T, 3]` images in [0, 1].
+            reconstructions: the generator's output for `inputs`.
+            target_features: `comparator(targets * 255)`.
+            condition: the discriminator's conditioning features (deepsim only).
+        """
+        del inputs
+        reconstructions = ops.cast(reconstructions, "float32")
+        targets = ops.cast(targets, "float32")
+        target_features = ops.cast(target_features, "float32")
+        difference = ops.cast(self._features(reconstructions), "float32") - target_features
+        losses = {
+            "pixel": ops.mean(ops.square(reconstructions - targets)),
+            "feature": ops.mean(ops.square(difference))
+            / (ops.mean(ops.square(target_features)) + _EPSILON),
+        }
+        if self.discriminator is not None:
+            condition = ops.convert_to_tensor(condition, "float32")
+            logits = self.discriminator([reconstructions, condition], training=False)
+            losses["adversarial"] = ops.mean(
+                keras.losses.binary_crossentropy(ops.ones_like(logits), logits, from_logits=True)
+            )
+        return losses
+
+    def _total(self, losses):
+        total = self.pixel_weight * losses["pixel"] + self.feature_weight * losses["feature"]
+        if "adversarial" in losses:
+            total = total + self.adversarial_weight * losses["adversarial"]
+        return total
+
+    def discriminator_loss(self, targets, reconstructions, condition):
+        """`-log D(x, y) - log(1 - D(G(y), y))`, averaged over the batch."""
+        condition = ops.convert_to_tensor(condition, "float32")
+        real = self.discriminator([ops.cast(targets, "float32"), condition], training=True)
+        fake = self.discriminator(
+            [ops.stop_gradient(ops.cast(reconstructions, "float32")), condition], training=True
+        )
+        bce = keras.losses.binary_crossentropy
+        return ops.mean(bce(ops.ones_like(real), real, from_logits=True)) + ops.mean(
+            bce(ops.zeros_like(fake), fake, from_logits=True)
+        )
+
+    def generator_step(self, inputs, targets, condition=None):
+        """One optimiser step of the generator only; returns (reconstructions, losses)."""
+        import tensorflow as tf
+
+        target_features = ops.stop_gradient(self._features(targets))
+        variables = self.generator.trainable_variables
+        with tf.GradientTape() as tape:
+            reconstructions = self.generator(inputs, training=True)
+            losses = self.component_losses(
+                inputs, targets, reconstructions, target_features, condition
+            )
+            losses["loss"] = self._total(losses)
+            # Gradients are summed over replicas: each replica's share of the mean.
+            scaled = losses["loss"] / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(scaled)  # mixed_float16: loss scaling.
+        self.optimizer.apply_gradients(
+            zip(tape.gradient(scaled, variables), variables, strict=True)
+        )
+        return reconstructions, losses
+
+    def discriminator_step(self, targets, reconstructions, condition):
+        """One optimiser step of the discriminator only; returns its loss."""
+        import tensorflow as tf
+
+        variables = self.discriminator.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self.discriminator_loss(targets, reconstructions, condition)
+            scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.discriminator_optimizer.scale_loss(scaled)
+        self.discriminator_optimizer.apply_gradients(
+            zip(tape.gradient(scaled, variables), variables, strict=True)
+        )
+        return loss
+
+    def _report(self, losses):
+        for name, value in losses.items():
+            self._trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def train_step(self, data):
+        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        condition = None if self.discriminator is None else self._condition(inputs)
+        # The generator step scores its output with the discriminator as it
+        # stands; the discriminator then learns from that same output.
+        reconstructions, losses = self.generator_step(inputs, targets, condition)
+        if self.discriminator is not None:
+            losses["discriminator"] = self.discriminator_step(targets, reconstructions, condition)
+        return self._report(losses)
+
+    def test_step(self, data):
+        inputs, targets, _ = keras.utils.unpack_x_y_sample_weight(data)
+        condition = None if self.discriminator is None else self._condition(inputs)
+        reconstructions = self.generator(inputs, training=False)
+        losses = self.component_losses(
+            inputs, targets, reconstructions, self._features(targets), condition
+        )
+        losses["loss"] = self._total(losses)
+        if self.discriminator is not None:
+            losses["discriminator"] = self.discriminator_loss(targets, reconstructions, condition)
+        return self._report(losses)
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "generator": serialize_keras_object(self.generator),
+            "comparator": serialize_keras_object(self.comparator),
+            "discriminator": None
+            if self.discriminator is None
+            else serialize_keras_object(self.discriminator),
+            "loss_weights": list(self.loss_weights),
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for part in ("generator", "comparator", "discriminator"):
+            if config.get(part) is not None:
+                config[part] = deserialize_keras_object(config[part], custom_objects=custom_objects)
+        return cls(**config)
+
+
+def comparator_representation(name: str):
+    """The registry entry of comparator `name`, which must be a network (`encode_in_model`).
+
+    Example:
+        >>> network = comparator_representation("alexnet/conv5").make_encoder(weights=...)
+    """
+    from keras_invert import registry
+
+    representation = registry.get(name)
+    if not representation.encode_in_model:
+        raise ValueError(
+            "The comparator must be a network representation (e.g. alexnet/conv5). "
+            f"Received: comparator={name!r}"
+        )
+    return representation
+
+
+def unwrap(model: keras.Model) -> keras.Model:
+    """The trained generator of a `PerceptualModel`; any other model as it is."""
+    return model.generator if isinstance(model, PerceptualModel) else model
+
+
+def build_perceptual_model(
+    generator: keras.Model,
+    comparator,
+    loss_weights,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+) -> PerceptualModel:
+    """A `PerceptualModel` around `generator`, with a discriminator when it is needed.
+
+    Args:
+        generator: a decoder or a `Reconstructor`.
+        comparator: the frozen network (`Encoder` or `keras.Model`, RGB 0..255 in).
+        loss_weights: `(pixel, feature, adversarial)`; a positive adversarial
+            weight adds `build_discriminator(...)`, conditioned on the
+            generator's input features.
+        width, negative_slope: the discriminator's (the decoder's settings).
+    """
+    weights = _check_weights(loss_weights)
+    discriminator = None
+    if weights[2] > 0:
+        encoder = getattr(generator, "encoder", None)
+        condition = generator.input_shape
+        if encoder is not None:
+            condition = encoder.compute_output_shape(generator.input_shape)
+        discriminator = build_discriminator(
+            generator.output_shape[1:], condition[1:], width=width, negative_slope=negative_slope
+        )
+    return PerceptualModel(generator, comparator, discriminator, weights, name="perceptual")
