@@ -177,3 +177,18 @@ def reencode(encode, reconstructions, image_size):
             reconstructions, [image_size, image_size], method="bilinear"
         ).numpy()
     return np.asarray(encode(np.clip(reconstructions, 0.0, 1.0) * 255.0)), resized
+
+
+def absolute_representation(name: str) -> str:
+    """`name` with the model path of a `keras:PATH#LAYER` name made absolute.
+
+    A relative path would resolve only from the directory the run started in,
+    so the stored config could not be resumed or evaluated from elsewhere.
+    """
+    from keras_invert import registry
+
+    if not name.startswith(registry.KERAS_PREFIX):
+        return name
+    path, _, _ = registry.parse_keras_name(name)
+    rest = name[len(registry.KERAS_PREFIX) + len(path) :]
+    return registry.KERAS_PREFIX + os.path.abspath(path) + rest

@@ -36,7 +36,7 @@ import tempfile
 
 from absl import app, flags, logging
 
-from launch import common  # noqa: F401  (quiets TensorFlow's C++ logs)
+from launch import common  # Also quiets TensorFlow's C++ logs.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -118,21 +118,6 @@ _FIELDS = (
 )  # fmt: skip
 
 
-def absolute_representation(name: str) -> str:
-    """`name` with the model path of a `keras:PATH#LAYER` name made absolute.
-
-    A relative path would resolve only from the directory the run started in,
-    so the stored config could not be resumed or evaluated from elsewhere.
-    """
-    from keras_invert import registry
-
-    if not name.startswith(registry.KERAS_PREFIX):
-        return name
-    path, _, _ = registry.parse_keras_name(name)
-    rest = name[len(registry.KERAS_PREFIX) + len(path) :]
-    return registry.KERAS_PREFIX + os.path.abspath(path) + rest
-
-
 def resolve_config(work_dir: str):
     """The stored config of `work_dir`, or the preset with flags applied."""
     from keras_invert import config as config_lib
@@ -145,7 +130,8 @@ def resolve_config(work_dir: str):
             raise app.UsageError(f"--encoder_weights: no such file {overrides['encoder_weights']}")
     if overrides.get("representation"):
         try:
-            overrides["representation"] = absolute_representation(overrides["representation"])
+            name = overrides["representation"]
+            overrides["representation"] = common.absolute_representation(name)
         except ValueError as error:
             raise app.UsageError(str(error)) from error
     if overrides.get("loss_weights") is not None:
