@@ -138,7 +138,8 @@ FC_TABLE = (
 ) + _upconvs((256, 128, 64, 32, 3))
 
 
-def _scaled(channels: int, width: float) -> int:
+def scaled_units(channels: int, width: float) -> int:
+    """`channels` times the width multiplier, rounded, at least 1 (decoders and discriminators)."""
     return max(1, int(round(channels * width)))
 
 
@@ -181,13 +182,13 @@ def build_from_table(
         # decoder that starts at 0 spends its first hundreds of steps learning the mean.
         dtype = "float32" if is_last else None
         extra = {"bias_initializer": keras.initializers.Constant(0.45)} if is_last else {}
-        filters = spec.filters if is_last else _scaled(spec.filters, width)
+        filters = spec.filters if is_last else scaled_units(spec.filters, width)
         following = table[index + 1] if index < last else None
         if spec.kind == "dense" and following is not None and following.kind == "reshape":
             # Sized from the table's own square (4096 = 4x4x256 in Table 6), so
             # that every width reshapes: 4096 * w need not equal 16 * round(256 * w).
             side = math.isqrt(spec.filters // following.filters)
-            filters = side * side * _scaled(following.filters, width)
+            filters = side * side * scaled_units(following.filters, width)
         if spec.kind == "concat":
             tensor = layers.Concatenate(name=spec.name)(sources)
         elif spec.kind == "reshape":

@@ -63,6 +63,7 @@ import keras
 from keras import layers, ops
 from keras.saving import deserialize_keras_object, serialize_keras_object
 
+from keras_invert.decoders import scaled_units
 from keras_invert.reconstructor import Encoder
 
 # (name, filters, kernel, stride): the paper's discriminator image path.
@@ -78,10 +79,6 @@ _DISCRIMINATOR_JOINT_UNITS = 512
 
 # Keeps the relative feature loss finite for an all-zero target (e.g. a dark crop).
 _EPSILON = 1e-8
-
-
-def _scaled(units: int, width: float) -> int:
-    return max(1, int(round(units * width)))
 
 
 def build_discriminator(
@@ -113,16 +110,16 @@ def build_discriminator(
     x = layers.Rescaling(2.0, offset=-1.0, name="centre")(images)
     for layer_name, filters, kernel, stride in _DISCRIMINATOR_CONVS:
         x = layers.Conv2D(
-            _scaled(filters, width), kernel, strides=stride, padding="same", name=layer_name
+            scaled_units(filters, width), kernel, strides=stride, padding="same", name=layer_name
         )(x)
         x = layers.LeakyReLU(negative_slope, name=f"{layer_name}_relu")(x)
     x = layers.GlobalAveragePooling2D(name="poolD")(x)
     y = layers.Flatten(name="flatten_condition")(condition)
     for layer_name, units in _DISCRIMINATOR_FEATURE_UNITS:
-        y = layers.Dense(_scaled(units, width), name=layer_name)(y)
+        y = layers.Dense(scaled_units(units, width), name=layer_name)(y)
         y = layers.LeakyReLU(negative_slope, name=f"{layer_name}_relu")(y)
     joint = layers.Concatenate(name="join")([x, y])
-    joint = layers.Dense(_scaled(_DISCRIMINATOR_JOINT_UNITS, width), name="fcJ1")(joint)
+    joint = layers.Dense(scaled_units(_DISCRIMINATOR_JOINT_UNITS, width), name="fcJ1")(joint)
     joint = layers.LeakyReLU(negative_slope, name="fcJ1_relu")(joint)
     logits = layers.Dense(1, name="fcJ2", dtype="float32")(joint)
     return keras.Model([images, condition], logits, name=name)
