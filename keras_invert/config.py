@@ -49,6 +49,12 @@ class TrainConfig:
         cache_dir: on-disk feature cache (None: features computed on the fly);
             a relative path is taken inside the work dir.
         crops_per_image: crops materialised per photo when caching.
+        cache_features: for a network encoder kept fixed (AlexNet, ...): the
+            cache (`cache_dir`, required) holds the network's features,
+            computed once, and the training model is the decoder alone
+            (faster steps, smaller cache). The work dir then saves the
+            decoder; export and evaluation rebuild the encoder from
+            `encoder_weights` (required for AlexNet, whose default is random).
         divergence_factor: the run stops when the epoch's running loss exceeds
             this multiple of the best epoch loss so far (or is not finite).
         summary_images: test images shown in TensorBoard each epoch.
@@ -103,6 +109,7 @@ class TrainConfig:
     seed: int | None = 0
     cache_dir: str | None = None
     crops_per_image: int = 8
+    cache_features: bool = False
     divergence_factor: float = 10.0
     summary_images: int = 4
     max_minutes: float | None = None
@@ -140,6 +147,7 @@ class TrainConfig:
             )
         _check_loss(self)
         _check_execution(self)
+        _check_cache_features(self)
         in_options = self.encoder_options.get("weights")
         if self.encoder_weights is not None and in_options not in (None, self.encoder_weights):
             raise ValueError(
@@ -173,6 +181,28 @@ def _check_execution(config: TrainConfig) -> None:
             "Expected data_service as 'grpc://HOST:PORT' (a tf.data service dispatcher) or "
             f"None. Received: data_service={service!r}"
         )
+
+
+def _check_cache_features(config: TrainConfig) -> None:
+    """`cache_features` needs a cache and a fixed encoder computed in this process."""
+    if not isinstance(config.cache_features, bool):
+        raise ValueError(f"Expected a bool. Received: cache_features={config.cache_features!r}")
+    if not config.cache_features:
+        return
+    conflicts = {
+        "cache_dir": (config.cache_dir is None, "the features are computed once, into it"),
+        "autoencoder": (config.autoencoder, "a trained encoder's features change every step"),
+        "data_service": (
+            config.data_service is not None,
+            "the cached features are read here, not made by the service",
+        ),
+    }
+    for name, (conflict, why) in conflicts.items():
+        if conflict:
+            raise ValueError(
+                f"cache_features needs {'a' if name == 'cache_dir' else 'no'} {name}: {why}. "
+                f"Received: {name}={getattr(config, name)!r}"
+            )
 
 
 LOSSES = ("pixel", "perceptual", "deepsim")

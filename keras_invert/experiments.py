@@ -742,7 +742,11 @@ def check_autoencoder_pair(fixed, autoencoder):
             f"alexnet-torchvision/LAYER): others have no autoencoder. Received: {names[0]!r}"
         )
     for role, (run, model), wanted in (("fixed", fixed, False), ("autoencoder", autoencoder, True)):
-        trainable = model.encoder.trainable if isinstance(model, Reconstructor) else None
+        if isinstance(model, Reconstructor):
+            trainable = model.encoder.trainable
+        else:
+            # A decoder trained on cached features had the registry's fixed encoder.
+            trainable = False if getattr(run, "cache_features", False) else None
         if run.autoencoder != wanted or trainable != wanted:
             raise ValueError(
                 f"Expected the {role} model (FIXED,AUTOENCODER order) to be trained with "

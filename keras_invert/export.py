@@ -26,6 +26,13 @@ call per image) cannot run inside a SavedModel: their export has
 (any size), features computed on the client side where the export has no
 image signature.
 
+The metadata (`assets.extra/keras_invert.json`) records the representation,
+image size, feature shape and the encoder options with machine-dependent
+defaults made explicit: a SIFT export records the backend its decoder was
+trained on (`"vlfeat"` or `"opencv"`, whose maps differ; SPEC.md section 1),
+and client-side features use that backend, never whichever one happens to
+load on the client.
+
 Example:
     >>> from keras_invert import export
     >>> path = export.export_saved_model(decoder, "hog", "/tmp/exports", image_size=128)
@@ -35,14 +42,16 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import uuid
 
 import keras
 import tensorflow as tf
+from absl import logging
 
-from keras_invert import losses, registry
+from keras_invert import losses, registry, vlfeat
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
@@ -54,6 +63,72 @@ def next_version(export_base: str) -> int:
         return 1
     versions = [int(n) for n in os.listdir(export_base) if n.isdigit()]
     return max(versions, default=0) + 1
+
+
+def client_encoder_options(metadata: dict, encoder_options: dict | None = None) -> dict:
+    """The encoder options a client computes an export's features with.
+
+    The options recorded at export, with `encoder_options` (if given) merged
+    over them. For SIFT the recorded backend is used; when it is `"vlfeat"`
+    and `libvl` does not load here this raises instead of falling back to
+    OpenCV, whose maps differ from the ones the decoder was trained on. An
+    export written before backends were recorded resolves the backend on this
+    machine, with a warning.
+
+    Args:
+        metadata: an export's metadata (`read_metadata`).
+        encoder_options: overrides, e.g. `{"backend": "opencv"}` to feed a
+            VLFeat-trained SIFT decoder OpenCV maps knowingly.
+
+    Returns:
+        The keyword arguments for `registry.get(representation).make_encoder`.
+
+    Example:
+        >>> options = client_encoder_options(read_metadata(path), {"backend": "opencv"})
+    """
+    representation = metadata["representation"]
+    spec = registry.get(representation)
+    recorded = dict(metadata.get("encoder_options") or {})
+    overrides = dict(encoder_options or {})
+    accepted = set(inspect.signature(spec.make_encoder).parameters)
+    unknown = sorted(set(overrides) - accepted)
+    if unknown:
+        raise ValueError(
+            f"Expected encoder options among {sorted(accepted)} for {representation}. "
+            f"Received: encoder_options={encoder_options!r}"
+        )
+    options = {**recorded, **overrides}
+    if not registry.takes_sift_backend(spec):
+        return options
+    if options.get("backend") is None:
+        options = registry.resolved_encoder_options(spec, options)
+        logging.warning(
+            "This %s export records no SIFT backend (written before backends were recorded): "
+            "using this machine's, %r. If the decoder was trained on the other backend's "
+            "maps it reconstructs worse; pass encoder_options={'backend': ...} to choose.",
+            representation,
+            options["backend"],
+        )
+        return options
+    options = registry.resolved_encoder_options(spec, options)  # Validates the name.
+    if options["backend"] == "vlfeat" and not vlfeat.is_available():
+        raise ValueError(
+            f"Expected libvl for the SIFT backend 'vlfeat' (recorded at export: "
+            f"{recorded.get('backend')!r}; the decoder was trained on those maps), but it does "
+            "not load on this machine: install VLFeat's shared library (Debian/Ubuntu package "
+            "libvlfeat1, libvl.so.1) or point KERAS_INVERT_LIBVL at it. OpenCV's SIFT maps "
+            "differ from VLFeat's (SPEC.md section 1, SIFT); to run this decoder on them "
+            "anyway, pass encoder_options={'backend': 'opencv'} to load_export. "
+            f"Received: backend={options['backend']!r}"
+        )
+    if recorded.get("backend") not in (None, options["backend"]):
+        logging.warning(
+            "Computing %s features with backend=%r for a decoder trained on backend=%r maps.",
+            representation,
+            options["backend"],
+            recorded.get("backend"),
+        )
+    return options
 
 
 def _prepare_images(images, image_size: int):
@@ -118,9 +193,24 @@ def export_saved_model(
         export_base: the directory TF Serving watches.
         image_size: the training image size (default: the representation's,
             or a `Reconstructor`'s input size).
-        encoder_options: keyword arguments for the representation's encoder
-            (only recorded for a `Reconstructor`, which carries its encoder).
+        encoder_options: keyword arguments for the representation's encoder,
+            the training run's (`config.encoder_options(run)`). Recorded in the
+            metadata with machine-dependent defaults resolved: SIFT's
+            `backend=None` is recorded as the backend that loads on this
+            machine. That is the training backend under the assumption that
+            the export runs where the training maps were computed (the normal
+            flow: `launch.export` on the training machine); otherwise pass
+            the training backend explicitly. (For a `Reconstructor`, which
+            carries its encoder, the options are only recorded.)
         version: version number (default: the next free one).
+
+    Returns:
+        The version directory written.
+
+    Example:
+        >>> path = export_saved_model(decoder, "sift", "/tmp/exports", image_size=64)
+        >>> read_metadata(path)["encoder_options"]
+        {'backend': 'vlfeat'}
     """
     spec = registry.get(representation)
     model = None
@@ -140,6 +230,7 @@ def export_saved_model(
             f"The decoder takes features {tuple(decoder.input_shape[1:])} but {representation} at "
             f"image_size={image_size} gives {feature_shape}. Received: image_size={image_size!r}"
         )
+    encoder_options = registry.resolved_encoder_options(spec, encoder_options)
     version = next_version(export_base) if version is None else version
     final = os.path.join(export_base, str(version))
     if os.path.exists(final):
@@ -167,7 +258,7 @@ def export_saved_model(
                 return {"reconstruction": tf.clip_by_value(reconstruction, 0.0, 1.0)}
 
         else:
-            encode = spec.make_encoder(**(encoder_options or {}))
+            encode = spec.make_encoder(**encoder_options)
             if isinstance(encode, keras.layers.Layer):
                 archive.track(encode)
 
@@ -216,7 +307,7 @@ def _write_metadata(path, representation, image_size, feature_shape, encoder_opt
                 "representation": representation,
                 "image_size": image_size,
                 "feature_shape": list(feature_shape),
-                "encoder_options": encoder_options or {},
+                "encoder_options": encoder_options,
             },
             file,
             indent=2,
@@ -251,16 +342,24 @@ class ExportedModel:
     export's image signatures do. When the export has image signatures
     (TensorFlow encoders) they run inside the SavedModel. Otherwise (SIFT) the
     representation's encoder runs here, on the client side, with the encoder
-    options recorded at export, and its features go to `from_features`.
+    options recorded at export (`client_encoder_options`: a SIFT export's
+    recorded backend, and a ValueError when that is VLFeat and `libvl` does
+    not load here), and its features go to `from_features`.
 
     Args:
         path: an export base directory (its newest version is loaded) or one
             version directory.
+        encoder_options: client-side encoder options merged over the recorded
+            ones; only for exports without image signatures. E.g.
+            `{"backend": "opencv"}` runs a VLFeat-trained SIFT decoder on
+            OpenCV maps on a client without `libvl` (they differ: expect
+            worse reconstructions).
 
     Attributes:
         path: the version directory loaded.
-        representation, image_size, feature_shape, encoder_options: from the
-            export's metadata.
+        representation, image_size, feature_shape: from the export's metadata.
+        encoder_options: the options the encoder runs with (recorded, merged
+            with the overrides, SIFT's backend resolved).
         client_side_features: True when the export takes features only and
             `features` computes them here.
 
@@ -268,9 +367,11 @@ class ExportedModel:
         >>> model = ExportedModel("exports/sift")
         >>> model(images).shape  # images [N, H, W, 3] uint8
         (N, 256, 256, 3)
+        >>> # On a client without libvl, knowingly on OpenCV maps:
+        >>> model = ExportedModel("exports/sift", encoder_options={"backend": "opencv"})
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, encoder_options: dict | None = None):
         self.path = latest_version_dir(path)
         metadata = read_metadata(self.path)
         self.representation = metadata["representation"]
@@ -282,8 +383,15 @@ class ExportedModel:
         self._from_features = loaded.signatures["from_features"]
         self._from_images = loaded.signatures.get("serve_float")
         self.client_side_features = self._from_images is None
+        if encoder_options and not self.client_side_features:
+            raise ValueError(
+                f"This {self.representation} export encodes images inside the SavedModel, "
+                "with the options it was exported with: expected no encoder_options. "
+                f"Received: encoder_options={encoder_options!r}"
+            )
         self._encode = None
         if self.client_side_features:
+            self.encoder_options = client_encoder_options(metadata, encoder_options)
             spec = registry.get(self.representation)
             self._encode = spec.make_encoder(**self.encoder_options)
 
@@ -317,6 +425,6 @@ class ExportedModel:
         return self._from_images(images=self._check(images))["reconstruction"].numpy()
 
 
-def load_export(path: str) -> ExportedModel:
-    """Loads an export for Python callers (see `ExportedModel`)."""
-    return ExportedModel(path)
+def load_export(path: str, encoder_options: dict | None = None) -> ExportedModel:
+    """Loads an export for Python callers (see `ExportedModel`, also for `encoder_options`)."""
+    return ExportedModel(path, encoder_options)

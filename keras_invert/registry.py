@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import urllib.parse
 from collections.abc import Callable
@@ -50,7 +51,13 @@ from keras_invert.encoders.efficientnet import (
 from keras_invert.encoders.keras_model import from_keras, load_keras_model, network_input_size
 from keras_invert.features.hog import hog, hog_num_channels, hog_output_size
 from keras_invert.features.lbp import LBP_NUM_BINS, lbp, lbp_output_size
-from keras_invert.features.sift import SIFT_NUM_CHANNELS, sift_batch, sift_output_size
+from keras_invert.features.sift import (
+    SIFT_BACKENDS,
+    SIFT_NUM_CHANNELS,
+    sift_batch,
+    sift_output_size,
+)
+from keras_invert.features.sift import default_backend as default_sift_backend
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +82,9 @@ class Representation:
             The pipeline then yields the crops themselves as "features".
         jit_compile: input pipelines compile `encode` with XLA (much faster
             on CPUs for fused elementwise feature ops such as HOG).
+        random_without_weights: True when `make_encoder()` without a
+            `weights` option draws random weights (AlexNet): such an encoder
+            cannot be built again identically, so its features are not cached.
     """
 
     name: str
@@ -87,6 +97,7 @@ class Representation:
     in_graph: bool = True
     encode_in_model: bool = False
     jit_compile: bool = False
+    random_without_weights: bool = False
 
     def build_decoder(
         self, image_size: int | None = None, *, width: float = 1.0, negative_slope: float = 0.2
@@ -123,6 +134,35 @@ def get(name: str) -> Representation:
             f"'keras:PATH.keras#LAYER'. Received: name={name!r}"
         )
     return _REGISTRY[name]
+
+
+def takes_sift_backend(representation: Representation) -> bool:
+    """Whether the encoder has SIFT's machine-dependent `backend` option."""
+    return "backend" in inspect.signature(representation.make_encoder).parameters
+
+
+def resolved_encoder_options(representation: Representation, encoder_options=None) -> dict:
+    """`encoder_options` with the machine-dependent defaults made explicit.
+
+    SIFT's `backend=None` means VLFeat where `libvl` loads and OpenCV
+    elsewhere: two different features. The pipelines pass the resolved name
+    to the encoder and hash it into their cache key; exports record it.
+    (SIFT is the only encoder with a `backend` option.)
+
+    Raises:
+        ValueError: an unknown SIFT backend name.
+    """
+    options = dict(encoder_options or {})
+    if representation.encode_in_model or not takes_sift_backend(representation):
+        return options
+    backend = options.get("backend")
+    if backend is None:
+        options["backend"] = default_sift_backend()
+    elif backend not in SIFT_BACKENDS:
+        raise ValueError(
+            f"Expected a SIFT backend in {SIFT_BACKENDS} or None. Received: backend={backend!r}"
+        )
+    return options
 
 
 def names() -> list[str]:
@@ -299,6 +339,7 @@ def _register_alexnet(variant: str):
                 target_size=lambda size, target=target: target,
                 default_image_size=ALEXNET_IMAGE_SIZES[variant],
                 encode_in_model=True,
+                random_without_weights=True,
             )
         )
 

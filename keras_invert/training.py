@@ -76,7 +76,27 @@ def check_config(config: TrainConfig) -> registry.Representation:
             "efficientnet-lite0/..., keras:...). "
             f"Received: representation={config.representation!r}"
         )
+    if config.cache_features:
+        if not representation.encode_in_model:
+            raise ValueError(
+                "cache_features applies to network encoders (alexnet/..., efficientnet-lite0/..., "
+                "keras:...); the caches of other representations always hold features. "
+                f"Received: representation={config.representation!r}"
+            )
+        weights = config_lib.encoder_options(config).get("weights")
+        if representation.random_without_weights and weights is None:
+            raise ValueError(
+                f"cache_features needs encoder_weights for {config.representation}: without "
+                "them the encoder is random, drawn anew whenever it is built, so the cached "
+                "features would not be those of the encoder rebuilt for export and evaluation. "
+                "Received: encoder_weights=None"
+            )
     return representation
+
+
+def _uses_reconstructor(config: TrainConfig, representation: registry.Representation) -> bool:
+    """Whether the training model holds the encoder (a network not fed from a feature cache)."""
+    return representation.encode_in_model and not config.cache_features
 
 
 @contextlib.contextmanager
@@ -125,7 +145,9 @@ def build_model(config: TrainConfig) -> keras.Model:
     on the accelerator inside the train step: the encoder starts from
     `config.encoder_weights` (random without) and stays frozen, or with
     `config.autoencoder` is trained jointly with the decoder (SPEC.md
-    section 3, the paper's two modes).
+    section 3, the paper's two modes). With `config.cache_features` the
+    fixed network's features come from the pipeline's cache, and the
+    training model is the decoder alone.
     """
     representation = check_config(config)
     if config.seed is not None:
@@ -134,7 +156,7 @@ def build_model(config: TrainConfig) -> keras.Model:
     model = representation.build_decoder(
         image_size, width=config.width, negative_slope=config.negative_slope
     )
-    if representation.encode_in_model:
+    if _uses_reconstructor(config, representation):
         network = representation.make_encoder(**config_lib.encoder_options(config))
         encoder = Encoder(network, trainable=config.autoencoder, name="encoder")
         model = Reconstructor(encoder, model, image_size, name="reconstructor")
@@ -185,16 +207,17 @@ def _precision(model: keras.Model) -> str:
     return mixed.pop() if len(mixed) == 1 else "float32"
 
 
-def _describe(model: keras.Model) -> str:
+def _describe(model: keras.Model, cached_network: bool = False) -> str:
     from keras_invert import losses
 
     generator = losses.unwrap(model)
     if generator is not model:
         kind = "deepsim" if model.discriminator is not None else "perceptual"
-        return f"{_describe(generator)}, {kind} loss"
+        return f"{_describe(generator, cached_network)}, {kind} loss"
+    on_cached = ", fed cached features of the fixed encoder" if cached_network else ""
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     if not isinstance(model, Reconstructor):
-        return f"decoder ({trainable:,} parameters)"
+        return f"decoder ({trainable:,} parameters){on_cached}"
     mode = "autoencoder, encoder trained" if model.encoder.trainable else "fixed encoder"
     return (
         f"encoder + decoder, {mode} ({model.encoder.count_params():,} encoder and "
@@ -433,13 +456,15 @@ def train(
     Returns:
         The trained model (also saved as `work_dir/model.keras` by the
         chief): the decoder, or for AlexNet a `Reconstructor` whose
-        `.decoder` is the decoder.
+        `.decoder` is the decoder (the decoder alone with `cache_features`).
 
     Raises:
         DivergenceError: the loss turned NaN/Inf or exploded.
         ValueError: a `tf.data.Dataset` given to several workers, or the
             checkpoints disagree with `config`.
     """
+    from keras_invert import losses
+
     if strategy is None:
         strategy = distribute.make_strategy(config.strategy)
     chief = distribute.is_chief(strategy)
@@ -455,9 +480,21 @@ def train(
         model = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)).restore_latest(
             remove_partial=chief
         )
+        representation = registry.get(config.representation)
+        cached_network = representation.encode_in_model and config.cache_features
         if model is None:
             model = build_model(config)
-            logging.info("Training a new %s %s.", config.representation, _describe(model))
+            logging.info(
+                "Training a new %s %s.", config.representation, _describe(model, cached_network)
+            )
+        elif isinstance(losses.unwrap(model), Reconstructor) != _uses_reconstructor(
+            config, representation
+        ):
+            held = "holds" if isinstance(losses.unwrap(model), Reconstructor) else "lacks"
+            raise ValueError(
+                f"The checkpoints in {work_dir} are of a model that {held} its encoder. "
+                f"Received: cache_features={config.cache_features!r}"
+            )
         elif isinstance(model, Reconstructor) and model.encoder.trainable != config.autoencoder:
             raise ValueError(
                 f"The checkpoints in {work_dir} were trained with autoencoder="
@@ -472,7 +509,9 @@ def train(
         else:
             # XLA is how the step runs, not what it computes: a resumed run may switch it.
             model.jit_compile = config.jit_compile
-            logging.info("Resumed %s %s.", config.representation, _describe(model))
+            logging.info(
+                "Resumed %s %s.", config.representation, _describe(model, cached_network)
+            )
     step = optimizer_step(model)
     if not distribute.same_on_all_workers(strategy, step):
         raise ValueError(

@@ -120,7 +120,8 @@ def load_model_parts(model_path: str) -> TrainedModel:
         metadata = export.read_metadata(export.latest_version_dir(model_path))
         name, image_size = metadata["representation"], metadata["image_size"]
         representation = registry.get(name)
-        options = dict(metadata["encoder_options"])
+        # The recorded options (SIFT: the training backend; refused if libvl is missing).
+        options = export.client_encoder_options(metadata)
         encoder, source = representation.make_encoder(**options), "registry"
         signature = tf.saved_model.load(export.latest_version_dir(model_path)).signatures[
             "from_features"

@@ -2,7 +2,9 @@
 
 AlexNet layers train with the network inside the model:
 `--representation=alexnet/conv5 --encoder_weights=caffenet.weights.h5` keeps
-the encoder fixed (the default); `--autoencoder` trains it jointly.
+the encoder fixed (the default); `--autoencoder` trains it jointly. With a
+fixed encoder, `--cache_dir=cache --cache_features` computes the network's
+features once into the cache and trains the decoder alone on them.
 `--loss=perceptual` or `--loss=deepsim` adds a feature loss in a comparator
 network's space (and an adversarial loss): `keras_invert.losses`.
 
@@ -58,6 +60,12 @@ flags.DEFINE_float("min_crop_scale", None, "Smallest random crop as a fraction o
 flags.DEFINE_integer("seed", None, "Random seed (data order, crops, initialisation).")
 flags.DEFINE_string("cache_dir", None, "Directory for the on-disk feature cache.")
 flags.DEFINE_integer("crops_per_image", None, "Crops materialised per photo when caching.")
+flags.DEFINE_bool(
+    "cache_features",
+    None,
+    "Network encoders kept fixed: cache the network's features (not the crops) in "
+    "--cache_dir and train the decoder alone on them.",
+)
 flags.DEFINE_float("color_jitter", None, "Photometric augmentation strength in [0, 1].")
 flags.DEFINE_float("max_minutes", None, "Wall-clock budget of this invocation (resume to go on).")
 flags.DEFINE_float(
@@ -111,7 +119,8 @@ flags.DEFINE_string(
 _FIELDS = (
     "representation", "data", "train_split", "test_split", "image_size", "width",
     "negative_slope", "batch_size", "steps", "steps_per_epoch", "learning_rate",
-    "min_crop_scale", "seed", "cache_dir", "crops_per_image", "divergence_factor",
+    "min_crop_scale", "seed", "cache_dir", "crops_per_image", "cache_features",
+    "divergence_factor",
     "encoder_weights", "autoencoder", "max_minutes", "color_jitter",
     "loss", "loss_weights", "comparator", "discriminator_learning_rate",
     "strategy", "precision", "jit_compile", "data_service",
@@ -163,7 +172,7 @@ def main(argv):
     del argv
     import pipelines
     from keras_invert import config as config_lib
-    from keras_invert import distribute, losses, training
+    from keras_invert import distribute, losses, registry, training
 
     run = resolve_config(FLAGS.work_dir)
     try:
@@ -177,11 +186,20 @@ def main(argv):
         raise app.UsageError(str(error)) from error
     chief = distribute.is_chief(strategy)
     cache_dir = config_lib.resolve_cache_dir(run, FLAGS.work_dir)
-    if run.data_service and cache_dir is not None:
+    if run.data_service and cache_dir is not None and not run.cache_features:
         # The service's workers compute the features; a local cache would
         # bypass them (and the builder refuses the two together).
         logging.warning("--data_service is set: the feature cache %s is not used.", cache_dir)
         cache_dir = None
+    if (
+        run.cache_dir
+        and not (run.cache_features or run.autoencoder)
+        and registry.get(run.representation).encode_in_model
+    ):
+        logging.info(
+            "The cache holds crops and the fixed encoder runs in every step; "
+            "--cache_features would cache its features and train the decoder alone."
+        )
     if chief:
         config_lib.save(run, FLAGS.work_dir)
     elif cache_dir is not None and not os.path.isabs(run.cache_dir):
@@ -213,13 +231,21 @@ def main(argv):
             num_shards=shard.num_shards,
             shard_index=shard.shard_index,
             data_service=run.data_service,
+            cache_features=run.cache_features,
             **options,
         )
 
     sample_batch = None
     if run.summary_images and chief:
+        # Cached features train a bare decoder: its sample batch holds features too.
+        cached = dict(cache_dir=cache_dir, cache_features=True) if run.cache_features else {}
         test = pipelines.build_dataset(
-            run.data, run.test_split, batch_size=run.summary_images, training=False, **options
+            run.data,
+            run.test_split,
+            batch_size=run.summary_images,
+            training=False,
+            **cached,
+            **options,
         )
         sample_batch = next(iter(test.take(1)), None)
         sample_batch = None if sample_batch is None else tuple(t.numpy() for t in sample_batch)

@@ -7,7 +7,9 @@ input crop (float32 0..255, `S = image_size`), and target float32
 `T = target_size(S)` (SPEC.md section 2, "Targets"; section 3, training data).
 For representations whose encoder runs inside the training model
 (`encode_in_model`, AlexNet) the "features" are the crops themselves,
-`[B, S, S, 3]` in 0..255, and with `cache_dir` the cache holds crops.
+`[B, S, S, 3]` in 0..255, and with `cache_dir` the cache holds crops; with
+`cache_features=True` as well, it holds the network's features instead
+(computed once, see "Network features" below), and the dataset yields them.
 
 Training examples are random square crops at several scales (side =
 uniform(min_crop_scale, 1) x short side, uniform position) plus random
@@ -80,6 +82,19 @@ Two paths, selected by `cache_dir`, with this fixed step order:
   cached" after every complete file-cache pass, even a complete one: the
   cache is complete once `meta.json` exists.)
 
+Network features (`cache_features=True`, with `cache_dir`, for a network
+encoder): step 8 of the cached path runs the frozen network (built once from
+`encoder_options`, its `weights` included) on whole crop batches outside
+tf.data, as a compiled function on the default device (the accelerator when
+there is one), and the cache stores its features. A fixed encoder's features
+never change, so repeated experiments (and every epoch) then train the
+decoder alone, and the cache is smaller than the crops for every AlexNet
+layer (conv1 27x27x96 floats = 0.37x a 227x227x3 float crop; fc8 0.007x).
+The cache key includes a SHA-256 digest of the network's weights, so other
+weights never read a stale cache. The network is built (weights loaded and
+hashed) on every call, also when the cache exists: a second or so for the
+Caffe reference network on a CPU.
+
 tf.data service (`data_service="grpc://HOST:PORT"`, a dispatcher started with
 `python -m launch.data_service`): the streaming steps 2-8 run on the service's
 workers, in "distributed_epoch" mode (`ShardingPolicy.DYNAMIC`): the
@@ -110,7 +125,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import os
 import re
@@ -124,7 +138,6 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import registry
-from keras_invert.features.sift import default_backend as default_sift_backend
 from pipelines import ops, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -157,6 +170,7 @@ def build_dataset(
     num_shards: int = 1,
     shard_index: int = 0,
     data_service: str | None = None,
+    cache_features: bool = False,
 ) -> tf.data.Dataset:
     """Builds the `(features, target)` dataset of a source split.
 
@@ -196,6 +210,10 @@ def build_dataset(
             (`python -m launch.data_service`): read, decode, crop, features
             and batching run on its workers (streaming path only; the order
             is then not the seeded order, see the module doc).
+        cache_features: for a network encoder (`encode_in_model`, e.g.
+            AlexNet) with `cache_dir`: cache and yield the frozen network's
+            features rather than the crops (see "Network features" in the
+            module doc). Train a bare decoder on them.
 
     Returns:
         A `tf.data.Dataset` of `(features, target)` for `model.fit`/`evaluate`.
@@ -211,7 +229,8 @@ def build_dataset(
         image_size, batch_size, crops_per_image, min_crop_scale, seed, encoder_options, color_jitter
     )
     _check_distribution(start_step, num_shards, shard_index, data_service)
-    encoder_options = _resolved_encoder_options(representation, dict(encoder_options or {}))
+    _check_cache_features(cache_features, representation, cache_dir)
+    encoder_options = registry.resolved_encoder_options(representation, encoder_options)
     if training is None:
         training = split == "train" or split.startswith("train[")
     repeat = training if repeat is None else repeat
@@ -223,7 +242,7 @@ def build_dataset(
         seed = secrets.randbits(62)
         logging.info("build_dataset: no seed given; drew seed=%d.", seed)
     target_size = representation.target_size(image_size)
-    if representation.encode_in_model:
+    if representation.encode_in_model and not cache_features:
         # Network encoders (AlexNet) run inside the training model, on the
         # accelerator: the "features" the pipeline yields are the crops.
         feature_shape = (image_size, image_size, 3)
@@ -302,6 +321,9 @@ def build_dataset(
     else:
         # An unseeded cache has fixed crops (seed 0), so later unseeded builds reuse it.
         crop_seed = 0 if user_seed is None else int(user_seed)
+        network = None
+        if cache_features:
+            network = _NetworkFeatures(representation, encoder_options, feature_shape)
 
         def uncached():
             # 2-3. Fixed record order, no repeat; keys (seed, file index).
@@ -319,8 +341,13 @@ def build_dataset(
             copies = crops_per_image if training else 1
             dataset = crops(records, copies)
             # 7. Batch (for the encoder only); 8. features; back to single examples.
-            dataset = features_of_batches(dataset.batch(batch_size)).unbatch()
-            return dataset.map(lambda example: {**example, "target": _to_uint8(example["target"])})
+            if network is not None:
+                dataset = network.features_of(dataset.batch(batch_size))
+            else:
+                dataset = features_of_batches(dataset.batch(batch_size))
+            return dataset.unbatch().map(
+                lambda example: {**example, "target": _to_uint8(example["target"])}
+            )
 
         # 9. Cache on disk: built here, once, complete or not at all.
         key = _cache_key(
@@ -333,8 +360,10 @@ def build_dataset(
             min_crop_scale,
             crop_seed,
             color_jitter,
+            network_digest=None if network is None else network.digest,
         )
-        name = "-".join(_safe_name(part) for part in (representation.name, split, str(image_size)))
+        parts = (representation.name, split, str(image_size)) + (("features",) if network else ())
+        name = "-".join(_safe_name(part) for part in parts)
         prefix, count = _materialised_cache(uncached, cache_dir, f"{name}-{key[:16]}", key)
         element_spec = {
             "features": tf.TensorSpec(feature_shape, tf.float32),
@@ -575,12 +604,13 @@ def _cache_key(
     min_crop_scale,
     seed,
     color_jitter=0.0,
+    network_digest=None,
 ) -> str:
     description = {
         "version": _CACHE_FORMAT_VERSION,
         "representation": representation.name,
         # Crops cached for an encoder inside the model do not depend on its options.
-        # The options are the resolved ones (`_resolved_encoder_options`): a SIFT
+        # The options are the resolved ones (`registry.resolved_encoder_options`): a SIFT
         # cache built with VLFeat is never read on a machine that runs OpenCV.
         "encoder_options": None if representation.encode_in_model else encoder_options,
         "image_size": image_size,
@@ -595,8 +625,73 @@ def _cache_key(
         "seed": seed if training else None,
         "color_jitter": float(color_jitter) if training else None,
     }
+    if network_digest is not None:
+        # Network features: what the cache holds depends on the weights, not on a path.
+        description["network_weights_sha256"] = network_digest
     text = json.dumps(description, sort_keys=True, default=repr)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class _NetworkFeatures:
+    """A frozen network encoder run over crop batches while a cache is built.
+
+    The network is built once, from `encoder_options`; `digest` is the
+    SHA-256 of its weights (the cache key's). `features_of` maps a dataset
+    of `{"image", "target"}` batches to `{"features", "target"}` batches: the
+    crop batches are read in Python and the network runs on them as a
+    compiled function on the default device (the accelerator when there is
+    one), not in a CPU `tf.data` map; this runs once, while the cache fills.
+    """
+
+    def __init__(self, representation, encoder_options: dict, feature_shape: tuple):
+        self.name = representation.name
+        self.network = representation.make_encoder(**encoder_options)
+        self.feature_shape = tuple(feature_shape)
+        digest = hashlib.sha256()
+        for weight in self.network.weights:
+            digest.update(weight.path.encode("utf-8"))
+            digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+        self.digest = digest.hexdigest()
+        self._encode = tf.function(lambda images: self.network(images, training=False))
+
+    def features_of(self, batches: tf.data.Dataset) -> tf.data.Dataset:
+        target_spec = batches.element_spec["target"]
+
+        def generate():
+            for batch in batches:
+                features = tf.cast(self._encode(batch["image"]), tf.float32)
+                if tuple(features.shape[1:]) != self.feature_shape:
+                    raise ValueError(
+                        f"The {self.name} network gave features {tuple(features.shape[1:])}; "
+                        f"expected {self.feature_shape}."
+                    )
+                yield {"features": features, "target": batch["target"]}
+
+        return tf.data.Dataset.from_generator(
+            generate,
+            output_signature={
+                "features": tf.TensorSpec([None, *self.feature_shape], tf.float32),
+                "target": target_spec,
+            },
+        )
+
+
+def _check_cache_features(cache_features, representation, cache_dir) -> None:
+    if not isinstance(cache_features, bool):
+        raise ValueError(f"Expected a bool. Received: cache_features={cache_features!r}")
+    if not cache_features:
+        return
+    if not representation.encode_in_model:
+        raise ValueError(
+            "cache_features applies to network encoders (alexnet/..., efficientnet-lite0/..., "
+            "keras:...), whose caches otherwise hold crops; other caches always hold "
+            f"features. Received: representation={representation.name!r}"
+        )
+    if cache_dir is None:
+        raise ValueError(
+            "cache_features needs a cache_dir: the features are computed once, into it. "
+            "Received: cache_dir=None"
+        )
 
 
 def _safe_name(text: str) -> str:
@@ -656,22 +751,6 @@ def _materialised_cache(make_dataset, cache_dir: str, name: str, key: str) -> tu
         "Built the feature cache at %s: %d examples in %.1f s.", final, count, time.time() - start
     )
     return os.path.join(final, "data"), count
-
-
-def _resolved_encoder_options(representation, encoder_options: dict) -> dict:
-    """`encoder_options` with the machine-dependent defaults made explicit.
-
-    SIFT's `backend=None` means VLFeat where `libvl` loads and OpenCV
-    elsewhere: two different features. The resolved name is passed to the
-    encoder and hashed into the cache key. (SIFT is the only encoder with a
-    `backend` option.)
-    """
-    if representation.encode_in_model:
-        return encoder_options
-    parameters = inspect.signature(representation.make_encoder).parameters
-    if "backend" in parameters and encoder_options.get("backend") is None:
-        return {**encoder_options, "backend": default_sift_backend()}
-    return encoder_options
 
 
 def _check_service_inputs(representation, source, cache_dir) -> None:

@@ -159,6 +159,40 @@ def test_resume_keeps_the_encoder_frozen(fixed_run, tmp_path, real_photos):
     assert not any(_changed(encoder_before, _weights(again.encoder)))
 
 
+def test_cache_features_config_is_checked(weights_file):
+    with pytest.raises(ValueError, match="needs a cache_dir"):
+        _config(cache_features=True)
+    with pytest.raises(ValueError, match="needs no autoencoder"):
+        _config(cache_features=True, cache_dir="cache", autoencoder=True)
+    with pytest.raises(ValueError, match="needs no data_service"):
+        _config(cache_features=True, cache_dir="cache", data_service="grpc://host:5050")
+    with pytest.raises(ValueError, match="needs encoder_weights for alexnet/conv5"):
+        training.check_config(_config(cache_features=True, cache_dir="cache"))
+    with pytest.raises(ValueError, match="network encoders"):
+        training.check_config(
+            _config(representation="hog", cache_features=True, cache_dir="cache")
+        )
+    run = _config(cache_features=True, cache_dir="cache", encoder_weights=weights_file[0])
+    model = training.build_model(run)
+    assert not isinstance(model, Reconstructor) and model.input_shape[1:] == (6, 6, 256)
+
+
+def test_a_work_dir_keeps_its_choice_of_crops_or_cached_features(fixed_run, tmp_path):
+    run, work_dir, _, _ = fixed_run
+    copy = str(tmp_path / "run")
+    shutil.copytree(work_dir, copy)
+    cached = config_lib.replace(run, cache_features=True, cache_dir="cache", steps=4)
+    with pytest.raises(ValueError, match="holds its encoder.*cache_features=True"):
+        training.train(cached, None, copy)
+    decoder_dir = str(tmp_path / "decoder")
+    features = tf.random.uniform((4, 6, 6, 256))
+    data = tf.data.Dataset.from_tensor_slices((features, tf.zeros((4, 192, 192, 3))))
+    decoder = training.train(cached, data.repeat().batch(2), decoder_dir, verbose=0)
+    assert not isinstance(decoder, Reconstructor) and int(decoder.optimizer.iterations) == 4
+    with pytest.raises(ValueError, match="lacks its encoder.*cache_features=False"):
+        training.train(config_lib.replace(run, steps=6), None, decoder_dir)
+
+
 def test_export_signatures_and_loading(fixed_run, tmp_path, real_photos):
     from launch import common
 

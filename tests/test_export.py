@@ -1,6 +1,9 @@
 """SavedModel export: TF Serving layout, signatures, validation, atomicity."""
 
+import json
+import logging
 import os
+import shutil
 import subprocess
 import sys
 
@@ -8,8 +11,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import decoders, export
-from keras_invert.features import hog
+from keras_invert import decoders, export, vlfeat
+from keras_invert.features import hog, sift_batch
+from keras_invert.features.sift import default_backend
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +97,107 @@ def test_mismatched_image_size_is_rejected(tmp_path):
         export.export_saved_model(
             decoders.hog_decoder(64, width=0.125), "hog", str(tmp_path), image_size=128
         )
+
+
+# SIFT: no image signature, features computed by the client with the backend
+# the decoder was trained on (VLFeat's and OpenCV's maps differ).
+
+
+@pytest.fixture
+def libvl(monkeypatch):
+    """Sets whether `libvl` loads, as the SIFT backend resolution sees it."""
+
+    def set_available(available):
+        monkeypatch.setattr(vlfeat, "is_available", lambda: available)
+        default_backend.cache_clear()
+
+    yield set_available
+    default_backend.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def sift_exports(tmp_path_factory):
+    """Version 1: backend resolved on an exporting machine with libvl; 2: the run's opencv."""
+    base = str(tmp_path_factory.mktemp("sift_exports"))
+    decoder = decoders.sift_decoder(64, width=0.05)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(vlfeat, "is_available", lambda: True)
+        default_backend.cache_clear()
+        resolved = export.export_saved_model(decoder, "sift", base, image_size=64)
+    default_backend.cache_clear()
+    given = export.export_saved_model(
+        decoder, "sift", base, image_size=64, encoder_options={"backend": "opencv"}
+    )
+    return resolved, given
+
+
+def _photos(real_photos):
+    return np.stack([real_photos[name][:160, :160] for name in ("astronaut", "coffee")])
+
+
+def test_sift_export_records_the_training_backend(sift_exports, exported):
+    resolved, given = sift_exports
+    assert export.read_metadata(resolved)["encoder_options"] == {"backend": "vlfeat"}
+    assert export.read_metadata(given)["encoder_options"] == {"backend": "opencv"}
+    # Representations without a backend keep their options as given.
+    assert export.read_metadata(exported[1])["encoder_options"] == {}
+    with pytest.raises(ValueError, match="backend='vlfeat2'"):
+        export.export_saved_model(
+            decoders.sift_decoder(64, width=0.05), "sift", os.path.dirname(resolved),
+            image_size=64, encoder_options={"backend": "vlfeat2"},
+        )  # fmt: skip
+
+
+def test_client_uses_the_recorded_backend(sift_exports, libvl, real_photos):
+    _, given = sift_exports
+    libvl(True)  # libvl loads here, yet the export says OpenCV.
+    model = export.load_export(given)
+    assert model.encoder_options == {"backend": "opencv"}
+    photos = _photos(real_photos)
+    prepared = export._prepare_images(tf.constant(photos), 64).numpy()
+    maps = sift_batch(prepared, backend="opencv")
+    assert np.count_nonzero(maps) > 0
+    np.testing.assert_array_equal(model.features(photos), maps)
+
+
+def test_client_without_libvl_refuses_a_vlfeat_export_unless_overridden(
+    sift_exports, libvl, real_photos
+):
+    resolved, _ = sift_exports
+    libvl(False)
+    with pytest.raises(ValueError, match="libvlfeat1") as error:
+        export.load_export(resolved)
+    message = str(error.value)
+    assert "recorded at export: 'vlfeat'" in message and "SPEC.md section 1" in message
+    assert "encoder_options={'backend': 'opencv'}" in message
+    model = export.load_export(resolved, encoder_options={"backend": "opencv"})
+    assert model.encoder_options == {"backend": "opencv"}
+    photos = _photos(real_photos)
+    prepared = export._prepare_images(tf.constant(photos), 64).numpy()
+    np.testing.assert_array_equal(model.features(photos), sift_batch(prepared, backend="opencv"))
+    assert model(photos).shape == (2, 64, 64, 3)
+    with pytest.raises(ValueError, match="encoder_options"):
+        export.load_export(resolved, encoder_options={"backend": "opencv", "cell_size": 8})
+
+
+def test_old_export_without_backend_resolves_on_the_client(sift_exports, libvl, tmp_path, caplog):
+    resolved, _ = sift_exports
+    old = str(tmp_path / "1")
+    shutil.copytree(resolved, old)
+    metadata_path = os.path.join(old, "assets.extra", export.METADATA_ASSET)
+    with open(metadata_path) as file:
+        metadata = json.load(file)
+    metadata["encoder_options"] = {}
+    with open(metadata_path, "w") as file:
+        json.dump(metadata, file)
+    libvl(False)
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        model = export.load_export(str(tmp_path))
+    assert model.encoder_options == {"backend": "opencv"}
+    assert "records no SIFT backend" in caplog.text
+
+
+def test_encoder_options_are_refused_for_image_signatures(exported):
+    base, _, _ = exported
+    with pytest.raises(ValueError, match="inside the SavedModel"):
+        export.load_export(base, encoder_options={"cell_size": 8})

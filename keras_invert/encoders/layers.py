@@ -147,12 +147,22 @@ class ImagePreprocessing(layers.Layer):
         # values bit-exact and the graph free of a no-op resample; an unknown
         # size is resampled, which is also exact when it happens to match.
         if (height, width) != (self.image_size, self.image_size):
+            # The centre square in integer arithmetic. (Keras 3.15's
+            # `crop_to_aspect_ratio=True` computes the crop side as
+            # `float32(w * T) / T`; in a graph with an unknown batch size,
+            # where TensorFlow rewrites the division as a multiplication by
+            # 1/T, a 64-pixel side became 63, and a SavedModel's
+            # reconstructions differed from eager ones.)
+            shape = ops.shape(images)
+            height, width = shape[1], shape[2]
+            side = ops.minimum(height, width)
+            top, left = (height - side) // 2, (width - side) // 2
+            images = images[:, top : top + side, left : left + side, :]
             images = ops.image.resize(
                 images,
                 (self.image_size, self.image_size),
                 interpolation="bilinear",
                 antialias=True,
-                crop_to_aspect_ratio=True,
             )
         if self.scale != 1.0:
             images = images * self.scale

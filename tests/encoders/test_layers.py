@@ -48,6 +48,21 @@ def test_preprocessing_centre_crops_then_resizes():
     assert tuple(ImagePreprocessing(20)(image).shape) == (1, 20, 20, 3)
 
 
+@pytest.mark.parametrize("shape", [(2, 64, 64, 3), (2, 48, 81, 3), (2, 90, 57, 3)])
+def test_preprocessing_in_a_graph_of_unknown_sizes_equals_eager(shape):
+    # How a SavedModel signature calls it: batch (and image) sizes unknown.
+    images = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    layer = ImagePreprocessing(227, mean=(0.0, 0.0, 0.0))
+    side = min(shape[1:3])
+    top, left = (shape[1] - side) // 2, (shape[2] - side) // 2
+    square = images[:, top : top + side, left : left + side]
+    expected = tf.image.resize(square, (227, 227), method="bilinear", antialias=True).numpy()
+    np.testing.assert_allclose(layer(images), expected, atol=1e-3)
+    for spec in ([None, *shape[1:]], [None, None, None, 3]):
+        graph = tf.function(layer, input_signature=[tf.TensorSpec(spec, tf.float32)])
+        np.testing.assert_allclose(graph(tf.constant(images)), expected, atol=1e-3)
+
+
 def test_preprocessing_torchvision_convention():
     image = np.full((1, 8, 8, 3), 255, np.uint8)
     layer = ImagePreprocessing(8, mean=(0.5, 0.5, 0.5), std=(0.25, 0.5, 1.0), scale=1 / 255)

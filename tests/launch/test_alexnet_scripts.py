@@ -45,6 +45,13 @@ def test_train_export_reconstruct_conv5(tmp_path):
     assert stored["encoder_weights"] == weights and stored["autoencoder"] is False
 
     _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    # The served graph (unknown batch size, AlexNet resizing 64 -> 227 inside) is the work dir's.
+    from launch import common
+    from pipelines import load_images, sources
+
+    images = load_images(sources.resolve("samples", "test").files[:2], 64)
+    served = common.load_trained(export_dir)[0](images)
+    np.testing.assert_allclose(served, common.load_trained(work_dir)[0](images), atol=1e-4)
     grid = str(tmp_path / "grid.png")
     metrics_file = str(tmp_path / "metrics.json")
     result = _run(
@@ -56,6 +63,43 @@ def test_train_export_reconstruct_conv5(tmp_path):
         count = len(json.load(file)["images"])
     # Rows of original | reconstruction at the conv5 decoder's 192 x 192.
     assert cv2.imread(grid).shape == (24 + 192 * count, 2 * 192, 3)
+
+
+def test_train_on_cached_features_then_export_and_evaluate(tmp_path):
+    import keras
+
+    from keras_invert import export
+    from keras_invert.encoders import alexnet
+    from keras_invert.reconstructor import Reconstructor
+    from launch import common
+    from pipelines import load_images, sources
+
+    keras.utils.set_random_seed(5)
+    weights = str(tmp_path / "conv1.weights.h5")
+    alexnet("caffe", outputs=["conv1"]).save_weights(weights)
+    work_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
+    trained = _run(
+        "launch.train", f"--work_dir={work_dir}", "--representation=alexnet/conv1",
+        f"--encoder_weights={weights}", "--cache_dir=cache", "--cache_features",
+        "--crops_per_image=1", "--data=samples", "--image_size=64", "--width=0.0625",
+        "--batch_size=2", "--steps=2", "--steps_per_epoch=2", "--seed=0",
+    )  # fmt: skip
+    assert "fed cached features of the fixed encoder" in trained.stderr
+    caches = os.listdir(os.path.join(work_dir, "cache"))
+    # The training and the TensorBoard (test) caches, both of conv1 features.
+    assert len(caches) == 2 and all("features" in name for name in caches), caches
+    model = keras.saving.load_model(os.path.join(work_dir, "model.keras"))
+    assert not isinstance(model, Reconstructor) and model.input_shape[1:] == (27, 27, 96)
+
+    # The export puts the encoder with the file's weights in front of the decoder.
+    _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    images = load_images(sources.resolve("samples", "test").files[:2], 64)
+    expected = common.load_model_parts(work_dir).reconstruct(images)
+    assert expected.shape == (2, 216, 216, 3)
+    np.testing.assert_allclose(export.load_export(export_dir)(images), expected, atol=1e-4)
+    network = alexnet("caffe", weights=weights, outputs=["conv1"])
+    direct = np.clip(model.predict(network.predict(images, verbose=0)["conv1"], verbose=0), 0, 1)
+    np.testing.assert_allclose(expected, direct, atol=1e-4)
 
 
 def test_train_autoencoder_trains_the_stored_encoder_from_the_given_weights(tmp_path):

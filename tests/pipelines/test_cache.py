@@ -16,11 +16,12 @@ def _build(folder, representation, cache_dir, **overrides):
         image_size=16,
         batch_size=4,
         seed=3,
-        cache_dir=str(cache_dir),
+        cache_dir=None if cache_dir is None else str(cache_dir),
         crops_per_image=3,
         repeat=False,
     )
-    return build_dataset(f"folder:{folder}", "train", **{**options, **overrides})
+    split = overrides.pop("split", "train")
+    return build_dataset(f"folder:{folder}", split, **{**options, **overrides})
 
 
 def _examples(dataset):
@@ -113,3 +114,76 @@ def test_partly_read_dataset_keeps_the_complete_cache(small_folder, cache_dir, m
     calls = fake.encode_calls
     features, _ = _examples(_build(small_folder, fake.representation, cache_dir))
     assert features.shape == (12, 4, 4, 3) and fake.encode_calls == calls
+
+
+# Network features (cache_features): the frozen network runs once, while the cache fills.
+
+
+def _network_representation(seed=1):
+    """A registry representation with a small Keras network encoder (encode_in_model)."""
+    import keras
+
+    from keras_invert import registry
+
+    built = []
+
+    def make_encoder():
+        keras.utils.set_random_seed(seed)
+        images = keras.Input((16, 16, 3))
+        features = keras.layers.Conv2D(5, 4, strides=4, name="conv")(images)
+        built.append(keras.Model(images, features))
+        return built[-1]
+
+    representation = registry.Representation(
+        name="small_network",
+        description="a 4x4 stride-4 convolution (tests only)",
+        make_encoder=make_encoder,
+        decoder_builder=lambda size, **kwargs: None,
+        feature_shape=lambda size: (size // 4, size // 4, 5),
+        target_size=lambda size: size // 2,
+        default_image_size=16,
+        encode_in_model=True,
+    )
+    return representation, built
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_cached_network_features_are_the_network_on_the_cached_crops(
+    small_folder, cache_dir, split
+):
+    representation, built = _network_representation()
+    features, target = _examples(
+        _build(small_folder, representation, cache_dir, split=split, cache_features=True)
+    )
+    crops, crop_target = _examples(_build(small_folder, representation, cache_dir, split=split))
+    count = {"train": 12, "test": 2}[split]  # 4 photos x 3 crops; 2 centre crops.
+    assert features.shape == (count, 4, 4, 5) and crops.shape == (count, 16, 16, 3)
+    # The same crops in the same (seeded) order, encoded by the network once.
+    np.testing.assert_allclose(features, built[0](crops).numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(target, crop_target)
+    assert len(_folders(cache_dir)) == 2 and any("features" in f for f in _folders(cache_dir))
+
+
+def test_network_feature_cache_is_keyed_by_the_weights(small_folder, cache_dir, caplog):
+    first, _ = _network_representation(seed=1)
+    features = _examples(_build(small_folder, first, cache_dir, cache_features=True))[0]
+    with caplog.at_level(logging.INFO, logger="absl"):
+        again = _examples(_build(small_folder, first, cache_dir, cache_features=True))[0]
+    assert any("Reusing the feature cache" in record.getMessage() for record in caplog.records)
+    np.testing.assert_allclose(np.sort(again.ravel()), np.sort(features.ravel()))
+
+    other, _ = _network_representation(seed=2)  # The same network, other weights.
+    changed = _examples(_build(small_folder, other, cache_dir, cache_features=True))[0]
+    assert len(_folders(cache_dir)) == 2
+    assert not np.allclose(np.sort(changed.ravel()), np.sort(features.ravel()))
+
+
+def test_cache_features_needs_a_network_and_a_cache_dir(small_folder, cache_dir, make_fake):
+    with pytest.raises(ValueError, match="network encoders.*fake_numpy"):
+        _build(small_folder, make_fake().representation, cache_dir, cache_features=True)
+    representation, _ = _network_representation()
+    with pytest.raises(ValueError, match="needs a cache_dir"):
+        _build(small_folder, representation, None, cache_features=True)
+    with pytest.raises(ValueError, match="Expected a bool"):
+        _build(small_folder, representation, cache_dir, cache_features="yes")
+    assert _folders(cache_dir) == []

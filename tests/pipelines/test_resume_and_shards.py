@@ -130,12 +130,12 @@ def test_sift_backend_is_part_of_the_cache_key(monkeypatch):
     source = builder.sources.resolve("samples", "train")
 
     def key(encoder_options):
-        options = builder._resolved_encoder_options(representation, encoder_options)
+        options = registry.resolved_encoder_options(representation, encoder_options)
         return builder._cache_key(representation, options, 32, source, True, 2, 0.5, 0)
 
-    monkeypatch.setattr(builder, "default_sift_backend", lambda: "vlfeat")
+    monkeypatch.setattr(registry, "default_sift_backend", lambda: "vlfeat")
     on_vlfeat = key({})
-    monkeypatch.setattr(builder, "default_sift_backend", lambda: "opencv")
+    monkeypatch.setattr(registry, "default_sift_backend", lambda: "opencv")
     on_opencv = key({})
     assert on_vlfeat != on_opencv
     assert on_opencv == key({"backend": "opencv"}) and on_vlfeat == key({"backend": "vlfeat"})
@@ -153,7 +153,7 @@ def test_cache_built_with_one_backend_is_not_read_with_another(
     representation = dataclasses.replace(fake_numpy.representation, make_encoder=make_encoder)
     cache_dir = tmp_path / "cache"
     for backend in ("vlfeat", "opencv"):
-        monkeypatch.setattr(builder, "default_sift_backend", lambda backend=backend: backend)
+        monkeypatch.setattr(registry, "default_sift_backend", lambda backend=backend: backend)
         build_dataset(
             f"folder:{small_folder}", "train", representation=representation, image_size=16,
             batch_size=4, seed=0, cache_dir=str(cache_dir), crops_per_image=1,
