@@ -1,6 +1,7 @@
 """AlexNet decoders: parameter counts of all eight, and training throughput.
 
     python -m benchmarks.bench_alexnet_decoders [--layers=conv5,fc8] [--batch_size=8] [--steps=3]
+        [--modes=fixed,decoder_only,cached]
 
 Prints (1) the parameter count and output size of the decoder of every AlexNet
 layer at `--width` (1.0 = the paper's networks, Tables 5 and 6 and SPEC.md
@@ -13,7 +14,12 @@ after a warm-up step:
   of every step);
 - `decoder only`: the decoder on features computed beforehand (what a feature
   cache would give), for comparison;
-- `autoencoder` (with `--modes=...,autoencoder`): the encoder trained jointly.
+- `autoencoder` (with `--modes=...,autoencoder`): the encoder trained jointly;
+- `cached` (with `--modes=...,cached`): `launch.train --cache_features`, the
+  decoder fed by `pipelines.build_dataset(cache_features=True)` from the
+  bundled photos (`--crops_per_image` crops each); also prints how fast the
+  cache was built (network features per second, crops read and decoded
+  included).
 
 Weights are random (speed does not depend on them). Throughput is the
 machine's; the CPU figures in BUILD.md came from 2 shared cores.
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import gc
 import os
+import tempfile
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -31,19 +38,50 @@ from absl import app, flags, logging  # noqa: E402
 
 flags.DEFINE_list("layers", ["conv5", "fc8"], "Layers whose training is timed.")
 flags.DEFINE_list(
-    "modes", ["fixed", "decoder_only"], "Timed set-ups: fixed, decoder_only, autoencoder."
+    "modes", ["fixed", "decoder_only"], "Timed set-ups: fixed, decoder_only, autoencoder, cached."
 )
 flags.DEFINE_float("width", 1.0, "Decoder width multiplier (1.0 = the paper's).")
 flags.DEFINE_integer("batch_size", 8, "Batch size.")
 flags.DEFINE_integer("steps", 3, "Timed training steps per measurement.")
 flags.DEFINE_string("variant", "caffe", "AlexNet variant: caffe or torchvision.")
+flags.DEFINE_integer("crops_per_image", 2, "cached: crops per bundled photo in the cache.")
 FLAGS = flags.FLAGS
 
 _MODE_NAMES = {
     "fixed": "fixed encoder in model",
     "decoder_only": "decoder only (features given)",
     "autoencoder": "autoencoder (encoder trained)",
+    "cached": "decoder on the feature cache (--cache_features)",
 }
+
+
+def _cached_rate(name, run_fields, work_dir) -> tuple[float, float]:
+    """`(cache build images/s, training images/s)` of `--cache_features` on the bundled photos."""
+    import pipelines
+    from keras_invert import config as config_lib
+    from keras_invert import training
+    from keras_invert.encoders import alexnet
+
+    weights = os.path.join(work_dir, "random.weights.h5")
+    if not os.path.exists(weights):
+        alexnet(FLAGS.variant).save_weights(weights)  # Random: speed does not depend on them.
+    run = config_lib.TrainConfig(
+        **run_fields, cache_dir=os.path.join(work_dir, "cache"), cache_features=True,
+        encoder_weights=weights,
+    )  # fmt: skip
+    start = time.perf_counter()
+    dataset = pipelines.build_dataset(
+        "samples", "train", representation=name, batch_size=FLAGS.batch_size, seed=0,
+        cache_dir=run.cache_dir, crops_per_image=FLAGS.crops_per_image, cache_features=True,
+        encoder_options=config_lib.encoder_options(run),
+    )  # fmt: skip
+    built = time.perf_counter() - start
+    count = len(pipelines.list_source_files("samples", "train")) * FLAGS.crops_per_image
+    model = training.build_model(run)
+    model.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)  # warm-up
+    start = time.perf_counter()
+    model.fit(dataset, steps_per_epoch=FLAGS.steps, epochs=1, verbose=0, shuffle=False)
+    return count / built, FLAGS.steps * FLAGS.batch_size / (time.perf_counter() - start)
 
 
 def _images_per_second(model, inputs, targets) -> float:
@@ -94,6 +132,15 @@ def main(argv):
         images = tf.constant(rng.uniform(0, 255, (FLAGS.batch_size, size, size, 3)), tf.float32)
         targets = tf.constant(rng.uniform(0, 1, (FLAGS.batch_size, target, target, 3)), tf.float32)
         for mode in FLAGS.modes:
+            if mode == "cached":
+                fields = dict(representation=name, width=FLAGS.width,
+                              batch_size=FLAGS.batch_size, learning_rate=1e-4)  # fmt: skip
+                with tempfile.TemporaryDirectory() as work_dir:
+                    build_rate, rate = _cached_rate(name, fields, work_dir)
+                rows.append((layer, "feature cache build (photos -> features)", build_rate))
+                rows.append((layer, _MODE_NAMES[mode], rate))
+                gc.collect()
+                continue
             run = config_lib.TrainConfig(
                 representation=name,
                 width=FLAGS.width,

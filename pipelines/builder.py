@@ -144,6 +144,9 @@ AUTOTUNE = tf.data.AUTOTUNE
 _CACHE_FORMAT_VERSION = 1
 _CACHE_IN_MEMORY_BYTES = 1 << 30  # Caches up to ~1 GiB are held in memory and permuted.
 _SHUFFLE_BUFFER_BYTES = 1 << 30  # A larger cache is shuffled through a buffer of ~1 GiB.
+# Crops per network call while a network feature cache fills: a network runs
+# faster on larger batches (AlexNet conv5 on 2 CPU cores: 68 images/s at 64, 41 at 8).
+_NETWORK_BATCH = 64
 _END = 1 << 62  # The end of the positions of a repeated stream ("forever").
 # Salts that keep the key streams of different uses apart.
 _FILE_ORDER, _EXAMPLE, _CACHED_CROP, _CACHED_ORDER = 1, 2, 3, 4
@@ -342,7 +345,7 @@ def build_dataset(
             dataset = crops(records, copies)
             # 7. Batch (for the encoder only); 8. features; back to single examples.
             if network is not None:
-                dataset = network.features_of(dataset.batch(batch_size))
+                dataset = network.features_of(dataset.batch(max(batch_size, _NETWORK_BATCH)))
             else:
                 dataset = features_of_batches(dataset.batch(batch_size))
             return dataset.unbatch().map(
@@ -658,7 +661,8 @@ class _NetworkFeatures:
         target_spec = batches.element_spec["target"]
 
         def generate():
-            for batch in batches:
+            # Prefetch: the next crops are read and decoded while the network runs.
+            for batch in batches.prefetch(2):
                 features = tf.cast(self._encode(batch["image"]), tf.float32)
                 if tuple(features.shape[1:]) != self.feature_shape:
                     raise ValueError(
