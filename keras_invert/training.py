@@ -509,9 +509,7 @@ def train(
         else:
             # XLA is how the step runs, not what it computes: a resumed run may switch it.
             model.jit_compile = config.jit_compile
-            logging.info(
-                "Resumed %s %s.", config.representation, _describe(model, cached_network)
-            )
+            logging.info("Resumed %s %s.", config.representation, _describe(model, cached_network))
     step = optimizer_step(model)
     if not distribute.same_on_all_workers(strategy, step):
         raise ValueError(

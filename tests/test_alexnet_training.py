@@ -169,9 +169,7 @@ def test_cache_features_config_is_checked(weights_file):
     with pytest.raises(ValueError, match="needs encoder_weights for alexnet/conv5"):
         training.check_config(_config(cache_features=True, cache_dir="cache"))
     with pytest.raises(ValueError, match="network encoders"):
-        training.check_config(
-            _config(representation="hog", cache_features=True, cache_dir="cache")
-        )
+        training.check_config(_config(representation="hog", cache_features=True, cache_dir="cache"))
     run = _config(cache_features=True, cache_dir="cache", encoder_weights=weights_file[0])
     model = training.build_model(run)
     assert not isinstance(model, Reconstructor) and model.input_shape[1:] == (6, 6, 256)
