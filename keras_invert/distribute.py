@@ -89,12 +89,21 @@ class InputShard:
     shard_index: int = 0
 
 
+# One MirroredStrategy per device set and process: a second instance restarts
+# the collective instance keys, and its first all-reduce then meets the first
+# instance's collectives ("Shape mismatch in the collective instance"), e.g.
+# when a program trains two models with strategy="mirrored", one after the other.
+_MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
+
+
 def make_strategy(name: str, *, collective_timeout: float = COLLECTIVE_TIMEOUT_SECONDS):
     """The `tf.distribute.Strategy` named `name` (one of `STRATEGIES`).
 
     Create it at program start, before any TensorFlow op runs: the
     multi-worker strategy configures this process's collective ops and
-    starts its server.
+    starts its server. "mirrored" gives the same strategy object on every
+    call in a process (for its devices), so one program may train several
+    models with it.
 
     Args:
         name: "default", "mirrored", "multi_worker" or "tpu".
@@ -114,9 +123,11 @@ def make_strategy(name: str, *, collective_timeout: float = COLLECTIVE_TIMEOUT_S
         return tf.distribute.get_strategy()
     if name == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        strategy = tf.distribute.MirroredStrategy([device.name for device in devices])
-        logging.info("MirroredStrategy over %s.", [device.name for device in devices])
-        return strategy
+        names = tuple(device.name for device in devices)
+        if names not in _MIRRORED:
+            _MIRRORED[names] = tf.distribute.MirroredStrategy(list(names))
+            logging.info("MirroredStrategy over %s.", list(names))
+        return _MIRRORED[names]
     if name == "multi_worker":
         read_tf_config()
         strategy = _MultiWorkerMirroredStrategy(

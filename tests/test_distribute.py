@@ -232,6 +232,13 @@ for name in runs:
         replicas=strategy.num_replicas_in_sync, losses=record.steps(),
         weights=[w.tolist() for w in model.get_weights()],
     )
+if mode == "compare":
+    # Another model, another strategy request in the same process (as a second
+    # `training.train(strategy=None)` call makes): its collectives have other shapes.
+    other = config_lib.replace(run, width=0.1, steps=3)
+    model = training.train(other, dataset_function, f"{work}/other",
+                           strategy=distribute.make_strategy("mirrored"), verbose=0)
+    result["second_model_steps"] = training.optimizer_step(model)
 if mode == "resume":
     # Interrupted after its first epoch, then resumed: restored inside the scope.
     strategy = distribute.make_strategy("mirrored")
@@ -275,6 +282,7 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
     print(f"mirrored vs single device: max relative loss difference {difference.max():.2e}")
     for a, b in zip(mirrored["weights"], single["weights"], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert result["second_model_steps"] == 3
 
 
 @pytest.mark.slow
