@@ -32,6 +32,7 @@ import atexit
 import dataclasses
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -249,6 +250,7 @@ def main(argv):
         )
         sample_batch = next(iter(test.take(1)), None)
         sample_batch = None if sample_batch is None else tuple(t.numpy() for t in sample_batch)
+    _PEER_ERRORS = _peer_errors()  # noqa: N806 (an exception tuple)
     try:
         training.train(
             run, dataset_from, FLAGS.work_dir, strategy=strategy, sample_batch=sample_batch
@@ -256,7 +258,27 @@ def main(argv):
     except training.DivergenceError as error:
         print(f"\nERROR: {error}", file=sys.stderr)
         sys.exit(2)
+    except _PEER_ERRORS as error:
+        if distribute.num_workers(strategy) < 2:
+            raise
+        # A peer died or hung: the collective op failed (or timed out) here.
+        logging.debug("The failed collective:", exc_info=True)
+        reason = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error).strip().splitlines()[0])[:300]
+        print(
+            f"\nERROR: another worker of this multi-worker run stopped or became "
+            f"unreachable ({type(error).__name__}: {reason}). The checkpoints in "
+            f"{FLAGS.work_dir} are kept: start every worker again with the same command "
+            "to resume from the last one.",
+            file=sys.stderr,
+        )
+        sys.exit(3)
     logging.info("Done: %s", dataclasses.asdict(run)["representation"])
+
+
+def _peer_errors() -> tuple[type, ...]:
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
 if __name__ == "__main__":
