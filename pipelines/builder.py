@@ -85,8 +85,8 @@ Two paths, selected by `cache_dir`, with this fixed step order:
 Network features (`cache_features=True`, with `cache_dir`, for a network
 encoder): step 8 of the cached path runs the frozen network (built once from
 `encoder_options`, its `weights` included) on whole crop batches outside
-tf.data, as a compiled function on the default device (the accelerator when
-there is one), and the cache stores its features. A fixed encoder's features
+tf.data, as a compiled function on the first GPU (else the CPU), and the
+cache stores its features. A fixed encoder's features
 never change, so repeated experiments (and every epoch) then train the
 decoder alone, and the cache is smaller than the crops for every AlexNet
 layer (conv1 27x27x96 floats = 0.37x a 227x227x3 float crop; fc8 0.007x).
@@ -638,17 +638,22 @@ def _cache_key(
 class _NetworkFeatures:
     """A frozen network encoder run over crop batches while a cache is built.
 
-    The network is built once, from `encoder_options`; `digest` is the
-    SHA-256 of its weights (the cache key's). `features_of` maps a dataset
-    of `{"image", "target"}` batches to `{"features", "target"}` batches: the
+    The network is built once, from `encoder_options`, on `_network_device()`
+    (the first GPU, else the CPU; named explicitly, since tf.distribute calls
+    dataset functions inside a CPU device scope); `digest` is the SHA-256 of
+    its weights (the cache key's). `features_of` maps a dataset of
+    `{"image", "target"}` batches to `{"features", "target"}` batches: the
     crop batches are read in Python and the network runs on them as a
-    compiled function on the default device (the accelerator when there is
-    one), not in a CPU `tf.data` map; this runs once, while the cache fills.
+    compiled function on that device, not in a CPU `tf.data` map; this runs
+    once, while the cache fills.
     """
 
     def __init__(self, representation, encoder_options: dict, feature_shape: tuple):
         self.name = representation.name
-        self.network = representation.make_encoder(**encoder_options)
+        # Explicitly: tf.distribute calls dataset functions inside a CPU device scope.
+        self.device = _network_device()
+        with tf.device(self.device):
+            self.network = representation.make_encoder(**encoder_options)
         self.feature_shape = tuple(feature_shape)
         digest = hashlib.sha256()
         for weight in self.network.weights:
@@ -663,7 +668,8 @@ class _NetworkFeatures:
         def generate():
             # Prefetch: the next crops are read and decoded while the network runs.
             for batch in batches.prefetch(2):
-                features = tf.cast(self._encode(batch["image"]), tf.float32)
+                with tf.device(self.device):
+                    features = tf.cast(self._encode(batch["image"]), tf.float32)
                 if tuple(features.shape[1:]) != self.feature_shape:
                     raise ValueError(
                         f"The {self.name} network gave features {tuple(features.shape[1:])}; "
@@ -678,6 +684,12 @@ class _NetworkFeatures:
                 "target": target_spec,
             },
         )
+
+
+def _network_device() -> str:
+    """Where a network encoder runs while its feature cache fills: the first GPU, else the CPU."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus else "/device:CPU:0"
 
 
 def _check_cache_features(cache_features, representation, cache_dir) -> None:

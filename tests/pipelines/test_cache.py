@@ -187,3 +187,18 @@ def test_cache_features_needs_a_network_and_a_cache_dir(small_folder, cache_dir,
     with pytest.raises(ValueError, match="Expected a bool"):
         _build(small_folder, representation, cache_dir, cache_features="yes")
     assert _folders(cache_dir) == []
+
+
+def test_network_features_run_on_the_first_gpu_else_the_cpu(monkeypatch):
+    from pipelines import builder
+
+    class Device:
+        def __init__(self, name):
+            self.name = name
+
+    for gpus, expected in (([], "/device:CPU:0"), (["GPU:0", "GPU:1"], "/device:GPU:0")):
+        devices = [Device(f"/device:{name}") for name in gpus]
+        monkeypatch.setattr(
+            tf.config, "list_logical_devices", lambda kind, d=devices: d if kind == "GPU" else []
+        )
+        assert builder._network_device() == expected
