@@ -75,6 +75,11 @@ class TrainConfig:
             or "deepsim" (None: `DEFAULT_LOSS_WEIGHTS[loss]`).
         comparator: registry name of the frozen network whose features the
             feature loss compares (None: `DEFAULT_COMPARATOR`).
+        comparator_weights: weights file of the comparator network, passed
+            to its encoder as `weights` (AlexNet: `.weights.h5`,
+            `.caffemodel` or `.pth`; EfficientNet-Lite0 and `keras:` models
+            bring their own). None: the comparator's default weights (random
+            for AlexNet, logged loudly).
         discriminator_learning_rate: Adam step size of the "deepsim"
             discriminator (None: `learning_rate`), lowered on the same schedule.
         strategy: how training is distributed (`keras_invert.distribute`):
@@ -119,6 +124,7 @@ class TrainConfig:
     loss: str = "pixel"
     loss_weights: tuple[float, float, float] | None = None
     comparator: str | None = None
+    comparator_weights: str | None = None
     discriminator_learning_rate: float | None = None
     strategy: str = "default"
     precision: str = "float32"
@@ -219,7 +225,12 @@ def _check_loss(config: TrainConfig) -> None:
     if config.loss == "pixel":
         extra = {
             name: getattr(config, name)
-            for name in ("loss_weights", "comparator", "discriminator_learning_rate")
+            for name in (
+                "loss_weights",
+                "comparator",
+                "comparator_weights",
+                "discriminator_learning_rate",
+            )
             if getattr(config, name) is not None
         }
         if extra:

@@ -177,9 +177,10 @@ def _perceptual_model(config: TrainConfig, generator: keras.Model) -> keras.Mode
     comparator = losses.comparator_representation(
         config.comparator or config_lib.DEFAULT_COMPARATOR
     )
+    options = {} if config.comparator_weights is None else {"weights": config.comparator_weights}
     model = losses.build_perceptual_model(
         generator,
-        comparator.make_encoder(),
+        comparator.make_encoder(**options),
         config_lib.loss_weights(config),
         width=config.width,
         negative_slope=config.negative_slope,

@@ -98,6 +98,12 @@ flags.DEFINE_list(
 flags.DEFINE_string(
     "comparator", None, "Network whose features the feature loss compares, e.g. alexnet/conv5."
 )
+flags.DEFINE_string(
+    "comparator_weights",
+    None,
+    "Weights file of the --comparator network (AlexNet: .weights.h5, .caffemodel, .pth; "
+    "without: random AlexNet weights).",
+)
 flags.DEFINE_float("discriminator_learning_rate", None, "Adam rate of the deepsim discriminator.")
 
 flags.DEFINE_enum(
@@ -123,7 +129,7 @@ _FIELDS = (
     "min_crop_scale", "seed", "cache_dir", "crops_per_image", "cache_features",
     "divergence_factor",
     "encoder_weights", "autoencoder", "max_minutes", "color_jitter",
-    "loss", "loss_weights", "comparator", "discriminator_learning_rate",
+    "loss", "loss_weights", "comparator", "comparator_weights", "discriminator_learning_rate",
     "strategy", "precision", "jit_compile", "data_service",
 )  # fmt: skip
 
@@ -133,11 +139,12 @@ def resolve_config(work_dir: str):
     from keras_invert import config as config_lib
 
     overrides = {name: FLAGS[name].value for name in _FIELDS if FLAGS[name].present}
-    if overrides.get("encoder_weights"):
-        # Absolute, so that the stored config still names the file from another directory.
-        overrides["encoder_weights"] = os.path.abspath(overrides["encoder_weights"])
-        if not os.path.isfile(overrides["encoder_weights"]):
-            raise app.UsageError(f"--encoder_weights: no such file {overrides['encoder_weights']}")
+    for name in ("encoder_weights", "comparator_weights"):
+        if overrides.get(name):
+            # Absolute, so that the stored config still names the file from another directory.
+            overrides[name] = os.path.abspath(overrides[name])
+            if not os.path.isfile(overrides[name]):
+                raise app.UsageError(f"--{name}: no such file {overrides[name]}")
     if overrides.get("representation"):
         try:
             name = overrides["representation"]

@@ -208,6 +208,7 @@ def test_config_fields_are_validated():
         dict(loss="gan"),
         dict(loss="pixel", loss_weights=(1.0, 1.0, 0.0)),
         dict(loss="pixel", comparator="alexnet/conv5"),
+        dict(loss="pixel", comparator_weights="caffenet.weights.h5"),
         dict(loss="perceptual", loss_weights=(1.0, 1.0, 0.1)),
         dict(loss="perceptual", discriminator_learning_rate=1e-4),
         dict(loss="deepsim", loss_weights=(1.0, 1.0, 0.0)),
@@ -247,6 +248,29 @@ def test_build_model_wires_the_configured_loss():
     assert perceptual.loss_weights == config_lib.DEFAULT_LOSS_WEIGHTS["perceptual"]
     with pytest.raises(ValueError, match="network representation"):
         training.build_model(config_lib.replace(run, comparator="hog"))
+
+
+def test_comparator_weights_come_from_the_given_file_and_survive_a_checkpoint(tmp_path):
+    import keras
+
+    from keras_invert.encoders import alexnet
+
+    keras.utils.set_random_seed(11)
+    path = str(tmp_path / "conv1.weights.h5")
+    network = alexnet("caffe", outputs=["conv1"])
+    network.save_weights(path)
+    kernel = network.get_layer("conv1").kernel.numpy()
+    run = config_lib.TrainConfig(
+        representation="hog", image_size=64, width=0.05, loss="perceptual",
+        comparator="alexnet/conv1", comparator_weights=path,
+    )  # fmt: skip
+    model = training.build_model(run)
+    np.testing.assert_array_equal(model.comparator.layer.get_layer("conv1").kernel, kernel)
+    model.save(str(tmp_path / "model.keras"))
+    restored = keras.saving.load_model(str(tmp_path / "model.keras"))
+    np.testing.assert_array_equal(restored.comparator.layer.get_layer("conv1").kernel, kernel)
+    random = training.build_model(config_lib.replace(run, comparator_weights=None))
+    assert not np.array_equal(random.comparator.layer.get_layer("conv1").kernel, kernel)
 
 
 def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
