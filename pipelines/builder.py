@@ -656,8 +656,10 @@ class _NetworkFeatures:
             self.network = representation.make_encoder(**encoder_options)
         self.feature_shape = tuple(feature_shape)
         digest = hashlib.sha256()
+        # Shapes and values in order, not names: auto-generated layer names
+        # depend on what else the process built.
         for weight in self.network.weights:
-            digest.update(weight.path.encode("utf-8"))
+            digest.update(repr(tuple(weight.shape)).encode("utf-8"))
             digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
         self.digest = digest.hexdigest()
         self._encode = tf.function(lambda images: self.network(images, training=False))
