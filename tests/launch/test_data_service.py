@@ -1,6 +1,7 @@
 """launch.data_service: a dispatcher and a worker on loopback serve build_dataset's batches."""
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -101,3 +102,160 @@ def test_script_servers_serve_the_seeded_stream():
         for process in processes:
             process.kill()
             process.wait(timeout=30)
+
+
+# Two replicas need two logical CPU devices, configured before TensorFlow
+# starts: the run (and the in-process servers) live in a subprocess.
+_MIRRORED_SCRIPT = """
+import dataclasses, json, os, sys
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+import keras, numpy as np
+import pipelines
+from keras_invert import config as config_lib, distribute, registry, training
+from launch import data_service
+
+run = config_lib.TrainConfig(
+    representation="hog", image_size=64, width=0.05, batch_size=4, steps=4,
+    steps_per_epoch=2, learning_rate=1e-3, summary_images=0, seed=0,
+    strategy="mirrored",
+)
+dispatcher = data_service.start_dispatcher()
+run = config_lib.replace(run, data_service=dispatcher.target)
+worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+shards, received = [], []
+
+
+def note(target):
+    received.append(target.numpy())
+    return target
+
+
+def dataset_function(shard):
+    # As launch/train.py's dataset_from; the map after it notes the targets
+    # the trainer's input received (trainer side of the service).
+    shards.append(dataclasses.asdict(shard))
+    served = pipelines.build_dataset(
+        run.data, run.train_split, representation=run.representation,
+        image_size=run.image_size, batch_size=shard.batch_size, training=True,
+        seed=run.seed, min_crop_scale=run.min_crop_scale, color_jitter=run.color_jitter,
+        start_step=shard.start_step, num_shards=shard.num_shards,
+        shard_index=shard.shard_index, data_service=run.data_service,
+    )
+
+    def tap(features, target):
+        noted = tf.py_function(note, [target], tf.float32)
+        noted.set_shape(target.shape)
+        return features, noted
+
+    return served.map(tap)
+
+
+class Stop(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+class Losses(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.values = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.values.append(float(logs["loss"]))
+
+
+# The seeded stream's first 16 crops, made locally (HOG without XLA: same crops).
+plain_hog = dataclasses.replace(registry.get("hog"), jit_compile=False)
+local = pipelines.build_dataset(
+    run.data, run.train_split, representation=plain_hog, image_size=run.image_size,
+    batch_size=4, training=True, seed=run.seed, min_crop_scale=run.min_crop_scale,
+)
+local = np.concatenate([target.numpy() for _, target in local.take(4)])
+
+
+def positions():
+    # Each received crop's position in the seeded stream (-1: beyond the first 16).
+    crops = np.concatenate(received) if received else np.zeros((0,) + local.shape[1:])
+    distance = np.abs(crops[:, None] - local[None]).max(axis=(2, 3, 4))
+    return [int(d.argmin()) if d.min() == 0.0 else -1 for d in distance]
+
+
+work, mode = sys.argv[1:]
+strategy = distribute.make_strategy(run.strategy)
+result = dict(replicas=strategy.num_replicas_in_sync)
+if mode == "resume":
+    # Interrupted after its first epoch (2 steps); the run below resumes it.
+    try:
+        training.train(run, dataset_function, work, strategy=strategy, callbacks=[Stop()],
+                       verbose=0)
+    except KeyboardInterrupt:
+        pass
+    result["interrupted"] = dict(
+        positions=positions(), shards=list(shards),
+        checkpoints=sorted(os.listdir(os.path.join(work, "checkpoints"))),
+    )
+    received.clear(); shards.clear()
+tasks_before = worker._num_tasks()
+record = Losses()
+model = training.train(run, dataset_function, work, strategy=strategy, callbacks=[record],
+                       verbose=0)
+result.update(
+    positions=positions(), shards=list(shards), losses=record.values,
+    tasks=worker._num_tasks() - tasks_before, steps=training.optimizer_step(model),
+    checkpoints=sorted(os.listdir(os.path.join(work, "checkpoints"))),
+    final=os.path.isfile(os.path.join(work, "model.keras")),
+    variable=type(model.trainable_variables[0].value).__name__,
+)
+worker._stop()
+dispatcher._stop()
+print("RESULT " + json.dumps(result))
+"""
+
+
+def _run_mirrored_script(tmp_path, mode):
+    script = tmp_path / "service_mirrored.py"
+    script.write_text(_MIRRORED_SCRIPT)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    completed = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "run"), mode],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
+    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
+    return json.loads(lines[0][len("RESULT ") :])
+
+
+def test_mirrored_training_reads_the_service(tmp_path):
+    result = _run_mirrored_script(tmp_path, "train")
+    assert result["replicas"] == 2
+    # One pipeline feeds both replicas: batches of 2, two per optimiser step.
+    assert result["shards"] == [dict(batch_size=2, start_step=0, num_shards=1, shard_index=0)]
+    # The service's worker made the batches: fit's input started jobs on it
+    # (two: under a strategy, Keras peeks at a batch through an iterator of its own).
+    assert result["tasks"] >= 1
+    # The trainer received the seeded stream's crops: the 4 steps' 16 elements.
+    assert set(range(16)) <= set(result["positions"])
+    assert result["steps"] == 4 and result["final"]
+    assert result["checkpoints"] == ["ckpt-000000002.keras", "ckpt-000000004.keras"]
+    assert result["variable"] == "MirroredVariable"
+    assert len(result["losses"]) == 4 and np.isfinite(result["losses"]).all()
+
+
+@pytest.mark.slow  # Two runs: about 35 s on 2 cores. Fast variant: the test above.
+def test_mirrored_training_resumes_on_the_service(tmp_path):
+    result = _run_mirrored_script(tmp_path, "resume")
+    interrupted = result["interrupted"]
+    assert interrupted["checkpoints"] == ["ckpt-000000002.keras"]
+    assert set(range(8)) <= set(interrupted["positions"])
+    # Resumed at step 2, the pipeline of two replicas starts at its batch 4
+    # (element 8): the service's job starts there, and nothing earlier is served.
+    assert result["shards"] == [dict(batch_size=2, start_step=4, num_shards=1, shard_index=0)]
+    assert set(range(8, 16)) <= set(result["positions"])
+    assert not set(range(8)) & set(result["positions"])
+    assert result["steps"] == 4 and result["final"] and result["tasks"] >= 1
+    assert len(result["losses"]) == 2 and np.isfinite(result["losses"]).all()
