@@ -252,6 +252,7 @@ def main(argv):
             run.test_split,
             batch_size=run.summary_images,
             training=False,
+            seed=run.seed,  # Centre crops either way; a seed only saves a "drew seed" log line.
             **cached,
             **options,
         )
