@@ -342,6 +342,13 @@ def test_autoencoder_vs_fixed_checks_the_pair(conv1_work_dirs):
     hog = (config.TrainConfig(representation="hog"), TinyModel().decoder)
     with pytest.raises(ValueError, match="network encoder"):
         experiments.check_autoencoder_pair(hog, hog)
+    # A fixed run trained on cached features saves its bare decoder (the
+    # registry's fixed encoder): a valid fixed side, never an autoencoder.
+    cached = config.replace(fixed[0], cache_dir="cache", cache_features=True)
+    experiments.check_autoencoder_pair((cached, fixed[1].decoder), autoencoder)
+    bare = (fixed[0], fixed[1].decoder)
+    with pytest.raises(ValueError, match="encoder trainable=None"):
+        experiments.check_autoencoder_pair(bare, autoencoder)
 
 
 def _autoencoder_vs_fixed(work_dirs, out, *arguments):
