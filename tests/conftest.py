@@ -27,3 +27,52 @@ def real_photos():
         "chelsea": skimage.data.chelsea(),
         "rocket": skimage.data.rocket(),
     }
+
+
+class ResultScript:
+    """A Python script run in a subprocess, answering with a `RESULT <json>` line.
+
+    Multi-device tests need a fresh process: TensorFlow splits the CPU into
+    logical devices only before it initialises. The script starts at once
+    (several can run side by side); `result()` waits for its answer.
+    """
+
+    _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def __init__(self, path, *arguments, timeout=600):
+        import subprocess
+        import sys
+
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        env.pop("TF_CONFIG", None)
+        self.timeout = timeout
+        self.process = subprocess.Popen(
+            [sys.executable, str(path), *map(str, arguments)],
+            cwd=self._REPO, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+
+    def result(self):
+        import json
+
+        stdout, stderr = self.process.communicate(timeout=self.timeout)
+        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
+        assert self.process.returncode == 0 and lines, stderr[-3000:]
+        return json.loads(lines[0][len("RESULT ") :])
+
+
+@pytest.fixture(scope="session")
+def result_script():
+    """`(script_text, folder, *arguments, timeout=600) -> ResultScript`, started.
+
+    The (dedented) text is written to `folder/<name>.py`, `name="script"` unless given.
+    """
+    import textwrap
+
+    def start(text, folder, *arguments, name="script", timeout=600):
+        path = os.path.join(str(folder), f"{name}.py")
+        with open(path, "w") as file:
+            file.write(textwrap.dedent(text))
+        return ResultScript(path, *arguments, timeout=timeout)
+
+    return start

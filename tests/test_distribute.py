@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
@@ -257,22 +254,12 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def _run_mirrored_script(tmp_path, mode):
-    script = tmp_path / "mirrored.py"
-    script.write_text(textwrap.dedent(_MIRRORED_SCRIPT))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    completed = subprocess.run(
-        [sys.executable, str(script), str(tmp_path), mode],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
+def _run_mirrored_script(result_script, tmp_path, mode):
+    return result_script(_MIRRORED_SCRIPT, tmp_path, tmp_path, mode, name="mirrored").result()
 
 
-def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
-    result = _run_mirrored_script(tmp_path, "compare")
+def test_mirrored_on_two_cpus_matches_one_device(result_script, tmp_path):
+    result = _run_mirrored_script(result_script, tmp_path, "compare")
     single, mirrored = result["default"], result["mirrored"]
     assert (single["replicas"], mirrored["replicas"]) == (1, 2)
     assert len(single["losses"]) == 6
@@ -286,9 +273,9 @@ def test_mirrored_on_two_cpus_matches_one_device(tmp_path):
 
 
 @pytest.mark.slow
-def test_mirrored_run_resumes_inside_the_scope_on_the_same_stream(tmp_path):
+def test_mirrored_run_resumes_inside_the_scope_on_the_same_stream(result_script, tmp_path):
     # The fast variant: test_training's interrupted run resumes on the same stream.
-    result = _run_mirrored_script(tmp_path, "resume")
+    result = _run_mirrored_script(result_script, tmp_path, "resume")
     assert result["resumed"]["variable"] == "MirroredVariable"
     assert result["resumed"]["strategy"] == "MirroredStrategy"
     # The pipeline of two replicas restarts at batch 2 * step of its stream.

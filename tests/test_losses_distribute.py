@@ -5,11 +5,7 @@ initialises, so the runs happen in subprocesses (as in test_distribute), one
 on the default strategy and one mirrored, whose results the tests below share.
 """
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
@@ -124,32 +120,18 @@ print("RESULT " + json.dumps(result))
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, result_script):
     """Perceptual and DeepSiM runs on one device and mirrored, the mirrored DeepSiM resumed."""
     work = tmp_path_factory.mktemp("losses_distribute")
-    script = work / "runs.py"
-    script.write_text(textwrap.dedent(_SCRIPT))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
     # The two processes run side by side: tracing the train steps, most of
     # their time, takes one core each.
-    processes = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(work), name],
-            cwd=REPO,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for name in ("default", "mirrored")
+    scripts = [
+        result_script(_SCRIPT, work, work, mode, name=f"runs_{mode}")
+        for mode in ("default", "mirrored")
     ]
     result = {}
-    for process in processes:
-        stdout, stderr = process.communicate(timeout=600)
-        lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
-        assert process.returncode == 0 and lines, stderr[-3000:]
-        result.update(json.loads(lines[0][len("RESULT ") :]))
+    for script in scripts:
+        result.update(script.result())
     return result
 
 

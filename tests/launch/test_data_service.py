@@ -1,7 +1,6 @@
 """launch.data_service: a dispatcher and a worker on loopback serve build_dataset's batches."""
 
 import dataclasses
-import json
 import os
 import socket
 import subprocess
@@ -216,22 +215,15 @@ print("RESULT " + json.dumps(result))
 """
 
 
-def _run_mirrored_script(tmp_path, mode):
-    script = tmp_path / "service_mirrored.py"
-    script.write_text(_MIRRORED_SCRIPT)
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    env.pop("TF_CONFIG", None)
-    completed = subprocess.run(
-        [sys.executable, str(script), str(tmp_path / "run"), mode],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    lines = [line for line in completed.stdout.splitlines() if line.startswith("RESULT ")]
-    assert completed.returncode == 0 and lines, completed.stderr[-3000:]
-    return json.loads(lines[0][len("RESULT ") :])
+def _run_mirrored_script(result_script, tmp_path, mode):
+    script = result_script(
+        _MIRRORED_SCRIPT, tmp_path, tmp_path / "run", mode, name="service_mirrored", timeout=300
+    )
+    return script.result()
 
 
-def test_mirrored_training_reads_the_service(tmp_path):
-    result = _run_mirrored_script(tmp_path, "train")
+def test_mirrored_training_reads_the_service(result_script, tmp_path):
+    result = _run_mirrored_script(result_script, tmp_path, "train")
     assert result["replicas"] == 2
     # One pipeline feeds both replicas: batches of 2, two per optimiser step.
     assert result["shards"] == [dict(batch_size=2, start_step=0, num_shards=1, shard_index=0)]
@@ -247,8 +239,8 @@ def test_mirrored_training_reads_the_service(tmp_path):
 
 
 @pytest.mark.slow  # Two runs: about 35 s on 2 cores. Fast variant: the test above.
-def test_mirrored_training_resumes_on_the_service(tmp_path):
-    result = _run_mirrored_script(tmp_path, "resume")
+def test_mirrored_training_resumes_on_the_service(result_script, tmp_path):
+    result = _run_mirrored_script(result_script, tmp_path, "resume")
     interrupted = result["interrupted"]
     assert interrupted["checkpoints"] == ["ckpt-000000002.keras"]
     assert set(range(8)) <= set(interrupted["positions"])
