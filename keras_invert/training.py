@@ -496,10 +496,15 @@ def train(
                 f"The checkpoints in {work_dir} are of a model that {held} its encoder. "
                 f"Received: cache_features={config.cache_features!r}"
             )
-        elif isinstance(model, Reconstructor) and model.encoder.trainable != config.autoencoder:
+        elif (
+            isinstance(losses.unwrap(model), Reconstructor)
+            and losses.unwrap(model).encoder.trainable != config.autoencoder
+        ):
+            # Unwrapped: a perceptual/deepsim run's generator holds the encoder.
             raise ValueError(
                 f"The checkpoints in {work_dir} were trained with autoencoder="
-                f"{model.encoder.trainable}. Received: autoencoder={config.autoencoder!r}"
+                f"{losses.unwrap(model).encoder.trainable}. "
+                f"Received: autoencoder={config.autoencoder!r}"
             )
         elif _precision(model) != config.precision:
             # Restored in another policy, the optimiser state would be silently dropped.

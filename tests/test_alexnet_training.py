@@ -191,6 +191,17 @@ def test_a_work_dir_keeps_its_choice_of_crops_or_cached_features(fixed_run, tmp_
         training.train(config_lib.replace(run, steps=6), None, decoder_dir)
 
 
+def test_a_perceptual_run_keeps_its_encoder_mode_on_resume(tmp_path, real_photos):
+    run = _config(
+        representation="alexnet/conv1", image_size=64, steps=1, loss="perceptual",
+        comparator="alexnet/conv1",
+    )  # fmt: skip
+    training.train(run, _dataset(_photos(real_photos, 64), 216), str(tmp_path), verbose=0)
+    # The checkpoint is the perceptual wrapper; the encoder is in its generator.
+    with pytest.raises(ValueError, match="trained with autoencoder=False"):
+        training.train(config_lib.replace(run, autoencoder=True, steps=2), None, str(tmp_path))
+
+
 def test_export_signatures_and_loading(fixed_run, tmp_path, real_photos):
     from launch import common
 
