@@ -92,7 +92,7 @@ decoder alone, and the cache is smaller than the crops for every AlexNet
 layer (conv1 27x27x96 floats = 0.37x a 227x227x3 float crop; fc8 0.007x).
 The cache key includes a SHA-256 digest of the network's weights, so other
 weights never read a stale cache. The network is built (weights loaded and
-hashed) on every call, also when the cache exists: a second or so for the
+hashed) on every call, also when the cache exists: about 2 s for the whole
 Caffe reference network on a CPU.
 
 tf.data service (`data_service="grpc://HOST:PORT"`, a dispatcher started with
