@@ -179,6 +179,13 @@ def _check_execution(config: TrainConfig) -> None:
         raise ValueError(
             f"Expected precision in {PRECISIONS}. Received: precision={config.precision!r}"
         )
+    if config.strategy == "multi_worker" and config.seed is None:
+        # Each worker's pipeline would draw its own seed: the workers' shards
+        # would then be cut from different streams, overlapping and missing examples.
+        raise ValueError(
+            "strategy='multi_worker' needs a seed shared by all workers, so that their "
+            "input shards are disjoint parts of one stream. Received: seed=None"
+        )
     if not isinstance(config.jit_compile, bool):
         raise ValueError(f"Expected a bool. Received: jit_compile={config.jit_compile!r}")
     service = config.data_service

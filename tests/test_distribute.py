@@ -47,6 +47,10 @@ def test_config_validates_execution_fields():
         with pytest.raises(ValueError, match=field):
             _tiny_config(**{field: value})
     assert _tiny_config(data_service="grpc://localhost:5000").data_service.startswith("grpc")
+    # Unseeded workers would cut their shards from different streams.
+    with pytest.raises(ValueError, match="multi_worker.*seed=None"):
+        _tiny_config(strategy="multi_worker", seed=None)
+    assert _tiny_config(strategy="multi_worker", seed=3).seed == 3
 
 
 def test_multi_worker_without_valid_tf_config_names_it(monkeypatch):
