@@ -222,6 +222,7 @@ def _run_mirrored_script(result_script, tmp_path, mode):
     return script.result()
 
 
+@pytest.mark.slow  # About 25 s; CI keeps the in-process service and the mirrored tests.
 def test_mirrored_training_reads_the_service(result_script, tmp_path):
     result = _run_mirrored_script(result_script, tmp_path, "train")
     assert result["replicas"] == 2
