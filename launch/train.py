@@ -178,6 +178,8 @@ def resolve_config(work_dir: str):
 
 def main(argv):
     del argv
+    import tensorflow as tf
+
     import pipelines
     from keras_invert import config as config_lib
     from keras_invert import distribute, losses, registry, training
@@ -258,7 +260,9 @@ def main(argv):
         )
         sample_batch = next(iter(test.take(1)), None)
         sample_batch = None if sample_batch is None else tuple(t.numpy() for t in sample_batch)
-    _PEER_ERRORS = _peer_errors()  # noqa: N806 (an exception tuple)
+    # What a collective op raises when a peer died or hung.
+    errors = tf.errors
+    peer_errors = (errors.UnavailableError, errors.DeadlineExceededError, errors.AbortedError)
     try:
         training.train(
             run, dataset_from, FLAGS.work_dir, strategy=strategy, sample_batch=sample_batch
@@ -266,7 +270,7 @@ def main(argv):
     except training.DivergenceError as error:
         print(f"\nERROR: {error}", file=sys.stderr)
         sys.exit(2)
-    except _PEER_ERRORS as error:
+    except peer_errors as error:
         if distribute.num_workers(strategy) < 2:
             raise
         # A peer died or hung: the collective op failed (or timed out) here.
@@ -281,12 +285,6 @@ def main(argv):
         )
         sys.exit(3)
     logging.info("Done: %s", dataclasses.asdict(run)["representation"])
-
-
-def _peer_errors() -> tuple[type, ...]:
-    import tensorflow as tf
-
-    return (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
 
 
 if __name__ == "__main__":
