@@ -16,9 +16,10 @@ Example:
     >>> decoder.fit(dataset, steps_per_epoch=10, epochs=1)
 """
 
-from keras_invert import decoders, features, registry
+import importlib
+
+from keras_invert import decoders
 from keras_invert.decoders import build_decoder
-from keras_invert.features import hog
 
 __version__ = "0.1.0"
 
@@ -26,8 +27,15 @@ __all__ = ["build_dataset", "build_decoder", "decoders", "features", "hog", "reg
 
 
 def __getattr__(name):
-    # A convenience for user code only: the library never imports `pipelines`.
+    # Imported on first use: the decoders need Keras alone, so they build and
+    # train on any Keras backend (JAX on an accelerator without TensorFlow),
+    # while the features and the registry need TensorFlow.
+    if name in ("features", "registry"):
+        return importlib.import_module(f"keras_invert.{name}")
+    if name == "hog":
+        return importlib.import_module("keras_invert.features").hog
     if name == "build_dataset":
+        # A convenience for user code only: the library never imports `pipelines`.
         from pipelines import build_dataset
 
         return build_dataset

@@ -59,12 +59,13 @@ _ASSUMED_EFFICIENCY = 0.4
 _PIPELINE_CHUNKS = 3
 
 
-def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> dict:
-    """The machine's float32 matrix-multiply rate, measured with the backend.
+def matmul_flops_per_second(size: int = 2048, repeats: int = 5, dtype: str = "float32") -> dict:
+    """The machine's matrix-multiply rate, measured with the backend.
 
     Args:
         size: side of the square matrices (`2 size^3` FLOPs per product).
         repeats: timed products after one warm-up.
+        dtype: of the matrices ("bfloat16" for an accelerator's mixed-precision ceiling).
 
     Returns:
         {"size", "median", "best"}: FLOP/s of the median and the fastest product.
@@ -73,13 +74,13 @@ def matmul_flops_per_second(size: int = 2048, repeats: int = 5) -> dict:
         >>> matmul_flops_per_second(512, repeats=3)["median"] > 0
         True
     """
-    a = keras.random.normal((size, size), seed=0)
-    b = keras.random.normal((size, size), seed=1)
-    ops.convert_to_numpy(ops.matmul(a, b)[0, 0])  # warm-up
+    a = keras.random.normal((size, size), seed=0, dtype=dtype)
+    b = keras.random.normal((size, size), seed=1, dtype=dtype)
+    ops.convert_to_numpy(ops.cast(ops.matmul(a, b)[0, 0], "float32"))  # warm-up
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        ops.convert_to_numpy(ops.matmul(a, b)[0, 0])  # the read waits for the product
+        ops.convert_to_numpy(ops.cast(ops.matmul(a, b)[0, 0], "float32"))  # waits for it
         seconds.append(time.perf_counter() - start)
     flops = 2.0 * size**3
     median, best = flops / statistics.median(seconds), flops / min(seconds)
