@@ -4,8 +4,8 @@
         [--modes=fixed,decoder_only,cached]
 
 Prints (1) the parameter count and output size of the decoder of every AlexNet
-layer at `--width` (1.0 = the paper's networks, Tables 5 and 6 and SPEC.md
-section 2), and (2) training images/s of the `--layers` decoders, timed over
+layer at `--width` (1.0 = the paper's networks, Tables 5 and 6 and docs/reference.md,
+Decoders), and (2) training images/s of the `--layers` decoders, timed over
 `--steps` `model.fit` steps on one batch of 227 x 227 images held in memory,
 after a warm-up step:
 

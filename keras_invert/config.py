@@ -26,7 +26,7 @@ CONFIG_FILE = "config.json"
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a training run (SPEC.md section 3).
+    """Everything that defines a training run (docs/reference.md, Training).
 
     Args:
         representation: registry name ("hog", ...).
@@ -279,7 +279,7 @@ def loss_weights(config: TrainConfig) -> tuple[float, float, float]:
 
 
 # Presets. "paper": the published settings (GPU, ImageNet); "demo": the README's
-# run on the bundled photos with 2 CPU cores (SPEC.md section 3 explains the lower rate).
+# run on the bundled photos with 2 CPU cores (the lower rate: docs/reference.md, Training).
 _PRESETS = {
     "hog": dict(representation="hog", image_size=256, batch_size=64),
     "lbp": dict(representation="lbp", image_size=256, batch_size=64),

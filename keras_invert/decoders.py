@@ -1,10 +1,10 @@
-"""Decoder networks of the paper's supplementary Tables 2-6 and SPEC.md section 2.
+"""Decoder networks of the paper's Tables 2-6 and the generic rule (docs/reference.md, Decoders).
 
 Each table is written down once as data (`LayerSpec` rows, in the table's order
 and with its layer names) and built by one generic function into a Keras
 functional model, so that `model.summary()` reads like the table. Every conv,
 up-conv and fully connected layer is followed by a leaky ReLU (slope 0.2 by
-default, SPEC.md choice) except the last one, which is linear.
+default, our choice) except the last one, which is linear.
 
 Two options let the same code train small models on a CPU and the paper's
 models on a GPU:
@@ -126,7 +126,7 @@ def _upconvs(channels):
 
 # Supplementary Table 5: AlexNet conv5 (6x6x256 -> 192x192x3).
 CONV5_TABLE = _three_convs() + _upconvs((256, 128, 64, 32, 3))
-# SPEC.md section 2 (choice): conv1 (27x27 -> 216x216) and conv2..conv4 (13x13 -> 208x208).
+# Our choice (docs/reference.md, AlexNet conv1 to conv4): conv1 -> 216x216, conv2..conv4 -> 208x208.
 CONV1_TABLE = _three_convs() + _upconvs((64, 32, 3))
 CONV2_TO_CONV4_TABLE = _three_convs() + _upconvs((128, 64, 32, 3))
 # Supplementary Table 6: AlexNet fc8 (and fc6, fc7): 3 fc, reshape 4x4x256, 5 up-convs.
@@ -269,7 +269,7 @@ def sift_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: f
 
 
 def alexnet_decoder(layer: str, feature_shape, *, width: float = 1.0, negative_slope: float = 0.2):
-    """Table 5 (conv5), Table 6 (fc6..fc8) and SPEC.md's rule (conv1..conv4).
+    """Table 5 (conv5), Table 6 (fc6..fc8) and the generic rule (conv1..conv4).
 
     Args:
         layer: "conv1" ... "fc8".
@@ -299,7 +299,7 @@ def alexnet_decoder(layer: str, feature_shape, *, width: float = 1.0, negative_s
 
 
 def generic_table(feature_shape, image_size: int, *, max_output_size: int = 256):
-    """SPEC.md section 2's rule as `LayerSpec` rows, for a tap of any shape.
+    """docs/reference.md, Generic decoder rule, as `LayerSpec` rows, for a tap of any shape.
 
     - Feature maps `(s, s, c)`: 3 conv 3x3 with 256 channels, then `n` 5x5
       stride-2 up-convs, `n` the largest with `s * 2**n <= min(image_size,
@@ -313,7 +313,7 @@ def generic_table(feature_shape, image_size: int, *, max_output_size: int = 256)
       `min(image_size, 128)` (Table 6 predicts 128x128 images).
 
     For AlexNet at 227 this gives Tables 5 (conv5, 6x6 -> 192) and 6 (fc6..fc8,
-    -> 128) and SPEC.md's conv1 (27x27 -> 216) and conv2..conv4 (13x13 -> 208)
+    -> 128) and the reference's conv1 (27x27 -> 216) and conv2..conv4 (13x13 -> 208)
     tables exactly; for EfficientNet-Lite0 at 224 every map decodes to 224.
 
     Args:
@@ -361,7 +361,7 @@ def decoder_for_shape(
     max_output_size: int = 256,
     name: str = "decoder",
 ) -> keras.Model:
-    """The decoder SPEC.md section 2's rule gives a tap of `feature_shape` (see `generic_table`).
+    """The decoder the generic rule gives a tap of `feature_shape` (see `generic_table`).
 
     Args:
         feature_shape: `(s, s, c)` or `(d,)`.

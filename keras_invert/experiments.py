@@ -1,4 +1,4 @@
-"""The paper's feature experiments (SPEC.md section 5), as functions on NumPy arrays.
+"""The paper's feature experiments (docs/reference.md, Experiments), as functions on arrays.
 
 Supplementary Figures 2-10 of Dosovitskiy & Brox decode features that were
 changed on purpose. This module makes the changed features; a decoder turns
@@ -23,8 +23,8 @@ example flattened.
   (Figures 8-10) from each dimension's empirical histogram independently, or
   from a Gaussian fitted to the features with negative values set to zero.
 - `check_autoencoder_pair`, `feature_statistics`: for comparing a model
-  with a fixed encoder against an autoencoder of the same network (SPEC.md
-  section 5.7, `run_autoencoder_vs_fixed`).
+  with a fixed encoder against an autoencoder of the same network (docs/reference.md,
+  Experiments, item 7; `run_autoencoder_vs_fixed`).
 - `figure`, `save_png`, `save_json`: a labelled image grid and its numbers.
 
 Runners (`run_layers`, `run_interpolation`, `run_perturbation`,
@@ -177,7 +177,7 @@ def finetune_decoders(
         perturbations: names from `PERTURBATIONS`.
         steps: optimiser steps of each copy.
         learning_rate: Adam's step size (the paper's is not known; 1e-4 is
-            the rate SPEC.md section 3 found safe on small data).
+            the rate found safe on small data: docs/reference.md, Training).
         dropout_rate, keep_norm: the "dropout" perturbation's arguments.
         seed: seeds the dropout masks; None: random.
 
@@ -713,7 +713,7 @@ def run_single_neuron(model, feature_shape, units, values, label: str = "") -> F
 
 
 def check_autoencoder_pair(fixed, autoencoder):
-    """Checks two trained models for `run_autoencoder_vs_fixed` (SPEC.md section 5.7).
+    """Checks two trained models for `run_autoencoder_vs_fixed` (docs/reference.md, Experiments).
 
     Both must be of one network representation, the first trained with its
     encoder fixed and the second as an autoencoder, as both the stored
@@ -768,7 +768,7 @@ def feature_statistics(features) -> dict:
 
 
 def run_autoencoder_vs_fixed(fixed, autoencoder, load_crops, image_names) -> Figure:
-    """The same photos through a fixed-encoder model and an autoencoder (SPEC.md section 5.7).
+    """Fixed encoder against autoencoder on the same photos (docs/reference.md, Experiments).
 
     Columns: original | fixed | autoencoder (as `run_layers`). The numbers
     add what each model's own encoder makes of the photos (for the

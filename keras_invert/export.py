@@ -29,7 +29,7 @@ image signature.
 The metadata (`assets.extra/keras_invert.json`) records the representation,
 image size, feature shape and the encoder options with machine-dependent
 defaults made explicit: a SIFT export records the backend its decoder was
-trained on (`"vlfeat"` or `"opencv"`, whose maps differ; SPEC.md section 1),
+trained on (`"vlfeat"` or `"opencv"`, whose maps differ; docs/reference.md, SIFT),
 and client-side features use that backend, never whichever one happens to
 load on the client.
 
@@ -117,7 +117,7 @@ def client_encoder_options(metadata: dict, encoder_options: dict | None = None) 
             f"{recorded.get('backend')!r}; the decoder was trained on those maps), but it does "
             "not load on this machine: install VLFeat's shared library (Debian/Ubuntu package "
             "libvlfeat1, libvl.so.1) or point KERAS_INVERT_LIBVL at it. OpenCV's SIFT maps "
-            "differ from VLFeat's (SPEC.md section 1, SIFT); to run this decoder on them "
+            "differ from VLFeat's (docs/reference.md, SIFT); to run this decoder on them "
             "anyway, pass encoder_options={'backend': 'opencv'} to load_export. "
             f"Received: backend={options['backend']!r}"
         )

@@ -2,7 +2,7 @@
 
 Finds images whose representation matches given features by gradient
 descent from noise, as in "Understanding Deep Image Representations by
-Inverting Them" (reference [1] of Dosovitskiy & Brox; SPEC.md section 4).
+Inverting Them" (reference [1] of Dosovitskiy & Brox; docs/reference.md, Optimisation baseline).
 For each image independently (a batch is optimised at once) it minimises
 
     E(x) = ||phi(m + x) - phi0||^2 / ||phi0||^2
@@ -41,13 +41,13 @@ Choices where the original is not available here:
   start.
 - `sigma` (their `x0_sigma.mat`, measured on ImageNet) is
   `sqrt(H * W * C) * NATURAL_IMAGE_RMS`; `NATURAL_IMAGE_RMS` = 62 is the root
-  mean square of the 29 bundled sample photos (SPEC.md section 6) minus the
+  mean square of the 29 bundled photos (docs/reference.md, Bundled data) minus the
   ImageNet mean colour, at 227x227 centre crops.
 - The mean `m` is the ImageNet mean colour (RGB 123.68, 116.78, 103.94),
   for every encoder; their HOG runs subtracted 128 from a grey image.
 - Colour images for every encoder; their HOG inversion used grey images.
 - The result is clipped to 0..255 (their figures rescaled each image to
-  its own range for display; the error of SPEC.md section 4 needs pixels).
+  its own range for display; the paper's error needs pixels: docs/reference.md, Evaluation).
 
 TensorFlow is used directly (GradientTape, tf.function): the feature ops it
 differentiates through (HOG) are TensorFlow ops.

@@ -1,4 +1,4 @@
-"""Reconstruction quality measures (SPEC.md section 4), on NumPy arrays.
+"""Reconstruction quality measures (docs/reference.md, Evaluation), on NumPy arrays.
 
 All functions take batches `[N, H, W, 3]` of images in [0, 1].
 

@@ -4,8 +4,8 @@ For representations computed by a network (AlexNet), the training model is
 `images -> encoder -> decoder` rather than a decoder fed with precomputed
 features, so that `model.fit` runs the encoder on the accelerator inside the
 train step (a CPU `tf.data` map would starve a GPU) and so that the encoder
-can be trained jointly with the decoder. The paper's two modes (SPEC.md
-section 3):
+can be trained jointly with the decoder. The paper's two modes (docs/reference.md,
+Training):
 
 - fixed encoder: the network is frozen (`trainable=False`); it also runs in
   inference mode during training, so dropout (Caffe's `drop6`/`drop7`) never

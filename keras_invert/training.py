@@ -1,6 +1,6 @@
 """Training a decoder with Keras `fit`: checkpoints, resumption, divergence guard.
 
-Implements SPEC.md section 3: Adam on the squared Euclidean pixel loss (mean
+Implements docs/reference.md, Training: Adam on the squared Euclidean pixel loss (mean
 squared error: the same minimiser, a constant scale), the learning rate lowered
 towards the end. The work dir holds everything a run needs to resume:
 
@@ -15,8 +15,8 @@ skipped with a warning and the previous one is used. Running `train` again on
 the same work dir continues at the saved step (losing at most one checkpoint
 interval, `steps_per_epoch` steps).
 
-A loss that turns NaN/Inf or explodes raises `DivergenceError` (SPEC.md
-section 3 records Adam 1e-3 diverging on small data) instead of training on.
+A loss that turns NaN/Inf or explodes raises `DivergenceError` (docs/reference.md,
+Training: Adam at 1e-3 diverged on small data) instead of training on.
 
 Example:
     >>> from keras_invert import config, training
@@ -144,8 +144,8 @@ def build_model(config: TrainConfig) -> keras.Model:
     `Reconstructor`, `images -> encoder -> decoder`, so that the network runs
     on the accelerator inside the train step: the encoder starts from
     `config.encoder_weights` (random without) and stays frozen, or with
-    `config.autoencoder` is trained jointly with the decoder (SPEC.md
-    section 3, the paper's two modes). With `config.cache_features` the
+    `config.autoencoder` is trained jointly with the decoder (docs/reference.md,
+    Training, the paper's two modes). With `config.cache_features` the
     fixed network's features come from the pipeline's cache, and the
     training model is the decoder alone.
     """
@@ -315,7 +315,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         if not math.isfinite(loss):
             raise DivergenceError(
                 f"Training diverged at step {step}: the loss is {loss}. Lower --learning_rate "
-                "(SPEC.md section 3: 1e-3 diverged on small data, 1e-4 did not) and start a new "
+                "(docs/reference.md, Training: 1e-4 where 1e-3 diverged) and start a new "
                 "work dir, or resume this one from its last checkpoint with a lower rate."
             )
         if loss > self.factor * self.best:

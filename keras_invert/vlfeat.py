@@ -1,6 +1,6 @@
 """VLFeat's C library through ctypes: the reference the paper's features come from.
 
-The paper computed HOG, LBP and SIFT with VLFeat 0.9.x defaults (SPEC.md section 1).
+The paper computed HOG, LBP and SIFT with VLFeat 0.9.x defaults (docs/reference.md).
 Debian and Ubuntu ship the library as `libvlfeat1` (`libvl.so.1`); this module
 binds the few C functions we need, with no compiled extension of our own. It is
 used as the exact reference in tests and by the `vlfeat` SIFT backend.
@@ -282,7 +282,7 @@ def sift_keypoints(
     Runs `vl_sift_new(width, height, -1, num_levels, first_octave)` and, octave by
     octave, `vl_sift_detect`, `vl_sift_calc_keypoint_orientations` and
     `vl_sift_calc_keypoint_descriptor` for the first orientation, as the paper's
-    features (VLFeat defaults; SPEC.md section 1). Keypoints for which VLFeat finds
+    features (VLFeat defaults; docs/reference.md, SIFT). Keypoints for which VLFeat finds
     no orientation (too close to the border) are dropped, as `vl_sift` does.
 
     Args:

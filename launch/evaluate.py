@@ -6,7 +6,7 @@
 
 For every model (work dir or SavedModel export) and every optimisation run,
 on the centre crops of the split's photos at the model's image size
-(SPEC.md section 4): the normalised reconstruction error (image space), the
+(docs/reference.md, Evaluation): the normalised reconstruction error (image space), the
 feature-space error ||phi(x_hat) - phi(x)|| / ||phi(x)|| (the reconstruction
 re-encoded by the model's encoder; a reconstruction smaller than the
 encoder's input, e.g. 192x192 from conv5 for 227x227 crops, is resized up

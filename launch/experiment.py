@@ -11,7 +11,7 @@
     python -m launch.experiment --name=autoencoder_vs_fixed --model=runs/fc8,runs/fc8_ae \
         --retrain_steps=2000 --out=figs
 
-Writes `OUT/NAME.png` and `OUT/NAME.json` (SPEC.md section 5; supplementary
+Writes `OUT/NAME.png` and `OUT/NAME.json` (docs/reference.md, Experiments; supplementary
 Figures 1-10). `--model` takes work dirs or exports; `layers` puts every
 model in one figure (a column each), the others stack one block of rows per
 model. Test photos are the centre crops of `--data`/`--split` (or

@@ -4,7 +4,7 @@
     python -m launch.reconstruct --model=WORK_DIR --data=samples --split=test --out=grid.png
 
 Writes a PNG grid (one row per image: original | reconstruction) and prints
-the normalised reconstruction error (SPEC.md section 4), luma correlation,
+the normalised reconstruction error (docs/reference.md, Evaluation), luma correlation,
 SSIM and PSNR, beside two mean-image baselines: the mean training photo
 (with --data: what a constant predictor could learn) and the mean of the
 evaluated photos themselves (an oracle, hard to beat).

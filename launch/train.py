@@ -19,7 +19,7 @@ machine, each with its `TF_CONFIG`, e.g. on the first of two machines
 
     TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
                 "task": {"type": "worker", "index": 0}}' \
-        python -m launch.train --strategy=multi_worker --work_dir=/shared/run ...
+        python -m launch.train --strategy=multi_worker --work_dir=/nfs/runs/hog ...
 
 and `"index": 1` on the second. The work dir must be storage every worker
 reads; only the chief (worker 0) writes into it. `--batch_size` is the global

@@ -4,7 +4,7 @@
 `[B, *feature_shape(S)]` of the representation's encoder applied to the
 input crop (float32 0..255, `S = image_size`), and target float32
 `[B, T, T, 3]` in 0..1, the same crop resized to the decoder's output side
-`T = target_size(S)` (SPEC.md section 2, "Targets"; section 3, training data).
+`T = target_size(S)` (docs/reference.md, Targets).
 For representations whose encoder runs inside the training model
 (`encode_in_model`, AlexNet) the "features" are the crops themselves,
 `[B, S, S, 3]` in 0..255, and with `cache_dir` the cache holds crops; with
@@ -13,7 +13,7 @@ For representations whose encoder runs inside the training model
 
 Training examples are random square crops at several scales (side =
 uniform(min_crop_scale, 1) x short side, uniform position) plus random
-horizontal flips, as SPEC.md section 6 asks for the small bundled photo sets;
+horizontal flips, which the small bundled photo sets need (docs/reference.md, Training);
 evaluation examples are the centre square of the full short side.
 
 The stream is a function of position (choice). Element number `p` of the

@@ -124,7 +124,7 @@ def color_jitter(example: dict, strength: float) -> dict:
     (s = `strength`, image in 0..1 while jittered). The features and the target
     are both computed from the jittered crop: HOG and LBP are nearly blind to
     colour and brightness, so with few photos this stops the decoder from
-    memorising their palettes (SPEC.md section 3).
+    memorising their palettes (docs/reference.md, Training).
     """
     image = example["image"] / 255.0
     draws = tf.random.stateless_uniform(

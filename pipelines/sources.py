@@ -1,6 +1,6 @@
 """Where images come from: bundled sample photos, a local folder, or TFDS.
 
-A source string names one of three kinds (SPEC.md section 6):
+A source string names one of three kinds (docs/reference.md, Bundled data):
 
 - `samples`: real colour photographs that pip wheels ship (no download).
   scikit-image: astronaut, chelsea, coffee, rocket, motorcycle_left,

@@ -1,4 +1,4 @@
-"""Decoders against the paper's supplementary Tables 2-6 and SPEC.md section 2.
+"""Decoders against the paper's supplementary Tables 2-6 and the generic decoder rule.
 
 The rows below are transcribed from the tables (layer, input, K, S, input size,
 output size) independently of the library's own table data.
@@ -78,8 +78,8 @@ TABLE_6_FC8 = [
 ]
 
 
-def _spec_rule_table(in_shape, upconv_channels):
-    """SPEC.md section 2: 3 conv 3x3 with 256 channels, then 5x5 stride-2 up-convs."""
+def _generic_rule_table(in_shape, upconv_channels):
+    """docs/reference.md, Generic decoder rule: 3 conv 3x3 with 256 channels, then 5x5 up-convs."""
     rows, shape = [], in_shape
     for i in (1, 2, 3):
         out = (shape[0], shape[1], 256)
@@ -148,9 +148,9 @@ def test_decoder_matches_paper_table(build, rows):
         ("conv4", (13, 13, 384), (128, 64, 32, 3)),
     ],
 )
-def test_conv_decoders_follow_spec_rule(layer, in_shape, upconvs):
+def test_conv_decoders_follow_generic_rule(layer, in_shape, upconvs):
     _check_against_table(
-        decoders.alexnet_decoder(layer, in_shape), _spec_rule_table(in_shape, upconvs)
+        decoders.alexnet_decoder(layer, in_shape), _generic_rule_table(in_shape, upconvs)
     )
 
 
@@ -204,8 +204,8 @@ def test_decoder_round_trips_through_keras_file(tmp_path):
     [
         ((6, 6, 256), TABLE_5_CONV5),
         ((1000,), TABLE_6_FC8),
-        ((27, 27, 96), _spec_rule_table((27, 27, 96), (64, 32, 3))),
-        ((13, 13, 384), _spec_rule_table((13, 13, 384), (128, 64, 32, 3))),
+        ((27, 27, 96), _generic_rule_table((27, 27, 96), (64, 32, 3))),
+        ((13, 13, 384), _generic_rule_table((13, 13, 384), (128, 64, 32, 3))),
     ],
     ids=["table5_conv5", "table6_fc8", "conv1", "conv2_to_conv4"],
 )
@@ -227,7 +227,7 @@ def test_generic_rule_gives_the_alexnet_tables(in_shape, rows):
     ],
 )
 def test_generic_rule_for_efficientnet_maps(in_shape, upconvs, parameters):
-    rows = _spec_rule_table(in_shape, upconvs)
+    rows = _generic_rule_table(in_shape, upconvs)
     decoder = decoders.decoder_for_shape(in_shape, 224)
     _check_against_table(decoder, rows)
     assert decoder.output_shape == (None, 224, 224, 3)

@@ -168,7 +168,7 @@ def test_client_without_libvl_refuses_a_vlfeat_export_unless_overridden(
     with pytest.raises(ValueError, match="libvlfeat1") as error:
         export.load_export(resolved)
     message = str(error.value)
-    assert "recorded at export: 'vlfeat'" in message and "SPEC.md section 1" in message
+    assert "recorded at export: 'vlfeat'" in message and "docs/reference.md, SIFT" in message
     assert "encoder_options={'backend': 'opencv'}" in message
     model = export.load_export(resolved, encoder_options={"backend": "opencv"})
     assert model.encoder_options == {"backend": "opencv"}

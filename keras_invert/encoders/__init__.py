@@ -1,7 +1,7 @@
 """Encoders: networks that compute the representations the decoders invert.
 
 Each encoder is a Keras model that takes RGB images `[N, H, W, 3]` in 0..255
-and returns a dict of named representations (SPEC.md section 1).
+and returns a dict of named representations (docs/reference.md, AlexNet).
 
 Example:
     >>> from keras_invert.encoders import alexnet

@@ -1,4 +1,4 @@
-"""AlexNet encoders: the eight representations the paper inverts (SPEC.md section 1).
+"""AlexNet encoders: the eight representations the paper inverts (docs/reference.md, AlexNet).
 
 `alexnet()` builds a Keras functional model whose output is a dict of the
 eight named representations of supplementary Table 1, each the output of the
@@ -71,7 +71,7 @@ from keras import layers
 from keras_invert.encoders.layers import ImagePreprocessing, LocalResponseNormalization
 
 ALEXNET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-"""The eight representations, in network order (SPEC.md section 1)."""
+"""The eight representations, in network order (docs/reference.md, AlexNet)."""
 
 ALEXNET_VARIANTS = ("caffe", "torchvision")
 

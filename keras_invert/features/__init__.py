@@ -1,4 +1,4 @@
-"""Image representations (SPEC.md section 1): HOG and LBP as TensorFlow ops, SIFT maps."""
+"""Image representations: HOG and LBP as TensorFlow ops, SIFT maps (docs/reference.md)."""
 
 from keras_invert.features.hog import HOG, hog, hog_num_channels, hog_output_size
 from keras_invert.features.lbp import LBP, LBP_NUM_BINS, lbp, lbp_output_size

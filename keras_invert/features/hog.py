@@ -1,6 +1,6 @@
 """HOG as batched TensorFlow ops, equal to VLFeat's `vl_hog` (UoCTTI variant).
 
-Implements SPEC.md section 1 "HOG": the Felzenszwalb et al. (UoCTTI) HOG that
+Implements docs/reference.md, HOG: the Felzenszwalb et al. (UoCTTI) HOG that
 the paper computed with VLFeat (cell size 8, 9 orientations, hard orientation
 assignment). The op runs on a batch `[N, H, W, C]` on any device, inside
 `tf.data.Dataset.map`, inside a Keras model and inside a SavedModel, and is

@@ -1,6 +1,6 @@
 """Uniform LBP as batched TensorFlow ops, equal to VLFeat's `vl_lbp` (`VlLbpUniform`).
 
-Implements SPEC.md section 1 "LBP": the local binary patterns the paper
+Implements docs/reference.md, LBP: the local binary patterns the paper
 computed with VLFeat (`vl_lbp_process`, uniform quantisation, not transposed,
 cell size 16). The op runs on a batch `[N, H, W, C]` inside
 `tf.data.Dataset.map`, inside a Keras model and inside a SavedModel (the batch
@@ -20,7 +20,7 @@ What VLFeat computes, checked against `libvl` (`keras_invert.vlfeat.lbp`):
   dropped (pixels past the last cell centre vote only for the last cell);
 - per cell `sqrt(bin) / (sqrt(sum of bins) + 1e-10)`.
 
-How that maps onto tensor ops (SPEC.md suggests one-hot patterns pooled by
+How that maps onto tensor ops (the obvious form, one-hot patterns pooled by
 two interpolation matmuls; the one-hot tensor is 58 floats per pixel, about
 1 GB for 64 images of 256x256, and that version was ~6x slower on a CPU):
 - the pattern bins are eight comparisons and a gather from a 256-entry table,
@@ -289,7 +289,7 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
 class LBP(layers.Layer):
     """Keras layer computing uniform LBP (VLFeat's `vl_lbp`) of its input images.
 
-    SPEC.md section 1 "LBP": the representation of the paper's LBP decoder
+    docs/reference.md, LBP: the representation of the paper's LBP decoder
     (supplementary Table 4). It has no weights and no useful gradient (the
     patterns are piecewise constant in the image).
 

@@ -1,6 +1,6 @@
 """SIFT keypoints rasterised into a dense map, through VLFeat or OpenCV.
 
-Implements SPEC.md section 1 "SIFT": the paper ran VLFeat's `vl_sift` with its
+Implements docs/reference.md, SIFT: the paper ran VLFeat's `vl_sift` with its
 defaults (3 levels per octave, first octave 0, automatic number of octaves,
 peak threshold 0, edge threshold 10), kept the first orientation of every
 keypoint and wrote the keypoints into a map of `(H // 4) x (W // 4)` cells of

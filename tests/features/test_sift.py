@@ -27,7 +27,7 @@ def _photo(real_photos, name, size=256):
 
 
 def _expected_map(keypoints, height, width):
-    """The SPEC.md map written keypoint by keypoint, later ones overwriting earlier ones."""
+    """The docs/reference.md SIFT map, keypoint by keypoint, later ones overwriting earlier ones."""
     expected = np.zeros((height // 4, width // 4, 133), np.float32)
     for k in range(len(keypoints["x"])):
         x, y = keypoints["x"][k], keypoints["y"][k]
