@@ -32,14 +32,19 @@ from absl import app, flags  # noqa: E402
 from keras_invert import decoders  # noqa: E402
 from launch.benchmark import matmul_flops_per_second, training_flops_per_image  # noqa: E402
 
-flags.DEFINE_list("decoders", ["hog", "lbp", "sift", "conv5", "fc8"], "Decoders to time.")
-flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies.")
-flags.DEFINE_integer("image_size", 256, "Image side of the shallow-feature decoders.")
-flags.DEFINE_float("width", 1.0, "Channel multiplier (1.0 = the paper's decoders).")
-flags.DEFINE_integer("batch_size", 64, "Batch size (the paper's: 64).")
-flags.DEFINE_integer("steps", 30, "Timed steps per decoder and precision (after 3 warm-ups).")
-flags.DEFINE_integer("matmul_size", 4096, "Side of the reference matrix product.")
 FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """The script's flags, defined when it runs (importing it defines none)."""
+    flags.DEFINE_list("decoders", ["hog", "lbp", "sift", "conv5", "fc8"], "Decoders to time.")
+    flags.DEFINE_list("precisions", ["float32", "mixed_bfloat16"], "Keras dtype policies.")
+    flags.DEFINE_integer("image_size", 256, "Image side of the shallow-feature decoders.")
+    flags.DEFINE_float("width", 1.0, "Channel multiplier (1.0 = the paper's decoders).")
+    flags.DEFINE_integer("batch_size", 64, "Batch size (the paper's: 64).")
+    flags.DEFINE_integer("steps", 30, "Timed steps per decoder and precision (after 3 warm-ups).")
+    flags.DEFINE_integer("matmul_size", 4096, "Side of the reference matrix product.")
+
 
 # AlexNet taps' feature shapes: the decoders of those taps are built from them.
 _ALEXNET_TAPS = {
@@ -124,4 +129,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
