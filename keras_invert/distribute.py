@@ -249,12 +249,7 @@ def distribute_input(strategy, dataset_function, global_batch_size: int, start_s
     Raises:
         ValueError: the global batch does not split evenly over the replicas.
     """
-    replicas = strategy.num_replicas_in_sync
-    if global_batch_size % replicas:
-        raise ValueError(
-            f"The global batch must be a multiple of the {replicas} replicas. "
-            f"Received: batch_size={global_batch_size!r}"
-        )
+    check_global_batch(strategy, global_batch_size)
 
     def function(context: tf.distribute.InputContext):
         # Each element of a pipeline feeds one replica: a pipeline serving R
@@ -269,6 +264,16 @@ def distribute_input(strategy, dataset_function, global_batch_size: int, start_s
         return _without_auto_sharding(dataset_function(shard))
 
     return strategy.distribute_datasets_from_function(function)
+
+
+def check_global_batch(strategy, global_batch_size: int) -> None:
+    """Raises ValueError unless the global batch splits evenly over the strategy's replicas."""
+    replicas = strategy.num_replicas_in_sync
+    if global_batch_size % replicas:
+        raise ValueError(
+            f"The global batch must be a multiple of the {replicas} replicas. "
+            f"Received: batch_size={global_batch_size!r}"
+        )
 
 
 def _without_auto_sharding(dataset):

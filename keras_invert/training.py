@@ -9,11 +9,19 @@ towards the end. The work dir holds everything a run needs to resume:
     WORK_DIR/tensorboard/         scalars and reconstruction images
     WORK_DIR/model.keras          the final model (decoder, or encoder + decoder)
 
+A run takes exactly `config.steps` optimiser steps in epochs of
+`steps_per_epoch` steps; the last epoch is shorter when `steps` is not a
+multiple of it. A checkpoint is written at the end of every epoch, so at
+every multiple of `steps_per_epoch` and at the final step.
+
 Checkpoints are written to a temporary name and renamed into place, so a
 killed run never leaves a checkpoint that looks complete; an unreadable one is
 skipped with a warning and the previous one is used. Running `train` again on
 the same work dir continues at the saved step (losing at most one checkpoint
-interval, `steps_per_epoch` steps).
+interval, `steps_per_epoch` steps). A work dir whose checkpoints are all
+unreadable resumes from its final model, which holds the optimiser state and
+step too; with nothing readable, `train` refuses rather than start again from
+step 0 over the unreadable files.
 
 A loss that turns NaN/Inf or explodes raises `DivergenceError` (docs/reference.md,
 Training: Adam at 1e-3 diverged on small data) instead of training on.
@@ -260,6 +268,12 @@ class Checkpoints:
             os.remove(self.path(old))
         return final
 
+    def remove_partial(self) -> None:
+        """Deletes the partial files a killed run left (only the writing process may)."""
+        for leftover in glob.glob(os.path.join(self.directory, ".partial-*")):
+            logging.warning("Removing a partial file left by a killed run: %s", leftover)
+            os.remove(leftover)
+
     def restore_latest(self, remove_partial: bool = True) -> keras.Model | None:
         """The newest readable checkpoint as a compiled model, or None.
 
@@ -267,24 +281,75 @@ class Checkpoints:
             remove_partial: delete the partial files a killed run left (only
                 the process that writes checkpoints, the chief, may).
         """
-        leftovers = glob.glob(os.path.join(self.directory, ".partial-*"))
-        for leftover in leftovers if remove_partial else []:
-            logging.warning("Removing a partial checkpoint left by a killed run: %s", leftover)
-            os.remove(leftover)
-        for step in reversed(self.steps()):
-            path = self.path(step)
-            try:
-                model = keras.saving.load_model(path)
-            except Exception as error:  # noqa: BLE001 - any unreadable file is skipped.
-                logging.warning("Skipping unreadable checkpoint %s: %s", path, error)
-                continue
-            logging.info("Resuming from %s (step %d).", path, step)
-            return model
-        return None
+        if remove_partial:
+            self.remove_partial()
+        _, model, _ = _load_first([self.path(step) for step in reversed(self.steps())])
+        return model
+
+
+def _load_first(paths: list[str]) -> tuple[str | None, keras.Model | None, dict[str, str]]:
+    """The first of `paths` that loads with its optimiser state: `(path, model, failures)`.
+
+    `failures` says why each path before it did not load; `(None, None,
+    failures)` when none did.
+    """
+    failures = {}
+    for path in paths:
+        try:
+            model = keras.saving.load_model(path)
+        except Exception as error:  # noqa: BLE001 - any unreadable file is skipped.
+            failures[path] = f"{type(error).__name__}: {str(error).strip()[:200]}"
+        else:
+            if getattr(model, "optimizer", None) is not None:
+                return path, model, failures
+            failures[path] = "a model without optimiser state"
+        logging.warning("Skipping %s: %s", path, failures[path])
+    return None, None, failures
+
+
+def restore(work_dir: str, remove_partial: bool = True) -> keras.Model | None:
+    """The model a run in `work_dir` resumes from: its newest readable checkpoint or final model.
+
+    A checkpoint that does not load is skipped with a warning. The final
+    `model.keras` holds the optimiser state and step as a checkpoint does, so
+    a work dir whose checkpoints are all unreadable resumes from it.
+
+    Args:
+        work_dir: the run's directory.
+        remove_partial: delete the partial files a killed run left (only the
+            process that writes into the work dir, the chief, may).
+
+    Returns:
+        The compiled model, or None for a work dir without checkpoints or a
+        final model (a new run).
+
+    Raises:
+        ValueError: the work dir holds checkpoints or a final model and none
+            of them loads (starting again from step 0 would overwrite them).
+    """
+    checkpoints = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
+    if remove_partial:
+        checkpoints.remove_partial()
+    paths = [checkpoints.path(step) for step in reversed(checkpoints.steps())]
+    final = os.path.join(work_dir, FINAL_MODEL)
+    if os.path.exists(final):
+        paths.append(final)
+    path, model, failures = _load_first(paths)
+    if model is not None:
+        logging.info("Resuming from %s (step %d).", path, optimizer_step(model))
+    elif failures:
+        unreadable = "; ".join(
+            f"{os.path.relpath(file, work_dir)} ({why})" for file, why in failures.items()
+        )
+        raise ValueError(
+            f"Nothing in {work_dir} to resume from: {unreadable}. Move these files away to "
+            f"train again from step 0, or use a new work dir. Received: work_dir={work_dir!r}"
+        )
+    return model
 
 
 class CheckpointCallback(keras.callbacks.Callback):
-    """Saves a checkpoint at the end of every epoch (every `steps_per_epoch` steps)."""
+    """Saves a checkpoint at the end of every epoch (each `steps_per_epoch` steps, and the last)."""
 
     def __init__(self, checkpoints: Checkpoints):
         super().__init__()
@@ -337,8 +402,8 @@ class DivergenceGuard(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Stops training after `minutes` of wall time, at the end of an epoch.
 
-    Stopping at an epoch boundary keeps every checkpoint at a multiple of
-    `steps_per_epoch`, so a later run resumes exactly there. Under several
+    An epoch ends with a checkpoint, so a later run resumes exactly there.
+    The clock starts at the first of the run's `fit` calls. Under several
     workers they stop together when any worker's budget is spent.
     """
 
@@ -348,7 +413,8 @@ class TimeBudget(keras.callbacks.Callback):
         self.start = None
 
     def on_train_begin(self, logs=None):
-        self.start = time.monotonic()
+        if self.start is None:
+            self.start = time.monotonic()
 
     def on_epoch_end(self, epoch, logs=None):
         spent = time.monotonic() - self.start > self.seconds
@@ -402,17 +468,13 @@ def load_trained_model(work_dir: str) -> keras.Model:
     final = os.path.join(work_dir, FINAL_MODEL)
     if os.path.exists(final):
         return keras.saving.load_model(final)
-    model = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)).restore_latest()
+    # A run may still be writing its next checkpoint: its partial file stays.
+    checkpoints = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
+    model = checkpoints.restore_latest(remove_partial=False)
     if model is None:
         raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
     logging.warning("No final model in %s: using its latest checkpoint.", work_dir)
     return model
-
-
-def restore_or_build(config: TrainConfig, work_dir: str) -> keras.Model:
-    """The latest checkpoint in `work_dir`, or a fresh compiled decoder."""
-    model = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)).restore_latest()
-    return model if model is not None else build_model(config)
 
 
 def train(
@@ -441,13 +503,15 @@ def train(
             giving the `(features, target)` batches of one input pipeline:
             batches of `shard.batch_size`, repeated, the `shard.shard_index`-th
             of `shard.num_shards` disjoint shares of the stream, starting at
-            its batch `shard.start_step` (a resumed run continues its seeded
-            stream where it stopped). Or a `tf.data.Dataset` of global
-            batches, on one worker only (it starts from its beginning on
-            resume). For a network encoder inside the model (AlexNet) the
-            "features" are the images.
+            its batch `shard.start_step` (a resumed run, and the partial last
+            epoch, continue the seeded stream where it stopped). Or a
+            `tf.data.Dataset` of global batches, on one worker only: every
+            `fit` call reads it from its beginning (on resume, and for a
+            partial last epoch). For a network encoder inside the model
+            (AlexNet) the "features" are the images.
         work_dir: checkpoints, TensorBoard logs and the final model go here
-            (shared storage for several workers: each restores from it).
+            (shared storage for several workers: each restores from it);
+            nothing is written into it before `fit` starts.
         strategy: a `tf.distribute.Strategy`; None: `make_strategy(config.strategy)`
             (a multi-worker strategy must be made at program start instead).
         sample_batch: optional `(features, targets)` shown in TensorBoard.
@@ -461,8 +525,9 @@ def train(
 
     Raises:
         DivergenceError: the loss turned NaN/Inf or exploded.
-        ValueError: a `tf.data.Dataset` given to several workers, or the
-            checkpoints disagree with `config`.
+        ValueError: a `tf.data.Dataset` given to several workers, the
+            checkpoints disagree with `config`, or none of the work dir's
+            checkpoints and final model loads (`restore`).
     """
     from keras_invert import losses
 
@@ -475,12 +540,8 @@ def train(
             "Several workers need a dataset function (InputShard -> dataset), so that each "
             f"reads its own share of the stream. Received: dataset={dataset!r}"
         )
-    if chief:
-        os.makedirs(work_dir, exist_ok=True)
     with strategy.scope(), precision_scope(config.precision):
-        model = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR)).restore_latest(
-            remove_partial=chief
-        )
+        model = restore(work_dir, remove_partial=chief)
         representation = registry.get(config.representation)
         cached_network = representation.encode_in_model and config.cache_features
         if model is None:
@@ -528,6 +589,7 @@ def train(
     output_dir = work_dir if chief else tempfile.mkdtemp(prefix="keras_invert-worker-")
     try:
         _fit(config, model, step, strategy, dataset, output_dir, sample_batch, callbacks, verbose)
+        os.makedirs(output_dir, exist_ok=True)
         final = os.path.join(output_dir, FINAL_MODEL)
         temporary = os.path.join(output_dir, f".partial-{os.getpid()}-{FINAL_MODEL}")
         model.save(temporary)
@@ -538,15 +600,43 @@ def train(
     return model
 
 
+def fit_calls(step: int, steps: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+    """The `fit` calls that take a run from `step` to exactly `steps`.
+
+    Epochs end at the multiples of `steps_per_epoch` and at `steps`, wherever
+    the run was interrupted, so a resumed run checkpoints where the
+    uninterrupted one does. A `fit` call takes epochs of one length, so a
+    partial epoch gets a call of its own: the last one when `steps` is not a
+    multiple of `steps_per_epoch`, and the first one of a run resumed with a
+    larger `steps` from a final step that was not a multiple.
+
+    Returns:
+        `(initial_epoch, epochs, steps_per_epoch)` arguments of each call.
+
+    Example:
+        >>> fit_calls(0, 23, 5)
+        [(0, 4, 5), (4, 5, 3)]
+    """
+    calls = []
+    while step < steps:
+        epoch, offset = divmod(step, steps_per_epoch)
+        whole_epochs = 0 if offset else (steps - step) // steps_per_epoch
+        if whole_epochs:
+            calls.append((epoch, epoch + whole_epochs, steps_per_epoch))
+            step += whole_epochs * steps_per_epoch
+        else:
+            length = min(steps, (epoch + 1) * steps_per_epoch) - step
+            calls.append((epoch, epoch + 1, length))
+            step += length
+    return calls
+
+
 def _fit(config, model, step, strategy, dataset, output_dir, sample_batch, callbacks, verbose):
     """`model.fit` from `step` to `config.steps`, writing checkpoints and logs to `output_dir`."""
-    epochs = math.ceil(config.steps / config.steps_per_epoch)
-    initial_epoch = step // config.steps_per_epoch
-    if initial_epoch >= epochs:
+    calls = fit_calls(step, config.steps, config.steps_per_epoch)
+    if not calls:
         logging.info("Nothing to do: the run already reached step %d of %d.", step, config.steps)
         return
-    if callable(dataset):
-        dataset = distribute.distribute_input(strategy, dataset, config.batch_size, step)
     log_dir = os.path.join(output_dir, "tensorboard")
     all_callbacks = [
         DivergenceGuard(config.divergence_factor),
@@ -558,12 +648,19 @@ def _fit(config, model, step, strategy, dataset, output_dir, sample_batch, callb
     if sample_batch is not None:
         all_callbacks.append(ReconstructionImages(log_dir, *sample_batch))
     all_callbacks.extend(callbacks or [])
-    model.fit(
-        dataset,
-        steps_per_epoch=config.steps_per_epoch,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        callbacks=all_callbacks,
-        verbose=verbose,
-        shuffle=False,  # The pipeline shuffles; Keras cannot shuffle a tf.data stream.
-    )
+    for initial_epoch, epochs, steps_per_epoch in calls:
+        data = dataset
+        if callable(dataset):
+            data = distribute.distribute_input(strategy, dataset, config.batch_size, step)
+        model.fit(
+            data,
+            steps_per_epoch=steps_per_epoch,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            callbacks=all_callbacks,
+            verbose=verbose,
+            shuffle=False,  # The pipeline shuffles; Keras cannot shuffle a tf.data stream.
+        )
+        if model.stop_training:  # A time budget or a callback ended the run early.
+            return
+        step += (epochs - initial_epoch) * steps_per_epoch

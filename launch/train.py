@@ -9,9 +9,12 @@ features once into the cache and trains the decoder alone on them.
 network's space (and an adversarial loss): `keras_invert.losses`.
 
 Flags override the preset's fields; the resolved config is written to
-`WORK_DIR/config.json`. Running the same command again resumes the run from
-its last checkpoint (the stored config wins; `--steps`, `--max_minutes`,
-`--strategy`, `--jit_compile` and `--data_service` may change).
+`WORK_DIR/config.json` once the first step has run. Running the same command
+again resumes the run from its last checkpoint (the stored config wins;
+`--steps`, `--max_minutes`, `--strategy`, `--jit_compile` and `--data_service`
+may change). A start that fails (a flag, the data, the image size, a weights
+file, the strategy, the first step) leaves the work dir without a config, so
+the corrected command starts afresh.
 
 Distributed: `--strategy=mirrored` uses this machine's GPUs (else its logical
 CPU devices); `--strategy=multi_worker` runs one copy of this command per
@@ -178,20 +181,32 @@ def resolve_config(work_dir: str):
 
 def main(argv):
     del argv
+    import keras
     import tensorflow as tf
 
     import pipelines
     from keras_invert import config as config_lib
     from keras_invert import distribute, losses, registry, training
+    from pipelines import sources
 
-    run = resolve_config(FLAGS.work_dir)
+    # Everything a start can fail on is checked before anything is written.
     try:
+        run = resolve_config(FLAGS.work_dir)
         training.check_config(run)
         if run.loss != "pixel":
             losses.comparator_representation(run.comparator or config_lib.DEFAULT_COMPARATOR)
         # First, before any TensorFlow op: a multi-worker strategy configures
         # this process's collective ops and starts its server.
         strategy = distribute.make_strategy(run.strategy)
+        distribute.check_global_batch(strategy, run.batch_size)
+        if sources.resolve(run.data, run.train_split).files == ():
+            raise ValueError(
+                f"Expected photos in the {run.train_split!r} split of the training data. "
+                f"Received: data={run.data!r}"
+            )
+        if config_lib.load(FLAGS.work_dir) is None:
+            # A new run: the image size for the representation, the weights files.
+            training.build_model(run)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     chief = distribute.is_chief(strategy)
@@ -210,9 +225,7 @@ def main(argv):
             "The cache holds crops and the fixed encoder runs in every step; "
             "--cache_features would cache its features and train the decoder alone."
         )
-    if chief:
-        config_lib.save(run, FLAGS.work_dir)
-    elif cache_dir is not None and not os.path.isabs(run.cache_dir):
+    if not chief and cache_dir is not None and not os.path.isabs(run.cache_dir):
         # Only the chief writes into the work dir; the others cache their
         # (identical, seeded) crops in a private folder removed at exit.
         cache_dir = tempfile.mkdtemp(prefix="keras_invert-cache-")
@@ -260,12 +273,26 @@ def main(argv):
         )
         sample_batch = next(iter(test.take(1)), None)
         sample_batch = None if sample_batch is None else tuple(t.numpy() for t in sample_batch)
+
+    def save_config(batch, logs):
+        # At each epoch's first step: a start that fails before the first (its
+        # first batch, memory) leaves no config that would refuse the
+        # corrected command as a different run.
+        if batch == 0:
+            config_lib.save(run, FLAGS.work_dir)
+
+    callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=save_config)] if chief else []
     # What a collective op raises when a peer died or hung.
     errors = tf.errors
     peer_errors = (errors.UnavailableError, errors.DeadlineExceededError, errors.AbortedError)
     try:
         training.train(
-            run, dataset_from, FLAGS.work_dir, strategy=strategy, sample_batch=sample_batch
+            run,
+            dataset_from,
+            FLAGS.work_dir,
+            strategy=strategy,
+            sample_batch=sample_batch,
+            callbacks=callbacks,
         )
     except training.DivergenceError as error:
         print(f"\nERROR: {error}", file=sys.stderr)

@@ -164,18 +164,97 @@ def _dataset_function(real_photos, shards):
     return dataset_function
 
 
-def test_resumed_run_continues_its_stream_to_the_same_weights(tmp_path, real_photos):
-    run = _tiny_config(steps=6, steps_per_epoch=3)
+def test_fit_calls_end_epochs_at_multiples_and_at_the_last_step():
+    assert training.fit_calls(0, 3, 500) == [(0, 1, 3)]
+    assert training.fit_calls(0, 20, 5) == [(0, 4, 5)]
+    assert training.fit_calls(0, 23, 5) == [(0, 4, 5), (4, 5, 3)]
+    assert training.fit_calls(10, 23, 5) == [(2, 4, 5), (4, 5, 3)]
+    # Resumed from a final step 7 with a larger `steps`: 7 -> 10 first.
+    assert training.fit_calls(7, 22, 5) == [(1, 2, 3), (2, 4, 5), (4, 5, 2)]
+    assert training.fit_calls(23, 23, 5) == training.fit_calls(30, 23, 5) == []
+
+
+def test_steps_smaller_than_an_epoch_or_not_a_multiple_are_exact(tmp_path, real_photos):
+    shards = []
+    dataset_function = _dataset_function(real_photos, shards)
+    run = _tiny_config(steps=3, steps_per_epoch=5)
+    model = training.train(run, dataset_function, str(tmp_path), verbose=0)
+    assert training.optimizer_step(model) == 3
+    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    assert checkpoints.steps() == [3]
+    # More steps on resume: the partial epoch 3 -> 5, one whole epoch, 10 -> 12.
+    model = training.train(config_lib.replace(run, steps=12), dataset_function, str(tmp_path))
+    assert training.optimizer_step(model) == 12
+    assert checkpoints.steps() == [10, 12]
+    assert [shard.start_step for shard in shards] == [0, 3, 5, 10]
+
+
+def test_run_killed_in_its_partial_last_epoch_resumes_to_the_same_weights(tmp_path, real_photos):
+    run = _tiny_config(steps=8, steps_per_epoch=3)  # Epochs end at 3, 6 and 8.
     shards = []
     dataset_function = _dataset_function(real_photos, shards)
     whole = training.train(run, dataset_function, str(tmp_path / "whole"), verbose=0)
+    assert training.optimizer_step(whole) == 8
+    assert training.Checkpoints(str(tmp_path / "whole" / "checkpoints")).steps() == [6, 8]
+    assert [shard.start_step for shard in shards] == [0, 6]
     with pytest.raises(KeyboardInterrupt):
         training.train(
-            run, dataset_function, str(tmp_path / "cut"), callbacks=[_StopAfter(4)], verbose=0
+            run, dataset_function, str(tmp_path / "cut"), callbacks=[_StopAfter(7)], verbose=0
         )
-    assert training.Checkpoints(str(tmp_path / "cut" / "checkpoints")).steps() == [3]
+    assert training.Checkpoints(str(tmp_path / "cut" / "checkpoints")).steps() == [3, 6]
     resumed = training.train(run, dataset_function, str(tmp_path / "cut"), verbose=0)
     # The resumed run asked for its stream from its checkpoint's step.
-    assert shards[-1] == distribute.InputShard(batch_size=4, start_step=3)
+    assert shards[-1] == distribute.InputShard(batch_size=4, start_step=6)
     for a, b in zip(resumed.get_weights(), whole.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+    # A corrupt newest checkpoint: the run resumes from the one before, to the same weights.
+    checkpoints = training.Checkpoints(str(tmp_path / "cut" / "checkpoints"))
+    _truncate(checkpoints.path(8))
+    again = training.train(run, dataset_function, str(tmp_path / "cut"), verbose=0)
+    assert shards[-1] == distribute.InputShard(batch_size=4, start_step=6)
+    for a, b in zip(again.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def _truncate(path):
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) // 2)
+
+
+class _CountSteps(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.count += 1
+
+
+def test_unreadable_checkpoints_resume_from_the_final_model_or_refuse(tmp_path, real_photos):
+    run = _tiny_config(steps=4, steps_per_epoch=2)
+    finished = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    for step in checkpoints.steps():
+        _truncate(checkpoints.path(step))
+
+    # The finished model holds step 4: nothing to train, nothing restarted from 0.
+    counter = _CountSteps()
+    model = training.train(run, _dataset(real_photos), str(tmp_path), callbacks=[counter])
+    assert counter.count == 0 and training.optimizer_step(model) == 4
+    for a, b in zip(model.get_weights(), finished.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    model = training.train(
+        config_lib.replace(run, steps=6), _dataset(real_photos), str(tmp_path),
+        callbacks=[counter], verbose=0,
+    )  # fmt: skip
+    assert counter.count == 2 and training.optimizer_step(model) == 6
+
+    # Nothing readable: refused, naming the files, which stay as they were.
+    for step in checkpoints.steps():
+        _truncate(checkpoints.path(step))
+    _truncate(str(tmp_path / "model.keras"))
+    size = os.path.getsize(tmp_path / "model.keras")
+    with pytest.raises(ValueError, match=r"ckpt-000000006\.keras .*model\.keras"):
+        training.train(run, _dataset(real_photos), str(tmp_path), callbacks=[counter])
+    assert counter.count == 2 and os.path.getsize(tmp_path / "model.keras") == size

@@ -118,3 +118,65 @@ def test_divergent_run_stops_with_message(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert "diverged" in result.stderr and "learning_rate" in result.stderr
+
+
+_STARTS_SCRIPT = """
+import json, os, sys
+from absl import app
+from launch import train
+from keras_invert import training
+
+work_dir, empty_folder = sys.argv[1:]
+config_file = os.path.join(work_dir, "config.json")
+TINY = ["--representation=hog", "--width=0.05", "--batch_size=4", "--seed=0"]
+
+
+def start(*flags):
+    train.FLAGS.unparse_flags()
+    train.FLAGS(["train", f"--work_dir={work_dir}", *TINY, *flags])
+    try:
+        train.main([])
+    except app.UsageError as error:
+        return dict(error=str(error), work_dir=os.path.exists(work_dir))
+    return dict(error=None)
+
+
+config_at_train = []
+original_train = training.train
+
+
+def recording_train(*args, **kwargs):
+    config_at_train.append(os.path.exists(config_file))
+    return original_train(*args, **kwargs)
+
+
+training.train = recording_train
+result = dict(
+    empty=start(f"--data=folder:{empty_folder}", "--image_size=64", "--steps=3"),
+    image_size=start("--data=samples", "--image_size=96", "--steps=3"),
+    corrected=start("--data=samples", "--image_size=64", "--steps=3"),
+)
+with open(config_file) as file:
+    result["stored_steps"] = json.load(file)["steps"]
+result["config_at_train"] = config_at_train
+result["checkpoints"] = training.Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
+result["final_step"] = training.optimizer_step(training.load_trained_model(work_dir))
+print("RESULT " + json.dumps(result))
+"""
+
+
+def test_failed_starts_write_nothing_and_steps_are_exact(result_script, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("no photos here")
+    work_dir = tmp_path / "run"
+    result = result_script(_STARTS_SCRIPT, tmp_path, work_dir, empty, name="starts").result()
+    # Refused before anything was written: the work dir was never made.
+    assert "photos" in result["empty"]["error"] and not result["empty"]["work_dir"]
+    assert "multiple of 64" in result["image_size"]["error"]
+    assert not result["image_size"]["work_dir"]
+    # The corrected command is a new run; its config is written once training has started.
+    assert result["corrected"] == {"error": None} and result["config_at_train"] == [False]
+    assert result["stored_steps"] == 3
+    # --steps=3 with the preset's 500 steps per epoch: 3 steps, a checkpoint at the last.
+    assert result["checkpoints"] == [3] and result["final_step"] == 3
