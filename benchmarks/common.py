@@ -10,7 +10,8 @@ import numpy as np
 def photo_crops(count: int, size: int) -> np.ndarray:
     """`count` seeded `size`x`size` crops of four skimage photos, float32 0..255."""
     import skimage.data
-    import tensorflow as tf
+
+    from keras_invert import images
 
     photos = [
         skimage.data.astronaut(),
@@ -26,7 +27,7 @@ def photo_crops(count: int, size: int) -> np.ndarray:
         x = rng.integers(0, photo.shape[1] - size + 1) if photo.shape[1] > size else 0
         crop = photo[y : y + size, x : x + size]
         if crop.shape[:2] != (size, size):
-            crop = tf.image.resize(crop, [size, size]).numpy()
+            crop = images.resize(crop.astype(np.float32), size).numpy()
         crops.append(crop)
     return np.stack(crops).astype(np.float32)
 

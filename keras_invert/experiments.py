@@ -36,7 +36,8 @@ of the numbers behind it. A model is any object with `encode(images)`
 (float32 `[N, S, S, 3]` 0..255 -> NumPy features), `decode(features)`
 (-> `[N, T, T, 3]` in [0, 1]), `image_size` (S) and `output_size` (T), such
 as `launch.common.load_model_parts`'s. Errors are the paper's normalised
-reconstruction error (`metrics`), against the crops resized to T.
+reconstruction error (`metrics`), against the crops made targets of side T
+(`keras_invert.images.target`, as in training).
 
 Example:
     >>> from keras_invert import experiments
@@ -55,6 +56,7 @@ import os
 import numpy as np
 
 from keras_invert import metrics
+from keras_invert.images import target
 
 
 def _flat(features):
@@ -486,18 +488,6 @@ class Figure:
         return figure(self.rows, column_labels=self.column_labels, row_labels=self.row_labels)
 
 
-def targets(crops, size: int) -> np.ndarray:
-    """Crops (0..255) as [0, 1] images at a decoder's output side (area resize, as evaluation)."""
-    from keras import ops
-
-    crops = np.asarray(crops, np.float32)
-    if crops.shape[1] != size:
-        crops = ops.convert_to_numpy(
-            ops.image.resize(crops, (size, size), interpolation="area", antialias=True)
-        )
-    return np.clip(crops / 255.0, 0.0, 1.0)
-
-
 def _errors(originals, reconstructions):
     values = metrics.normalized_reconstruction_errors(originals, reconstructions)
     return {"normalized_error": float(values.mean()), "per_image": values}
@@ -522,10 +512,10 @@ def run_layers(models: dict, load_crops, image_names) -> Figure:
             "representation": getattr(model, "representation", None),
             "image_size": model.image_size,
             "output_size": model.output_size,
-            **_errors(targets(crops, model.output_size), reconstructions),
+            **_errors(np.asarray(target(crops, model.output_size)), reconstructions),
         }
     largest = max(crops_by_size)
-    shown = targets(crops_by_size[largest], max(m.output_size for m in models.values()))
+    shown = np.asarray(target(crops_by_size[largest], max(m.output_size for m in models.values())))
     rows = [[shown[i]] + [c[i] for c in columns] for i in range(len(shown))]
     return Figure(
         rows,
@@ -552,7 +542,7 @@ def run_interpolation(model, crops, steps: int = 8, label: str = "") -> Figure:
     decoded = model.decode(blends)
     distance = np.linalg.norm((ends[0] - ends[1]).ravel())
     t = np.linspace(0.0, 1.0, steps)
-    shown = targets(crops, model.output_size)
+    shown = np.asarray(target(crops, model.output_size))
     numbers = {
         "t": t,
         "endpoint_difference": [
@@ -607,7 +597,7 @@ def run_perturbation(
     features = model.encode(crops)
     dropped, kept = dropout(features, dropout_rate, keep_norm=keep_norm, seed=seed)
     perturbed = {"binarised": binarize(features), "dropout": dropped}
-    originals = targets(crops, model.output_size)
+    originals = np.asarray(target(crops, model.output_size))
     decoded = {"features": model.decode(features)}
     decoded.update({name: model.decode(value) for name, value in perturbed.items()})
     for name, decode in retrained.items():
@@ -681,7 +671,7 @@ def run_dark_knowledge(model, crops, image_names, *, k: int = 5) -> Figure:
         f"top {k} only": top_k_only(features, k),
         f"all but top {k}": all_but_top_k(features, k),
     }
-    originals = targets(crops, model.output_size)
+    originals = np.asarray(target(crops, model.output_size))
     decoded = {name: model.decode(value) for name, value in variants.items()}
     flat = features.reshape(len(features), -1)
     numbers = {

@@ -5,15 +5,17 @@ watches, with these signatures:
 
 - `serving_default`: uint8 images `[N, H, W, C]` (C = 1, 3 or 4; any size) ->
   `{"reconstruction": float32 [N, T, T, 3] in [0, 1]}`. The image is centre
-  cropped to a square, resized to the training image size, and encoded inside
-  the graph (representations whose encoder is TensorFlow only). For a
-  `Reconstructor` (AlexNet trained with its encoder in the model) the
-  image signatures run that model, encoder included.
+  cropped to a square and resized to the training image size exactly as the
+  evaluation pipeline crops photos (`keras_invert.images.prepare`), and
+  encoded inside the graph (representations whose encoder is TensorFlow
+  only). For a `Reconstructor` (AlexNet trained with its encoder in the
+  model) the image signatures run that model, encoder included.
 - `serve_float`: the same for float32 images in 0..255.
 - `from_features`: features `[N, *feature_shape]` -> the same output.
 
 Inputs are checked in the graph (rank, shape, finite values); a bad request
-fails with an InvalidArgumentError that names the expected shape.
+fails with an InvalidArgumentError that names what was expected. An empty
+batch gets an empty batch `[0, T, T, 3]`.
 
 The SavedModel is written into a hidden temporary directory beside the
 version directories and renamed into place when complete: TF Serving (which
@@ -52,6 +54,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import losses, registry, vlfeat
+from keras_invert.images import check_finite, prepare
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
@@ -131,34 +134,6 @@ def client_encoder_options(metadata: dict, encoder_options: dict | None = None) 
     return options
 
 
-def _prepare_images(images, image_size: int):
-    """uint8/float images of any size and 1, 3 or 4 channels -> float32 [N, S, S, 3] in 0..255."""
-    shape = tf.shape(images)
-    checks = [
-        tf.debugging.assert_equal(
-            tf.reduce_any(tf.equal(shape[-1], [1, 3, 4])),
-            True,
-            message="Expected images [N, H, W, C] with C = 1 (gray), 3 (RGB) or 4 (RGBA)",
-        ),
-        tf.debugging.assert_positive(shape[1:3], message="Expected non-empty images"),
-    ]
-    with tf.control_dependencies(checks):
-        images = tf.cast(images, tf.float32)
-        tf.debugging.assert_all_finite(images, "Expected finite pixel values")
-        images = tf.identity(images)
-    images = tf.cond(
-        tf.equal(shape[-1], 1),
-        lambda: tf.tile(images[..., :1], [1, 1, 1, 3]),
-        lambda: images[..., :3],
-    )
-    images = tf.ensure_shape(images, [None, None, None, 3])
-    side = tf.minimum(shape[1], shape[2])
-    images = tf.image.crop_to_bounding_box(
-        images, (shape[1] - side) // 2, (shape[2] - side) // 2, side, side
-    )
-    return tf.image.resize(images, [image_size, image_size], method="area", antialias=True)
-
-
 def _check_features(features, feature_shape):
     expected = tf.constant(feature_shape, tf.int32)
     message = f"Expected features of shape [N, {', '.join(map(str, feature_shape))}]"
@@ -167,9 +142,21 @@ def _check_features(features, feature_shape):
         tf.debugging.assert_equal(tf.shape(features)[1:], expected, message=message),
     ]
     with tf.control_dependencies(checks):
-        tf.debugging.assert_all_finite(features, "Expected finite feature values")
         features = tf.identity(features)
-    return tf.ensure_shape(features, [None, *feature_shape])
+    return tf.ensure_shape(check_finite(features, "feature values"), [None, *feature_shape])
+
+
+def _unless_empty(batch, compute, output_size: int):
+    """`compute()`, or an empty `[0, T, T, 3]` batch for an empty `batch`.
+
+    Convolutions on an empty batch fail inside TensorFlow (oneDNN's fused
+    kernels report a filter depth mismatch), so an empty request never reaches them.
+    """
+    return tf.cond(
+        tf.shape(batch)[0] > 0,
+        compute,
+        lambda: tf.zeros([0, output_size, output_size, 3], tf.float32),
+    )
 
 
 def export_saved_model(
@@ -239,11 +226,17 @@ def export_saved_model(
     archive = keras.export.ExportArchive()
     archive.track(decoder if model is None else model)
 
-    def reconstruct(features):
-        return {"reconstruction": tf.clip_by_value(decoder(features, training=False), 0.0, 1.0)}
+    output_size = int(decoder.output_shape[1])
+
+    def reconstruct(batch, compute):
+        def clipped():
+            return tf.clip_by_value(compute(), 0.0, 1.0)
+
+        return {"reconstruction": _unless_empty(batch, clipped, output_size)}
 
     def from_features(features):
-        return reconstruct(_check_features(features, feature_shape))
+        features = _check_features(features, feature_shape)
+        return reconstruct(features, lambda: decoder(features, training=False))
 
     archive.add_endpoint(
         "from_features",
@@ -251,19 +244,21 @@ def export_saved_model(
         input_signature=[tf.TensorSpec([None] * (len(feature_shape) + 1), tf.float32, "features")],
     )
     if spec.in_graph:
-        if model is not None:
-
-            def from_images(images):
-                reconstruction = model(_prepare_images(images, image_size), training=False)
-                return {"reconstruction": tf.clip_by_value(reconstruction, 0.0, 1.0)}
-
-        else:
+        if model is None:
             encode = spec.make_encoder(**encoder_options)
             if isinstance(encode, keras.layers.Layer):
                 archive.track(encode)
 
-            def from_images(images):
-                return reconstruct(encode(_prepare_images(images, image_size)))
+            def decode_crops(crops):
+                return decoder(encode(crops), training=False)
+
+        else:
+
+            def decode_crops(crops):
+                return model(crops, training=False)
+
+        def from_images(images):
+            return reconstruct(images, lambda: decode_crops(prepare(images, image_size)))
 
         archive.add_endpoint(
             "serving_default",
@@ -410,8 +405,8 @@ class ExportedModel:
                 "This export computes its features inside the SavedModel: call it on images. "
                 f"Received: representation={self.representation!r}"
             )
-        images = _prepare_images(self._check(images), self.image_size)
-        return tf.constant(self._encode(images.numpy()), tf.float32)
+        crops = prepare(self._check(images), self.image_size)
+        return tf.constant(self._encode(crops.numpy()), tf.float32)
 
     def from_features(self, features):
         """Reconstructions `[N, T, T, 3]` in [0, 1] of features `[N, *feature_shape]`."""

@@ -151,33 +151,64 @@ def load_model_parts(model_path: str) -> TrainedModel:
     )
 
 
-def originals_at(images, size):
-    """Crops (float 0..255) as [0, 1] targets at a decoder's output side (area resize)."""
-    import numpy as np
-    import tensorflow as tf
+def training_mean_image(model_path: str, image_size: int, size: int):
+    """The mean of a work dir's training targets: what a constant predictor could learn.
 
-    images = np.asarray(images, np.float32)
-    if images.shape[1] != size:
-        images = tf.image.resize(images, [size, size], method="area", antialias=True).numpy()
-    return np.clip(images / 255.0, 0.0, 1.0)
+    The photos are the model's own training data, the source and split in
+    its `config.json`, centre cropped at `image_size` and made targets of
+    side `size` (`keras_invert.images.target`), as the evaluated photos are.
+
+    Returns:
+        `(mean image [size, size, 3] in [0, 1], description)`, or None when
+        the training data is unknown (an export, which records none) or not
+        readable here (a TFDS source has no files to list; a folder that is
+        not on this machine), with a logged warning.
+    """
+    import numpy as np
+    from absl import logging
+
+    import pipelines
+    from keras_invert import config as config_lib
+    from keras_invert import images
+
+    run = config_lib.load(model_path)
+    if run is None:
+        return None
+    try:
+        paths = pipelines.list_source_files(run.data, run.train_split)
+    except (ValueError, OSError) as error:
+        logging.warning("No mean training image for %s: %s", model_path, error)
+        return None
+    total, count = np.zeros((size, size, 3), np.float64), 0
+    for path in paths:
+        try:
+            image = pipelines.read_image(path)
+        except ValueError:
+            continue  # Training dropped it too (the pipelines skip undecodable photos).
+        total += images.target(images.center_crop(image, image_size), size).numpy()
+        count += 1
+    if not count:
+        logging.warning("No mean training image for %s: no photos in %s.", model_path, run.data)
+        return None
+    description = f"mean of {count} training photos ({run.data}, split {run.train_split})"
+    return (total / count).astype(np.float32), description
 
 
 def reencode(encode, reconstructions, image_size):
     """Features of [0, 1] reconstructions at the encoder's input size, and whether resized.
 
     A reconstruction smaller than the encoder's input (AlexNet decoders output
-    128..216 px for 227 px crops) is resized up bilinearly first.
+    128..216 px for 227 px crops) is resized up first (`keras_invert.images.resize`).
     """
     import numpy as np
-    import tensorflow as tf
 
-    reconstructions = np.asarray(reconstructions, np.float32)
-    resized = reconstructions.shape[1] != image_size
+    from keras_invert import images
+
+    pixels = np.clip(np.asarray(reconstructions, np.float32), 0.0, 1.0) * 255.0
+    resized = pixels.shape[1] != image_size
     if resized:
-        reconstructions = tf.image.resize(
-            reconstructions, [image_size, image_size], method="bilinear"
-        ).numpy()
-    return np.asarray(encode(np.clip(reconstructions, 0.0, 1.0) * 255.0)), resized
+        pixels = images.resize(pixels, image_size).numpy()
+    return np.asarray(encode(pixels)), resized
 
 
 def absolute_representation(name: str) -> str:

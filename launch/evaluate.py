@@ -13,11 +13,14 @@ encoder's input, e.g. 192x192 from conv5 for 227x227 crops, is resized up
 bilinearly first and the row says so), PSNR, SSIM, luma correlation and the
 seconds per image (encoding + decoding, or the whole optimisation; wall
 clock on this machine, after one warm-up call so that graph tracing is not
-counted). Two constant predictions are always rows (per output size): the
-mean training photo of `--data` (what a model could learn; not with
-`--images`) and the mean of the test photos themselves (it has seen them: a
-deliberately strong baseline, as in `launch.reconstruct`). One Markdown table on stdout, and
-`evaluation.json` + `evaluation.csv` in `--out_dir`.
+counted). Constant predictions are rows too (per output size): the mean
+training photo of each work dir's own training data (the source and split in
+its `config.json`; what that model could learn; an export records no
+training data, so it has none) and the mean of the test photos themselves
+(it has seen them: a deliberately strong baseline, as in
+`launch.reconstruct`). The originals are the crops made targets
+(`keras_invert.images.target`), as in training. One Markdown table on
+stdout, and `evaluation.json` + `evaluation.csv` in `--out_dir`.
 
 `--classifier=NAME` (a registry name whose tap is a vector of class scores:
 `efficientnet-lite0/logits`, or `keras:PATH#LAYER` of a saved classifier)
@@ -139,6 +142,7 @@ def evaluate_decoder(path, parts, paths, classify=None):
     import numpy as np
 
     from keras_invert import metrics
+    from keras_invert.images import target
 
     images = _load(paths, parts.image_size)
     parts.reconstruct(images[:1])  # Warm-up: tracing is not part of the time per image.
@@ -146,7 +150,7 @@ def evaluate_decoder(path, parts, paths, classify=None):
     features = parts.encode(images)
     reconstructions = parts.decode(features)
     seconds = (time.perf_counter() - start) / len(images)
-    originals = common.originals_at(images, parts.output_size)
+    originals = np.asarray(target(images, parts.output_size))
     again, resized = common.reencode(parts.encode, reconstructions, parts.image_size)
     notes = []
     if resized:
@@ -170,6 +174,7 @@ def evaluate_optimization(representation_name, image_size, paths, encoder_option
     import numpy as np
 
     from keras_invert import inversion, metrics, registry
+    from keras_invert.images import target
 
     representation = registry.get(representation_name)
     image_size = image_size or representation.default_image_size
@@ -195,7 +200,8 @@ def evaluate_optimization(representation_name, image_size, paths, encoder_option
     reconstructions = result.images / 255.0
     again = np.asarray(encode(result.images))
     row = _row("optimization (Mahendran & Vedaldi)", representation_name, image_size, image_size)
-    row.update(metrics.summarize(common.originals_at(images, image_size), reconstructions))
+    originals = np.asarray(target(images, image_size))
+    row.update(metrics.summarize(originals, reconstructions))
     row["feature_error"] = metrics.feature_error(features, again)
     row["seconds_per_image"] = seconds
     row["note"] = (
@@ -207,11 +213,17 @@ def evaluate_optimization(representation_name, image_size, paths, encoder_option
     return row
 
 
-def mean_image_rows(originals, image_size, train_paths, classify=None, images=None):
-    """The constant predictions: the mean training photo (when known) and the test photos' mean.
+def mean_image_rows(originals, image_size, training_means=(), classify=None, images=None):
+    """The constant predictions: the models' mean training images and the test photos' mean.
 
-    With `classify` and the crops `images`, each row also gets the classifier
-    agreement of the constant image (the chance level of those columns).
+    Args:
+        originals: the test photos' targets `[N, T, T, 3]` in [0, 1].
+        image_size: the crop size S they were made from.
+        training_means: `(mean image [T, T, 3], description)` pairs
+            (`common.training_mean_image`), one row each.
+        classify, images: with a classifier and the crops, each row also gets
+            the classifier agreement of the constant image (the chance level
+            of those columns).
     """
     import numpy as np
 
@@ -219,12 +231,14 @@ def mean_image_rows(originals, image_size, train_paths, classify=None, images=No
 
     size = originals.shape[1]
     rows = []
-    if train_paths:
-        train = common.originals_at(_load(train_paths, image_size), size)
-        row = _row("mean training image", "", image_size, size)
-        row.update(metrics.mean_image_baseline(originals, train.mean(axis=0)))
-        row["note"] = f"mean of {len(train_paths)} training photos"
-        rows.append((row, train.mean(axis=0)))
+    for mean, description in training_means:
+        method = "mean training image"
+        if len(training_means) > 1:
+            method += f" ({description})"
+        row = _row(method, "", image_size, size)
+        row.update(metrics.mean_image_baseline(originals, mean))
+        row["note"] = description
+        rows.append((row, mean))
     row = _row("mean image (of these photos)", "", image_size, size)
     row.update(metrics.mean_image_baseline(originals))
     row["note"] = "has seen the test photos: a deliberately strong baseline"
@@ -290,6 +304,9 @@ def write_outputs(out_dir, rows, paths):
 
 def main(argv):
     del argv
+    import numpy as np
+
+    import keras_invert.images
     import pipelines
 
     methods = FLAGS.method or (["decoder"] if FLAGS.model else ["optimization"])
@@ -311,13 +328,19 @@ def main(argv):
         classify = make_classifier(FLAGS.classifier) if FLAGS.classifier else None
     except ValueError as error:
         raise app.UsageError(f"--classifier: {error}") from error
-    rows, baselines = [], {}
+    rows, baselines, training_means = [], {}, {}
     targets = []  # (representation, image_size, encoder_options) for the optimisation
     models = {path: common.load_model_parts(path) for path in FLAGS.model}
     for path, parts in models.items() if "decoder" in methods else ():
         row, originals, _ = evaluate_decoder(path, parts, paths, classify)
         rows.append(row)
-        baselines.setdefault((row["image_size"], row["output_size"]), originals)
+        sizes = (row["image_size"], row["output_size"])
+        baselines.setdefault(sizes, originals)
+        # Each model's own training data: models trained on other data get their own row.
+        mean = common.training_mean_image(path, *sizes)
+        known = training_means.setdefault(sizes, [])
+        if mean is not None and mean[1] not in [description for _, description in known]:
+            known.append(mean)
     if "optimization" in methods:
         if FLAGS.representation:
             options = {"weights": FLAGS.encoder_weights} if FLAGS.encoder_weights else {}
@@ -340,11 +363,12 @@ def main(argv):
             continue
         rows.append(row)
         size = row["image_size"]
-        baselines.setdefault((size, size), common.originals_at(_load(paths, size), size))
-    train_paths = [] if FLAGS.images else pipelines.list_source_files(FLAGS.data, "train")
-    for (image_size, _), originals in baselines.items():
+        originals = np.asarray(keras_invert.images.target(_load(paths, size), size))
+        baselines.setdefault((size, size), originals)
+    for (image_size, output_size), originals in baselines.items():
         crops = _load(paths, image_size) if classify is not None else None
-        rows += mean_image_rows(originals, image_size, train_paths, classify, crops)
+        means = training_means.get((image_size, output_size), [])
+        rows += mean_image_rows(originals, image_size, means, classify, crops)
 
     json_path, csv_path = write_outputs(FLAGS.out_dir, rows, paths)
     print(f"\n{len(paths)} images from {FLAGS.images and 'files' or FLAGS.data}/{FLAGS.split}\n")

@@ -1,13 +1,19 @@
 """Reconstructs photos with a trained decoder and reports the paper's error.
 
     python -m launch.reconstruct --model=WORK_OR_EXPORT_DIR --images=a.jpg,b.png --out=grid.png
+    python -m launch.reconstruct --model=WORK_DIR --images=photo.jpg --out=one.png
     python -m launch.reconstruct --model=WORK_DIR --data=samples --split=test --out=grid.png
 
 Writes a PNG grid (one row per image: original | reconstruction) and prints
-the normalised reconstruction error (docs/reference.md, Evaluation), luma correlation,
-SSIM and PSNR, beside two mean-image baselines: the mean training photo
-(with --data: what a constant predictor could learn) and the mean of the
-evaluated photos themselves (an oracle, hard to beat).
+the normalised reconstruction error (docs/reference.md, Evaluation; it needs
+two photos or more),
+luma correlation, SSIM and PSNR, beside the mean-image baselines:
+the mean training photo (a work dir's own training data, from its
+`config.json`: what a constant predictor could learn) and, for two photos or
+more, the mean of the evaluated photos themselves (an oracle, hard to beat).
+Photos are centre cropped and made targets as in training
+(`keras_invert.images`). A path that is missing, a folder or not an image
+is refused with an error that says which.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from launch import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Training work dir or SavedModel export dir.", required=True)
-flags.DEFINE_list("images", [], "Image files to reconstruct.")
+flags.DEFINE_list("images", [], "Image files to reconstruct (one or more).")
 flags.DEFINE_string("data", None, "A pipeline source instead of --images, e.g. 'samples'.")
 flags.DEFINE_string("split", "test", "Split of --data.")
 flags.DEFINE_string("out", "reconstructions.png", "Output PNG grid.")
@@ -55,15 +61,10 @@ def warn_if_upsampled(paths, image_size: int) -> None:
     export's image signatures do), so a photo smaller than one feature cell
     is not an error here: its features describe the interpolated image.
     """
-    import tensorflow as tf
-
-    from pipelines import ops
+    import pipelines
 
     for path in paths:
-        try:
-            height, width = ops.decode_image(tf.io.read_file(path)).shape[:2]
-        except (tf.errors.OpError, ValueError):
-            continue  # pipelines.load_images names the file in its error.
+        height, width = pipelines.read_image(path).shape[:2]
         if min(height, width) < image_size:
             logging.warning(
                 "%s is %dx%d pixels: its centre crop is upsampled to %dx%d before encoding.",
@@ -71,46 +72,58 @@ def warn_if_upsampled(paths, image_size: int) -> None:
             )  # fmt: skip
 
 
+def summarize(originals, reconstructions) -> dict:
+    """`metrics.summarize`; one photo has no normalised error (it needs pairs of photos)."""
+    from keras_invert import metrics
+
+    if len(originals) > 1:
+        return metrics.summarize(originals, reconstructions)
+    values = {"normalized_error": None}
+    for name in ("luma_correlation", "ssim", "psnr"):
+        values[name] = getattr(metrics, name)(originals, reconstructions)
+    return values
+
+
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     columns = ["normalized_error", "luma_correlation", "ssim", "psnr"]
     lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name, values in rows.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[c]:.3f}" for c in columns) + " |")
+        cells = ["-" if values[c] is None else f"{values[c]:.3f}" for c in columns]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv):
     del argv
     import numpy as np
-    import tensorflow as tf
 
     import pipelines
-    from keras_invert import metrics
+    from keras_invert import images, metrics
 
-    reconstruct, representation, image_size, _ = common.load_trained(FLAGS.model)
     if FLAGS.images and FLAGS.data:
         raise app.UsageError("Give either --images or --data, not both.")
+    reconstruct, representation, image_size, _ = common.load_trained(FLAGS.model)
     paths = FLAGS.images or pipelines.list_source_files(FLAGS.data or "samples", FLAGS.split)
-    if len(paths) < 2:
-        raise app.UsageError("The normalised error needs at least two images.")
+    if not paths:
+        raise app.UsageError("No images to reconstruct.")
+    crops = pipelines.load_images(paths, image_size)
     if FLAGS.images:
         warn_if_upsampled(paths, image_size)
-    images = pipelines.load_images(paths, image_size)
     reconstructions = np.concatenate(
-        [reconstruct(images[i : i + 8]) for i in range(0, len(images), 8)], axis=0
+        [reconstruct(crops[i : i + 8]) for i in range(0, len(crops), 8)], axis=0
     )
     size = reconstructions.shape[1]
-    originals = tf.image.resize(images, [size, size], method="area", antialias=True).numpy() / 255.0
-    originals = np.clip(originals, 0.0, 1.0)
+    originals = np.asarray(images.target(crops, size))
     write_grid(FLAGS.out, originals, reconstructions)
-    rows = {f"{representation} decoder": metrics.summarize(originals, reconstructions)}
-    if FLAGS.data:
-        # The constant prediction a model could learn: the mean training photo.
-        train_paths = pipelines.list_source_files(FLAGS.data, "train")
-        train = pipelines.load_images(train_paths, size) / 255.0
-        rows["mean training image"] = metrics.mean_image_baseline(originals, train.mean(axis=0))
-    # It has seen the evaluated photos themselves: a deliberately strong baseline.
-    rows["mean image (of these photos)"] = metrics.mean_image_baseline(originals)
+    rows = {f"{representation} decoder": summarize(originals, reconstructions)}
+    training_mean = common.training_mean_image(FLAGS.model, image_size, size)
+    if training_mean is not None:
+        # The constant prediction the model could have learnt: its mean training photo.
+        prediction = np.broadcast_to(training_mean[0], originals.shape)
+        rows["mean training image"] = summarize(originals, prediction)
+    if len(paths) > 1:
+        # It has seen the evaluated photos themselves: a deliberately strong baseline.
+        rows["mean image (of these photos)"] = metrics.mean_image_baseline(originals)
     print(f"\n{len(paths)} images, {representation}, reconstructions {size}x{size}: {FLAGS.out}\n")
     print(format_table(rows))
     if FLAGS.metrics_out:

@@ -7,7 +7,8 @@
   exact and cheap, and `data_service` runs the work on a tf.data service
   (`launch.data_service`).
 - `load_images`: centre crops of image files as a numpy batch, for the
-  reconstruct and evaluate scripts.
+  reconstruct and evaluate scripts; `read_image`: one file decoded, with an
+  error that says whether it is missing, a folder or not an image.
 - `list_source_files`: the photos of a "samples" or "folder:PATH" split.
 - `SAMPLE_PHOTOS`, `SAMPLE_TEST_PHOTOS`: the bundled photos and the fixed
   held-out ones (see `pipelines.sources`).
@@ -18,7 +19,7 @@ Example:
     ...                         image_size=128, batch_size=8, seed=0)
 """
 
-from pipelines.builder import build_dataset, load_images
+from pipelines.builder import build_dataset, load_images, read_image
 from pipelines.sources import SAMPLE_PHOTOS, SAMPLE_TEST_PHOTOS, list_source_files
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "build_dataset",
     "list_source_files",
     "load_images",
+    "read_image",
 ]

@@ -137,7 +137,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_invert import registry
+from keras_invert import images, registry
 from pipelines import ops, sources
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -423,26 +423,54 @@ def load_images(paths, image_size: int) -> np.ndarray:
         float32 `[N, image_size, image_size, 3]` in 0..255.
 
     Raises:
-        ValueError: naming the file, when one cannot be read or decoded
-            (explicit user input, so an error rather than a skip).
+        FileNotFoundError: a path does not exist.
+        IsADirectoryError: a path is a folder (a folder of photos is a
+            source: "folder:PATH").
+        ValueError: a file is not an image or is corrupt (explicit user
+            input, so an error naming the file rather than a skip).
+        OSError: a file exists but cannot be read (permissions).
     """
     _check_positive_int("image_size", image_size)
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    images = []
+    crops = []
     for path in paths:
-        path = os.fspath(path)
-        try:
-            image = ops.decode_image(tf.io.read_file(path))
-        except (tf.errors.OpError, ValueError) as error:
-            raise ValueError(
-                "Could not read an image (JPEG/PNG/GIF/BMP/WebP) from the file. "
-                f"Received: path={path!r}"
-            ) from error
-        images.append(ops.center_crop({"image": image}, image_size)["image"].numpy())
-    if not images:
+        image = read_image(path)
+        crops.append(images.center_crop(image, image_size).numpy())
+    if not crops:
         return np.zeros((0, image_size, image_size, 3), np.float32)
-    return np.stack(images).astype(np.float32)
+    return np.stack(crops).astype(np.float32)
+
+
+def read_image(path) -> tf.Tensor:
+    """One image file, decoded (`keras_invert.images.decode`), with errors that say what is wrong.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError, ValueError: as `load_images`;
+        OSError: the file exists but cannot be read (permissions).
+    """
+    path = os.fspath(path)
+    # tf.io.gfile, as tf.io.read_file: also for remote paths (gs://...).
+    if tf.io.gfile.isdir(path):
+        raise IsADirectoryError(
+            "Expected an image file, not a folder (a folder of photos is the source "
+            f"'folder:{path}'). Received: path={path!r}"
+        )
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"Expected an existing image file. Received: path={path!r}")
+    try:
+        contents = tf.io.read_file(path)
+    except tf.errors.OpError as error:
+        raise OSError(
+            f"Could not read the image file ({error.message}). Received: path={path!r}"
+        ) from error
+    try:
+        return images.decode(contents)
+    except tf.errors.OpError as error:
+        raise ValueError(
+            "Expected an image file (JPEG/PNG/GIF/BMP/WebP); this one does not decode: "
+            f"not an image, or corrupt or truncated. Received: path={path!r}"
+        ) from error
 
 
 # Steps.

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import decoders, export, vlfeat
+from keras_invert import decoders, export, images, vlfeat
 from keras_invert.features import hog, sift_batch
 from keras_invert.features.sift import default_backend
 
@@ -154,7 +154,7 @@ def test_client_uses_the_recorded_backend(sift_exports, libvl, real_photos):
     model = export.load_export(given)
     assert model.encoder_options == {"backend": "opencv"}
     photos = _photos(real_photos)
-    prepared = export._prepare_images(tf.constant(photos), 64).numpy()
+    prepared = images.prepare(tf.constant(photos), 64).numpy()
     maps = sift_batch(prepared, backend="opencv")
     assert np.count_nonzero(maps) > 0
     np.testing.assert_array_equal(model.features(photos), maps)
@@ -173,7 +173,7 @@ def test_client_without_libvl_refuses_a_vlfeat_export_unless_overridden(
     model = export.load_export(resolved, encoder_options={"backend": "opencv"})
     assert model.encoder_options == {"backend": "opencv"}
     photos = _photos(real_photos)
-    prepared = export._prepare_images(tf.constant(photos), 64).numpy()
+    prepared = images.prepare(tf.constant(photos), 64).numpy()
     np.testing.assert_array_equal(model.features(photos), sift_batch(prepared, backend="opencv"))
     assert model(photos).shape == (2, 64, 64, 3)
     with pytest.raises(ValueError, match="encoder_options"):
@@ -201,3 +201,79 @@ def test_encoder_options_are_refused_for_image_signatures(exported):
     base, _, _ = exported
     with pytest.raises(ValueError, match="inside the SavedModel"):
         export.load_export(base, encoder_options={"cell_size": 8})
+
+
+# One image preparation: the served graph crops a photo as the evaluation pipeline does.
+
+SERVED = ("hog", "lbp", "alexnet/conv1")
+OUTPUT_SIZES = {"hog": 64, "lbp": 64, "alexnet/conv1": 216}
+
+
+@pytest.fixture(scope="module")
+def served(exported, tmp_path_factory):
+    """Name -> (loaded export at image size 64, its encoder); AlexNet's weights from a file."""
+    from keras_invert import registry
+    from keras_invert.encoders import alexnet
+
+    root = tmp_path_factory.mktemp("served")
+    weights = str(root / "conv1.weights.h5")
+    alexnet("caffe", outputs=["conv1"]).save_weights(weights)
+    paths = {"hog": exported[1]}
+    paths["lbp"] = export.export_saved_model(
+        decoders.lbp_decoder(64, width=0.125), "lbp", str(root / "lbp"), image_size=64
+    )
+    paths["alexnet/conv1"] = export.export_saved_model(
+        registry.get("alexnet/conv1").build_decoder(64, width=0.0625), "alexnet/conv1",
+        str(root / "conv1"), image_size=64, encoder_options={"weights": weights},
+    )  # fmt: skip
+    encoders = {"hog": {}, "lbp": {}, "alexnet/conv1": {"weights": weights}}
+    return {
+        name: (tf.saved_model.load(paths[name]), registry.get(name).make_encoder(**options))
+        for name, options in encoders.items()
+    }
+
+
+@pytest.mark.parametrize("name", SERVED)
+def test_a_served_photo_is_prepared_as_the_evaluation_pipeline_prepares_it(
+    name, served, real_photos, tmp_path
+):
+    import pipelines
+
+    photo = real_photos["astronaut"][100:250, 150:350]  # 150 x 200: cropped and resized.
+    path = str(tmp_path / "photo.png")
+    tf.io.write_file(path, tf.io.encode_png(photo))
+    loaded, encode = served[name]
+    crop = pipelines.load_images([path], 64)
+    features = tf.constant(encode(crop), tf.float32)
+    expected = loaded.signatures["from_features"](features=features)["reconstruction"].numpy()
+    served_photo = loaded.signatures["serving_default"](images=tf.constant(photo[None]))
+    difference = np.abs(served_photo["reconstruction"].numpy() - expected).max()
+    # The same ops on the same crop: equal up to rounding (an area resize in the graph
+    # instead of the pipeline's antialiased bilinear differs by 3e-4 to 2e-3 here).
+    assert difference <= 1e-4
+    assert expected.std() > 0  # The reconstruction depends on the photo, not a constant.
+
+
+def test_non_finite_images_and_empty_batches(served, sift_exports):
+    loaded, _ = served["hog"]
+    image = np.full((1, 70, 90, 3), 100.0, np.float32)
+    image[0, 30, 40, 2] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+        loaded.signatures["serve_float"](images=image)
+    # An empty batch of any signature returns an empty batch of reconstructions.
+    sift = tf.saved_model.load(sift_exports[1])
+    requests = {
+        "hog": [("serving_default", "images", tf.zeros((0, 70, 90, 3), tf.uint8)),
+                ("serve_float", "images", tf.zeros((0, 70, 90, 1))),
+                ("from_features", "features", tf.zeros((0, 8, 8, 31)))],
+        "alexnet/conv1": [("serve_float", "images", tf.zeros((0, 64, 64, 3))),
+                          ("from_features", "features", tf.zeros((0, 27, 27, 96)))],
+        "sift": [("serving_default", "features", tf.zeros((0, 16, 16, 133))),
+                 ("from_features", "features", tf.zeros((0, 16, 16, 133)))],
+    }  # fmt: skip
+    for name, calls in requests.items():
+        model = sift if name == "sift" else served[name][0]
+        size = OUTPUT_SIZES.get(name, 64)
+        for signature, key, batch in calls:
+            output = model.signatures[signature](**{key: batch})["reconstruction"]
+            assert output.shape == (0, size, size, 3), (name, signature)

@@ -120,8 +120,8 @@ def hog(images, cell_size: int = 8, num_orientations: int = 9) -> tf.Tensor:
     without XLA and faster than VLFeat's C code per image.
 
     Args:
-        images: float `[N, H, W, C]` or `[H, W, C]` with C = 1 or 3, any value
-            range (the paper's features use 0..255). H and W may be dynamic.
+        images: float `[N, H, W, C]` or `[H, W, C]` with C = 1 or 3, any finite
+            value range (the paper's features use 0..255). H and W may be dynamic.
         cell_size: cell size in pixels (paper: 8).
         num_orientations: undirected orientations (paper: 9, giving 31 channels).
 
@@ -129,6 +129,10 @@ def hog(images, cell_size: int = 8, num_orientations: int = 9) -> tf.Tensor:
         float32 `[N, (H + cell//2) // cell, (W + cell//2) // cell, 4 + 3 * num_orientations]`
         (no batch axis for rank-3 input). Channels 0..2n-1 directed (bin k and
         k+n opposite directions), 2n..3n-1 undirected, the last 4 texture.
+
+    Raises:
+        ValueError: NaN or Inf pixels (eagerly; in a graph an
+            `InvalidArgumentError`, and not checked under `jit_compile`).
     """
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.float32:

@@ -249,6 +249,9 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
     Returns:
         float32 `[N, H // cell_size, W // cell_size, 58]` (no batch axis for
         rank-3 input); each cell is `sqrt(histogram) / (sqrt(sum) + 1e-10)`.
+
+    Raises:
+        ValueError: NaN or Inf pixels (eagerly; in a graph an `InvalidArgumentError`).
     """
     images = tf.convert_to_tensor(images)
     if images.dtype != tf.float32:

@@ -96,6 +96,16 @@ def test_rejects_wrong_channels_and_rank():
         hog(np.zeros((16, 16), np.float32))
 
 
+def test_rejects_nan_and_inf_images():
+    image = np.full((1, 16, 16, 3), 128.0, np.float32)
+    image[0, 5, 5, 1] = np.nan
+    with pytest.raises(ValueError, match="Expected finite images.*1 NaN and 0 Inf"):
+        hog(image)
+    image[0, 5, 5, 1] = np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+        tf.function(hog)(image)
+
+
 def test_layer_round_trips_through_keras_file(tmp_path, real_photos):
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, HOG(cell_size=8, num_orientations=9, name="hog")(inputs))

@@ -120,3 +120,13 @@ def test_rejects_bad_arguments():
     dynamic = tf.function(lbp, input_signature=[tf.TensorSpec([None, None, None, 1], tf.float32)])
     with pytest.raises(tf.errors.InvalidArgumentError, match="at least 16x16"):
         dynamic(np.zeros((1, 20, 8, 1), np.float32))
+
+
+def test_rejects_nan_and_inf_images():
+    image = np.full((1, 16, 16, 3), 128.0, np.float32)
+    image[0, 5, 5, 1] = -np.inf
+    with pytest.raises(ValueError, match="Expected finite images.*0 NaN and 1 Inf"):
+        lbp(image)
+    image[0, 5, 5, 1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+        tf.function(lbp)(image)

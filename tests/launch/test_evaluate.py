@@ -12,13 +12,13 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _work_dir(path, representation="hog", image_size=64):
+def _work_dir(path, representation="hog", image_size=64, data="samples"):
     """A work dir with an untrained tiny decoder, as `launch.train` leaves it."""
     from keras_invert import config, registry, training
 
     run = config.replace(
         config.preset("demo"), representation=representation, image_size=image_size,
-        width=0.125, cache_dir=None,
+        width=0.125, cache_dir=None, data=data,
     )  # fmt: skip
     config.save(run, str(path))
     decoder = registry.get(representation).build_decoder(image_size, width=0.125)
@@ -28,10 +28,17 @@ def _work_dir(path, representation="hog", image_size=64):
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
+    import tensorflow as tf
+
     from keras_invert import export
 
     root = tmp_path_factory.mktemp("models")
-    decoder = _work_dir(root / "hog")
+    # Its own training data, not --data's: a red and a blue photo (mean: purple).
+    for split, colours in {"train": [(255, 0, 0), (0, 0, 255)], "test": [(0, 255, 0)]}.items():
+        for index, colour in enumerate(colours):
+            image = np.broadcast_to(np.array(colour, np.uint8), (60, 80, 3))
+            tf.io.write_file(str(root / "own" / split / f"{index}.png"), tf.io.encode_png(image))
+    decoder = _work_dir(root / "hog", data=f"folder:{root / 'own'}")
     export.export_saved_model(decoder, "hog", str(root / "exports"), image_size=64)
     return str(root / "hog"), str(root / "exports")
 
@@ -78,12 +85,16 @@ def test_one_table_for_decoders_optimization_and_the_mean_image(models, tmp_path
     assert float(table[4]["normalized_error"]) == pytest.approx(mean["normalized_error"])
     # The mean-image row is the baseline of the same crops.
     import pipelines
-    from keras_invert import metrics
-    from launch import common
+    from keras_invert import images, metrics
 
-    originals = common.originals_at(pipelines.load_images(figures["images"], 64), 64)
+    originals = np.asarray(images.target(pipelines.load_images(figures["images"], 64), 64))
     expected = metrics.mean_image_baseline(originals)["normalized_error"]
     assert mean["normalized_error"] == pytest.approx(expected)
+    # The mean training image is the work dir's own training data's (config.json), not --data's.
+    assert "mean of 2 training photos (folder:" in train_mean["note"]
+    purple = np.broadcast_to(np.float32([0.5, 0.0, 0.5]), (64, 64, 3))
+    expected = metrics.mean_image_baseline(originals, purple)["normalized_error"]
+    assert train_mean["normalized_error"] == pytest.approx(expected, rel=1e-5)
     assert f"| {rows[2]['method']} | hog | 64 |" in result.stdout
     # --classifier: top-1/top-5 agreement on every row, the mean images' included.
     assert "| note | top1_agreement | top5_agreement |" in result.stdout

@@ -111,6 +111,28 @@ def test_export_and_reconstruct(trained, tmp_path):
     )
 
 
+def test_reconstruct_a_single_photo(trained, tmp_path):
+    import cv2
+
+    import pipelines
+
+    photo = pipelines.list_source_files("samples", "test")[0]
+    grid, metrics_file = str(tmp_path / "one.png"), str(tmp_path / "one.json")
+    result = _run(
+        "launch.reconstruct", f"--model={trained}", f"--images={photo}", f"--out={grid}",
+        f"--metrics_out={metrics_file}",
+    )  # fmt: skip
+    with open(metrics_file) as file:
+        figures = json.load(file)
+    assert cv2.imread(grid).shape == (24 + 64, 128, 3)
+    # One photo has no normalised error (it needs pairs) and no mean of "these photos";
+    # the work dir's own mean training photo is still a baseline.
+    assert set(figures["results"]) == {"hog decoder", "mean training image"}
+    for row in figures["results"].values():
+        assert row["normalized_error"] is None and -1 <= row["luma_correlation"] <= 1
+    assert "| hog decoder | - |" in result.stdout
+
+
 def test_divergent_run_stops_with_message(tmp_path):
     result = _run(
         "launch.train", f"--work_dir={tmp_path}", *TINY, "--steps=20", "--steps_per_epoch=5",

@@ -108,13 +108,16 @@ def test_model_fit_runs_on_the_dataset():
     assert np.isfinite(history.history["loss"][0])
 
 
-def test_load_images_names_an_unreadable_file(tmp_path):
-    bad = tmp_path / "bad.jpg"
-    bad.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="bad.jpg"):
-        load_images([bad], 32)
-    with pytest.raises(ValueError, match="missing.png"):
+def test_load_images_says_what_is_wrong_with_a_path(tmp_path):
+    (tmp_path / "notes.jpg").write_text("not an image")
+    (tmp_path / "cut.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    for name in ("notes.jpg", "cut.png"):
+        with pytest.raises(ValueError, match=f"does not decode.*{name}"):
+            load_images([tmp_path / name], 32)
+    with pytest.raises(FileNotFoundError, match="existing image file.*missing.png"):
         load_images(str(tmp_path / "missing.png"), 32)
+    with pytest.raises(IsADirectoryError, match=f"not a folder.*folder:{tmp_path}"):
+        load_images([tmp_path], 32)
 
 
 def test_invalid_arguments_are_rejected():

@@ -1,0 +1,198 @@
+"""Image preparation: the one definition that training, serving and evaluation share.
+
+Every path from a photo to an encoder's input or a decoder's target goes
+through these functions: the training pipelines (`pipelines.ops`), the
+export's image signatures, `launch.reconstruct`, `launch.evaluate` and
+`keras_invert.experiments`. So a photo served to an export is cropped and
+resized exactly as the evaluation pipeline crops it, and every target is made
+the same way.
+
+- `decode`: encoded JPEG/PNG/GIF/BMP/WebP bytes -> float32 `[H, W, 3]` in
+  0..255. Decoded at 16 bits per channel and divided by 257, so 8-bit files
+  give their exact integer values and 16-bit PNGs are scaled to 0..255.
+  Grayscale is repeated to 3 channels; the alpha channel of gray+alpha and
+  RGBA images is dropped (not composited). Animated GIFs give their first frame.
+- `center_crop`: the centre square of the full short side, resized (evaluation,
+  serving); `random_crop`: a random square at a random scale, resized and
+  randomly flipped (training).
+- `resize`: antialiased bilinear, clipped to 0..255: the one filter of the
+  crops, downscaling and upscaling alike (images of any size, even 1 pixel,
+  work: small ones are upscaled).
+- `target`: crops at a decoder's output side, in [0, 1]: the area average
+  when the side is smaller (the photo at the decoder's resolution), else
+  `resize`.
+- `prepare`: a batch as an export's image signatures take it (uint8 or float
+  0..255, 1, 3 or 4 channels, any size) -> centre crops.
+- `check_finite`: NaN and Inf values are refused, with a `ValueError` when
+  running eagerly and an `InvalidArgumentError` inside a graph (tf.data, a
+  SavedModel). The crops check their input, so every path above refuses them.
+  (XLA drops assertions: a function compiled with `jit_compile=True` does not
+  check; the pipelines check the crops before their compiled feature ops.)
+
+Example:
+    >>> from keras_invert import images
+    >>> photo = images.decode(tf.io.read_file("photo.jpg"))  # [H, W, 3] 0..255
+    >>> crop = images.center_crop(photo, 128)                 # [128, 128, 3]
+    >>> target = images.target(crop, 64)                      # [64, 64, 3] in [0, 1]
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+_UINT16_PER_UINT8 = 257.0  # 65535 / 255: decode widens 8-bit values by x * 257.
+_SERVED_CHANNELS = (1, 3, 4)
+
+
+def check_finite(values, name: str = "images"):
+    """`values` unchanged after checking that none is NaN or Inf.
+
+    Eagerly a `ValueError` counts the bad values; inside a graph (tf.data, a
+    tf.function, a SavedModel) an assertion raises `InvalidArgumentError`
+    with the same expectation. Gradients pass through unchanged.
+    """
+    values = tf.convert_to_tensor(values)
+    if not values.dtype.is_floating:
+        return values
+    expected = f"Expected finite {name} (no NaN or Inf)."
+    if tf.executing_eagerly():
+        finite = tf.math.is_finite(values)
+        if not bool(tf.reduce_all(finite)):
+            nan = int(tf.reduce_sum(tf.cast(tf.math.is_nan(values), tf.int64)))
+            bad = int(tf.size(values, tf.int64) - tf.reduce_sum(tf.cast(finite, tf.int64)))
+            raise ValueError(
+                f"{expected} Received: {name} with {nan} NaN and {bad - nan} Inf values "
+                f"(shape {tuple(values.shape)})"
+            )
+        return values
+    check = tf.debugging.Assert(
+        tf.reduce_all(tf.math.is_finite(values)), [f"{expected} Received: NaN or Inf values."]
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(values)
+
+
+def to_rgb(images) -> tf.Tensor:
+    """`[..., H, W, C]` with C in 1..4 and any integer/float dtype -> float32 RGB.
+
+    Integer images keep their value range (uint8 stays 0..255; uint16 is
+    divided by 257 to 0..255). Gray is repeated, alpha is dropped.
+    """
+    images = tf.convert_to_tensor(images)
+    scale = _UINT16_PER_UINT8 if images.dtype == tf.uint16 else 1.0
+    channels = tf.shape(images)[-1]
+    tf.debugging.assert_less_equal(channels, 4, message="Expected at most 4 image channels")
+    # A slice, not tf.gather on the channel axis, and the cast after it: the
+    # gather cost ~8 ms per decoded photo on a CPU core, half of the streaming
+    # pipeline's CPU time (`python -m launch.benchmark`).
+    rgb = tf.cond(
+        channels >= 3,
+        lambda: images[..., :3],  # RGB, RGBA: alpha dropped.
+        lambda: tf.concat([images[..., :1]] * 3, axis=-1),  # Gray, gray + alpha.
+    )
+    shape = [None] * (images.shape.rank - 1) + [3]
+    return tf.ensure_shape(tf.cast(rgb, tf.float32) / scale, shape)
+
+
+def decode(contents) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes -> float32 `[H, W, 3]` in 0..255.
+
+    Raises `tf.errors.InvalidArgumentError` for data that does not decode
+    (corrupt, truncated, empty); the pipelines drop such examples.
+    """
+    image = tf.io.decode_image(contents, channels=0, dtype=tf.uint16, expand_animations=False)
+    return to_rgb(image)
+
+
+def resize(images, size: int) -> tf.Tensor:
+    """Square resize of `[H, W, 3]` or `[N, H, W, 3]` images: antialiased bilinear, 0..255.
+
+    The antialiased filter widens with the downscaling factor (it averages
+    like area resizing) and is plain bilinear when upscaling.
+    """
+    resized = tf.image.resize(images, [size, size], method="bilinear", antialias=True)
+    return tf.clip_by_value(resized, 0.0, 255.0)
+
+
+def center_crop(images, size: int) -> tf.Tensor:
+    """The centre square of the full short side, resized to `size` (evaluation, serving).
+
+    Args:
+        images: float `[H, W, 3]` or `[N, H, W, 3]` in 0..255, finite.
+        size: side of the output.
+    """
+    images = check_finite(images)
+    shape = tf.shape(images)
+    height, width = shape[-3], shape[-2]
+    side = tf.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return resize(images[..., top : top + side, left : left + side, :], size)
+
+
+def random_crop(image, size: int, seed, min_crop_scale: float, flip: bool = True) -> tf.Tensor:
+    """A random square crop of `[H, W, 3]`, resized to `size`, randomly flipped (training).
+
+    Side = uniform(min_crop_scale, 1) x short side, at a uniform position;
+    horizontal flip with probability 1/2. All draws are stateless, keyed by
+    `seed` (`[2]` integers), so the crop is a pure function of the image and the key.
+    """
+    image = check_finite(image)
+    height, width = tf.shape(image)[0], tf.shape(image)[1]
+    draws = tf.random.stateless_uniform([4], seed=seed)
+    short = tf.minimum(height, width)
+    scale = min_crop_scale + (1.0 - min_crop_scale) * draws[0]
+    side = tf.cast(tf.round(scale * tf.cast(short, tf.float32)), tf.int32)
+    side = tf.clip_by_value(side, 1, short)
+
+    def offset(extent, draw):
+        room = extent - side
+        return tf.minimum(tf.cast(draw * tf.cast(room + 1, tf.float32), tf.int32), room)
+
+    top, left = offset(height, draws[1]), offset(width, draws[2])
+    crop = resize(image[top : top + side, left : left + side], size)
+    if flip:
+        crop = tf.cond(draws[3] < 0.5, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
+    return crop
+
+
+def target(crops, size: int) -> tf.Tensor:
+    """Crops (0..255, `[S, S, 3]` or `[N, S, S, 3]`) as a decoder's target: side `size`, [0, 1].
+
+    The training target, the evaluation original and the experiments'
+    original are all this. A smaller target is the area average (each
+    target pixel the mean of the crop pixels it covers), a larger one the
+    crop `resize`d; equal sizes are not resampled.
+    """
+    crops = tf.convert_to_tensor(crops, tf.float32)
+    side = crops.shape[-2]
+    if side is not None and size < side:
+        crops = tf.image.resize(crops, [size, size], method="area")
+    elif side != size:
+        crops = resize(crops, size)
+    return tf.clip_by_value(crops / 255.0, 0.0, 1.0)
+
+
+def prepare(images, size: int) -> tf.Tensor:
+    """A batch as an export's image signatures take it -> float32 `[N, size, size, 3]` 0..255.
+
+    Args:
+        images: `[N, H, W, C]`, uint8 or float 0..255, C = 1 (gray), 3 (RGB)
+            or 4 (RGBA: alpha dropped), any H and W.
+        size: the training image size.
+
+    The centre crop of each image, as `center_crop` makes the evaluation
+    crops. Checked in the graph: the channel count, non-empty images, finite values.
+    """
+    images = tf.convert_to_tensor(images)
+    shape = tf.shape(images)
+    checks = [
+        tf.debugging.assert_equal(
+            tf.reduce_any(tf.equal(shape[-1], _SERVED_CHANNELS)),
+            True,
+            message="Expected images [N, H, W, C] with C = 1 (gray), 3 (RGB) or 4 (RGBA)",
+        ),
+        tf.debugging.assert_positive(shape[1:3], message="Expected non-empty images"),
+    ]
+    with tf.control_dependencies(checks):
+        images = tf.identity(images)
+    return center_crop(to_rgb(images), size)

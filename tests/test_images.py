@@ -1,0 +1,90 @@
+"""Image preparation: decoding, crops, the target and the finite-values check."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_invert import images
+
+
+@pytest.fixture
+def rgb():
+    return np.random.default_rng(0).integers(0, 256, (6, 9, 3), dtype=np.uint8)
+
+
+def _png(array):
+    array = array if array.ndim == 3 else array[..., None]
+    return tf.io.encode_png(tf.constant(array)).numpy()
+
+
+def test_decode_rgb_png_keeps_exact_values(rgb):
+    decoded = images.decode(_png(rgb)).numpy()
+    assert decoded.dtype == np.float32
+    np.testing.assert_array_equal(decoded, rgb.astype(np.float32))
+
+
+def test_decode_grayscale_is_repeated_and_alpha_dropped(rgb):
+    gray = images.decode(_png(rgb[..., 0])).numpy()
+    np.testing.assert_array_equal(gray, np.repeat(rgb[..., :1], 3, axis=-1))
+    gray_alpha = images.decode(_png(np.dstack([rgb[..., 0]] * 2))).numpy()
+    np.testing.assert_array_equal(gray_alpha, gray)
+    rgba = images.decode(_png(np.dstack([rgb, rgb[..., :1]]))).numpy()
+    np.testing.assert_array_equal(rgba, rgb.astype(np.float32))
+
+
+def test_decode_16_bit_png_is_scaled_to_0_255(rgb):
+    deep = rgb[..., 0].astype(np.uint16) * 257 + 100  # Not multiples of 257.
+    decoded = images.decode(_png(deep)).numpy()
+    np.testing.assert_allclose(decoded[..., 0], deep / 257.0, atol=1e-4)
+    assert decoded.max() <= 255.0
+
+
+def test_decode_raises_on_corrupt_data():
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        images.decode(b"\xff\xd8\xff" + b"\x00" * 40)
+
+
+def test_center_crop_of_a_batch_equals_the_crop_of_each_image():
+    batch = np.random.default_rng(1).uniform(0, 255, (2, 30, 21, 3)).astype(np.float32)
+    crops = images.center_crop(batch, 12).numpy()
+    assert crops.shape == (2, 12, 12, 3)
+    for image, crop in zip(batch, crops, strict=True):
+        np.testing.assert_array_equal(images.center_crop(image, 12).numpy(), crop)
+
+
+def test_prepare_takes_uint8_gray_and_rgba_as_the_centre_crop():
+    rgb = np.random.default_rng(2).integers(0, 256, (1, 20, 14, 3), dtype=np.uint8)
+    expected = images.center_crop(rgb.astype(np.float32), 8).numpy()
+    np.testing.assert_array_equal(images.prepare(rgb, 8).numpy(), expected)
+    rgba = np.concatenate([rgb, np.zeros_like(rgb[..., :1])], axis=-1)
+    np.testing.assert_array_equal(images.prepare(rgba, 8).numpy(), expected)
+    gray = images.prepare(rgb[..., :1], 8).numpy()
+    np.testing.assert_array_equal(gray, np.repeat(gray[..., :1], 3, axis=-1))
+
+
+def test_target_is_the_resized_crop_in_unit_range():
+    crops = np.random.default_rng(3).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
+    np.testing.assert_array_equal(images.target(crops, 16).numpy(), crops / 255.0)
+    # Smaller: each target pixel the mean of the 2x2 crop pixels it covers.
+    means = crops.reshape(2, 8, 2, 8, 2, 3).mean(axis=(2, 4)) / 255.0
+    np.testing.assert_allclose(images.target(crops, 8).numpy(), means, atol=1e-6)
+    # Larger: the crop resized as crops are.
+    larger = images.target(crops, 24).numpy()
+    np.testing.assert_allclose(larger, images.resize(crops, 24).numpy() / 255.0, atol=1e-7)
+    assert 0.0 <= larger.min() and larger.max() <= 1.0
+
+
+def test_non_finite_values_are_refused_eagerly_and_in_graphs():
+    image = np.zeros((4, 5, 3), np.float32)
+    image[0, 0, 0], image[1, 1, 1], image[2, 2, 2] = np.nan, np.inf, -np.inf
+    with pytest.raises(ValueError, match=r"Expected finite images.*1 NaN and 2 Inf"):
+        images.check_finite(image)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+        tf.function(images.check_finite)(tf.constant(image))
+    clean = np.ones((4, 5, 3), np.float32)
+    np.testing.assert_array_equal(tf.function(images.check_finite)(clean).numpy(), clean)
+    # The crops check their input: no path from a photo to a crop lets NaN through.
+    with pytest.raises(ValueError, match="finite"):
+        images.center_crop(image, 2)
+    with pytest.raises(ValueError, match="finite"):
+        images.random_crop(image, 2, tf.constant([0, 1], tf.int64), 0.5)
