@@ -6,9 +6,8 @@
 
 Writes a PNG grid (one row per image: original | reconstruction) and prints
 the normalised reconstruction error (docs/reference.md, Evaluation; it needs
-two photos or more),
-luma correlation, SSIM and PSNR, beside the mean-image baselines:
-the mean training photo (a work dir's own training data, from its
+two photos or more), luma correlation, SSIM and PSNR, beside the mean-image
+baselines: the mean training photo (a work dir's own training data, from its
 `config.json`: what a constant predictor could learn) and, for two photos or
 more, the mean of the evaluated photos themselves (an oracle, hard to beat).
 Photos are centre cropped and made targets as in training
