@@ -58,6 +58,7 @@ def _photos(folder, count, truncated=False, first=0):
         ("data_service", ["--role=dispatcher", "--port=-5"], "--port must be an integer in the"),
         ("benchmark", ["--batch_size=0"], "Received: batch_size=0"),
         ("convert_weights", ["--in=missing.caffemodel", "--out=x.weights.h5"], "--in: no such"),
+        ("reconstruct", ["--model=missing", "--images=a.jpg,b.jpg"], "Received: model='missing'"),
     ],
 )
 def test_bad_flag_values_are_one_line(run_script, tmp_path, script, arguments, expected):
