@@ -133,18 +133,18 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = {
-            "batch_size": self.batch_size > 0,
-            "steps": self.steps > 0,
-            "steps_per_epoch": self.steps_per_epoch > 0,
-            "learning_rate": self.learning_rate > 0,
-            "width": self.width > 0,
-            "min_crop_scale": 0 < self.min_crop_scale <= 1,
-            "divergence_factor": self.divergence_factor > 1,
+            "batch_size": (self.batch_size > 0, "> 0"),
+            "steps": (self.steps > 0, "> 0"),
+            "steps_per_epoch": (self.steps_per_epoch > 0, "> 0"),
+            "learning_rate": (self.learning_rate > 0, "> 0"),
+            "width": (self.width > 0, "> 0"),
+            "min_crop_scale": (0 < self.min_crop_scale <= 1, "in (0, 1]"),
+            "divergence_factor": (self.divergence_factor > 1, "> 1"),
         }
-        for name, valid in checks.items():
+        for name, (valid, expected) in checks.items():
             if not valid:
                 raise ValueError(
-                    f"Invalid training config field. Received: {name}={getattr(self, name)!r}"
+                    f"Expected {name} {expected}. Received: {name}={getattr(self, name)!r}"
                 )
         if any(not 0 < f < 1 for f in self.learning_rate_drops):
             raise ValueError(

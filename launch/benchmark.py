@@ -53,6 +53,8 @@ import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
 from keras import layers, ops  # noqa: E402
 
+from launch import common  # noqa: E402
+
 # Share of the matmul rate a training step is assumed to reach, for the
 # up-front run-time estimate only (the full-width decoders reach 30-65%).
 _ASSUMED_EFFICIENCY = 0.4
@@ -553,4 +555,4 @@ def main(argv):
 
 if __name__ == "__main__":
     _define_flags()
-    app.run(main)
+    common.run(main)

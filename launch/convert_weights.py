@@ -17,7 +17,7 @@ import os
 
 from absl import app, flags, logging
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from launch import common  # Also quiets TensorFlow's C++ logs.
 
 # Not `required=True`: absl validates required flags on every parse in the
 # process, which would break other scripts' flag parsing in a shared test run.
@@ -38,6 +38,8 @@ def main(argv):
     input_path, output_path = FLAGS["in"].value, FLAGS["out"].value
     if not input_path or not output_path:
         raise app.UsageError("Both --in and --out are required.")
+    if not os.path.isfile(input_path):
+        raise app.UsageError(f"--in: no such file {input_path}")
     # Imported after flag checks so usage errors answer without loading TensorFlow.
     from keras_invert.weights import convert_alexnet_weights
 
@@ -46,4 +48,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

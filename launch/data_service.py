@@ -21,11 +21,13 @@ from __future__ import annotations
 
 from absl import app, flags, logging
 
-from launch import common  # noqa: F401  (quiets TensorFlow's C++ logs)
+from launch import common  # Also quiets TensorFlow's C++ logs.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("role", None, ["dispatcher", "worker"], "Which server to run.", required=True)
-flags.DEFINE_integer("port", 0, "Port to listen on (0: pick a free one, logged).")
+flags.DEFINE_integer(
+    "port", 0, "Port to listen on (0: pick a free one, logged).", lower_bound=0, upper_bound=65535
+)
 flags.DEFINE_string("dispatcher", None, "Worker: the dispatcher's HOST:PORT.")
 flags.DEFINE_string(
     "worker_host",
@@ -37,6 +39,7 @@ flags.DEFINE_integer(
     None,
     "Worker: milliseconds between heartbeats to the dispatcher (default: TensorFlow's); "
     "lower picks new jobs up sooner.",
+    lower_bound=1,
 )
 flags.DEFINE_string("work_dir", None, "Dispatcher: folder of its journal (fault tolerance).")
 
@@ -90,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -54,15 +54,21 @@ flags.DEFINE_list("method", None, "decoder and/or optimization (default: decoder
 flags.DEFINE_string("data", "samples", "Pipeline source of the test photos.")
 flags.DEFINE_string("split", "test", "Split of --data.")
 flags.DEFINE_list("images", [], "Image files instead of --data.")
-flags.DEFINE_integer("num_images", None, "Use only the first N photos (default: all).")
+flags.DEFINE_integer(
+    "num_images", None, "Use only the first N photos (default: all).", lower_bound=2
+)
 flags.DEFINE_string("out_dir", "runs/evaluate", "Where evaluation.json and evaluation.csv go.")
 flags.DEFINE_string("representation", None, "Optimisation: the representation to invert.")
-flags.DEFINE_integer("image_size", None, "Optimisation: input image size.")
+flags.DEFINE_integer("image_size", None, "Optimisation: input image size.", lower_bound=1)
 flags.DEFINE_string("encoder_weights", None, "Optimisation: AlexNet weights file.")
-flags.DEFINE_integer("optimization_steps", None, "Optimisation steps (default: the paper's).")
+flags.DEFINE_integer(
+    "optimization_steps", None, "Optimisation steps (default: the paper's).", lower_bound=1
+)
 flags.DEFINE_float("optimization_learning_rate", None, "Optimisation rate (default: paper's).")
-flags.DEFINE_float("tv_weight", None, "Total-variation weight (default: the paper's).")
-flags.DEFINE_float("alpha_weight", None, "Alpha-norm prior weight (default: 8e-10).")
+flags.DEFINE_float(
+    "tv_weight", None, "Total-variation weight (default: the paper's).", lower_bound=0
+)
+flags.DEFINE_float("alpha_weight", None, "Alpha-norm prior weight (default: 8e-10).", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of the optimisation's starting noise.")
 flags.DEFINE_string(
     "classifier",
@@ -70,6 +76,7 @@ flags.DEFINE_string(
     "Registry name of a classifier tap (efficientnet-lite0/logits, keras:PATH#LAYER): adds "
     "top-1/top-5 agreement between its predictions on originals and on reconstructions.",
 )
+common.validate("optimization_learning_rate", lambda rate: rate > 0, "> 0")
 
 COLUMNS = [
     "method",
@@ -377,4 +384,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

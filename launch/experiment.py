@@ -55,8 +55,8 @@ flags.DEFINE_string("out", "runs/experiments", "Output folder for NAME.png and N
 flags.DEFINE_string("data", "samples", "Pipeline source of the photos.")
 flags.DEFINE_string("split", "test", "Split of --data for the photos shown.")
 flags.DEFINE_list("images", [], "Image files instead of --data/--split.")
-flags.DEFINE_integer("num_images", 4, "Photos shown (the first N of the split).")
-flags.DEFINE_integer("steps", 8, "interpolation: blends, both ends included.")
+flags.DEFINE_integer("num_images", 4, "Photos shown (the first N of the split).", lower_bound=2)
+flags.DEFINE_integer("steps", 8, "interpolation: blends, both ends included.", lower_bound=2)
 flags.DEFINE_list("pair", ["0", "1"], "interpolation: indices of the two photos.")
 flags.DEFINE_float("dropout_rate", 0.5, "perturbation: fraction of feature entries dropped.")
 flags.DEFINE_bool("dropout_keep_norm", True, "perturbation: rescale to keep each norm.")
@@ -64,24 +64,39 @@ flags.DEFINE_enum(
     "distribution", "histogram", ["histogram", "truncated_gaussian"], "random_samples."
 )
 flags.DEFINE_enum("covariance", "full", ["full", "diagonal"], "truncated_gaussian covariance.")
-flags.DEFINE_integer("bins", 32, "histogram: bins per dimension.")
-flags.DEFINE_integer("num_samples", 8, "random_samples: samples decoded.")
+flags.DEFINE_integer("bins", 32, "histogram: bins per dimension.", lower_bound=1)
+flags.DEFINE_integer("num_samples", 8, "random_samples: samples decoded.", lower_bound=1)
 flags.DEFINE_string("fit_split", "train", "Split whose features fit distributions.")
-flags.DEFINE_integer("fit_examples", 256, "Random crops of --fit_split to fit on.")
-flags.DEFINE_integer("top_k", 5, "dark_knowledge: the k largest activations.")
+flags.DEFINE_integer("fit_examples", 256, "Random crops of --fit_split to fit on.", lower_bound=1)
+flags.DEFINE_integer("top_k", 5, "dark_knowledge: the k largest activations.", lower_bound=1)
 flags.DEFINE_list("units", ["0", "1", "2", "3", "4", "5", "6", "7"], "single_neuron: units.")
 flags.DEFINE_float("activation", None, "single_neuron: value (default: --percentile).")
-flags.DEFINE_float("percentile", 99.0, "single_neuron: percentile of the unit on fit data.")
+flags.DEFINE_float(
+    "percentile",
+    99.0,
+    "single_neuron: percentile of the unit on fit data.",
+    lower_bound=0,
+    upper_bound=100,
+)
 flags.DEFINE_integer("seed", 0, "Seed of every random draw.")
 flags.DEFINE_integer(
-    "retrain_steps", 0, "perturbation: also fine-tune a decoder N steps per perturbation."
+    "retrain_steps",
+    0,
+    "perturbation: also fine-tune a decoder N steps per perturbation.",
+    lower_bound=0,
 )
 flags.DEFINE_float("retrain_learning_rate", 1e-4, "perturbation: Adam rate of the fine-tuning.")
-flags.DEFINE_integer("retrain_batch_size", 16, "perturbation: batch size of the fine-tuning.")
+flags.DEFINE_integer(
+    "retrain_batch_size", 16, "perturbation: batch size of the fine-tuning.", lower_bound=1
+)
 flags.DEFINE_string("retrain_split", "train", "perturbation: split of --data to fine-tune on.")
 flags.DEFINE_list(
     "compare", list(COMPARED), "autoencoder_vs_fixed: experiments also run on both models."
 )
+common.validate("dropout_rate", lambda rate: 0 <= rate < 1, "in [0, 1)")
+common.validate("retrain_learning_rate", lambda rate: rate > 0, "> 0")
+common.validate("pair", lambda pair: len(pair) == 2 and all(map(str.isdigit, pair)), "two indices")
+common.validate("units", lambda units: all(map(str.isdigit, units)), "unit indices")
 
 
 def feature_batches(parts, source, split, *, batch_size, seed, **crop_options):
@@ -315,8 +330,6 @@ def _stack_and_save(name, figures):
 def main(argv):
     del argv
     name = FLAGS.name
-    if FLAGS.retrain_steps < 0:
-        raise app.UsageError(f"--retrain_steps must be >= 0. Received: {FLAGS.retrain_steps}")
     compared = list(FLAGS.compare) if name == "autoencoder_vs_fixed" else []
     unknown = set(compared) - set(COMPARED)
     if unknown:
@@ -401,4 +414,4 @@ _RECORDED_FLAGS = (
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -9,9 +9,11 @@ complete.
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags
 
-from launch import common  # noqa: F401  (quiets TensorFlow's C++ logs)
+from launch import common  # Also quiets TensorFlow's C++ logs.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", None, "Training run directory.", required=True)
@@ -25,6 +27,11 @@ def main(argv):
     from keras_invert import config as config_lib
     from keras_invert import export, training
 
+    if os.path.exists(FLAGS.export_dir) and not os.path.isdir(FLAGS.export_dir):
+        raise app.UsageError(
+            "Expected --export_dir to be a folder or a new path (TF Serving watches it for "
+            f"version folders). Received: {FLAGS.export_dir!r}, a file"
+        )
     run = config_lib.load(FLAGS.work_dir)
     if run is None:
         raise app.UsageError(f"{FLAGS.work_dir} has no config.json: is it a training work dir?")
@@ -44,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

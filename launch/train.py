@@ -53,24 +53,32 @@ flags.DEFINE_string("representation", None, "Registered representation, e.g. 'ho
 flags.DEFINE_string("data", None, "'samples', 'folder:PATH' or 'tfds:NAME[/CONFIG]'.")
 flags.DEFINE_string("train_split", None, "Split to train on.")
 flags.DEFINE_string("test_split", None, "Split shown in TensorBoard.")
-flags.DEFINE_integer("image_size", None, "Input image side in pixels.")
+flags.DEFINE_integer("image_size", None, "Input image side in pixels.", lower_bound=1)
 flags.DEFINE_float("width", None, "Decoder channel multiplier (1.0 = the paper's network).")
-flags.DEFINE_float("negative_slope", None, "Leaky ReLU slope.")
-flags.DEFINE_integer("batch_size", None, "Global batch size.")
-flags.DEFINE_integer("steps", None, "Total optimiser steps.")
-flags.DEFINE_integer("steps_per_epoch", None, "Steps between checkpoints.")
+flags.DEFINE_float("negative_slope", None, "Leaky ReLU slope.", lower_bound=0)
+flags.DEFINE_integer("batch_size", None, "Global batch size.", lower_bound=1)
+flags.DEFINE_integer("steps", None, "Total optimiser steps.", lower_bound=1)
+flags.DEFINE_integer("steps_per_epoch", None, "Steps between checkpoints.", lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
 flags.DEFINE_float("min_crop_scale", None, "Smallest random crop as a fraction of the short side.")
 flags.DEFINE_integer("seed", None, "Random seed (data order, crops, initialisation).")
 flags.DEFINE_string("cache_dir", None, "Directory for the on-disk feature cache.")
-flags.DEFINE_integer("crops_per_image", None, "Crops materialised per photo when caching.")
+flags.DEFINE_integer(
+    "crops_per_image", None, "Crops materialised per photo when caching.", lower_bound=1
+)
 flags.DEFINE_bool(
     "cache_features",
     None,
     "Network encoders kept fixed: cache the network's features (not the crops) in "
     "--cache_dir and train the decoder alone on them.",
 )
-flags.DEFINE_float("color_jitter", None, "Photometric augmentation strength in [0, 1].")
+flags.DEFINE_float(
+    "color_jitter",
+    None,
+    "Photometric augmentation strength in [0, 1].",
+    lower_bound=0,
+    upper_bound=1,
+)
 flags.DEFINE_float("max_minutes", None, "Wall-clock budget of this invocation (resume to go on).")
 flags.DEFINE_float(
     "divergence_factor", None, "Stop when the loss exceeds this multiple of its best."
@@ -125,6 +133,10 @@ flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA.")
 flags.DEFINE_string(
     "data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher for the input."
 )
+for _name in ("width", "learning_rate", "max_minutes", "discriminator_learning_rate"):
+    common.validate(_name, lambda value: value > 0, "> 0")
+common.validate("min_crop_scale", lambda scale: 0 < scale <= 1, "in (0, 1]")
+common.validate("divergence_factor", lambda factor: factor > 1, "> 1")
 
 _FIELDS = (
     "representation", "data", "train_split", "test_split", "image_size", "width",
@@ -315,4 +327,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.run(main)

@@ -19,7 +19,8 @@ A source string names one of three kinds (docs/reference.md, Bundled data):
   "train"; a file keeps its split when others are added or removed.
   Non-images (wrong first bytes), other extensions and empty files are
   skipped at listing time and counted in one warning; files that are images
-  by their first bytes but fail to decode are dropped later by the builder.
+  by their first bytes but fail to decode are dropped by the builder, each
+  named in a warning. A split without a listed photo is a ValueError.
 - `tfds:NAME[/CONFIG][?download=true][&data_dir=PATH]`: a TFDS dataset and
   `split` a TFDS split string such as "train" or "validation[:50%]". Offline
   by default (`download=False`): the data must already be prepared in
@@ -248,11 +249,13 @@ def _folder_files(path: str, split: str) -> list[str]:
         )
 
     files, skipped = [], {"not images by content": [], "unsupported types": [], "empty": []}
+    other_split = 0  # Photos (by extension) that the path hash puts in the other split.
     for directory, subdirectories, names in os.walk(base):
         subdirectories.sort()
         for name in sorted(names):
             file_path = os.path.join(directory, name)
             if not has_split_folders and _folder_split(root, file_path) != split:
+                other_split += name.lower().endswith(IMAGE_EXTENSIONS)
                 continue
             reason = _skip_reason(file_path)
             if reason:
@@ -270,7 +273,20 @@ def _folder_files(path: str, split: str) -> list[str]:
             ", ".join(f"{len(paths)} {reason}" for reason, paths in skipped.items()),
             ", ".join(examples),
         )
-    return files
+    if files:
+        return files
+    if other_split:
+        raise ValueError(
+            f"Expected photos in split {split!r} of {root}: its {other_split} photos are all in "
+            f"the other split (without train/ and test/ subfolders, about "
+            f"{FOLDER_TEST_PERCENT}% of a folder's photos are 'test', by a hash of their "
+            f"paths). Add photos, or make train/ and test/ subfolders. Received: split={split!r}"
+        )
+    raise ValueError(
+        f"Expected photos ({', '.join(IMAGE_EXTENSIONS)}) in {base}; it has none"
+        + (f" ({num_skipped} files skipped, see the warning)" if num_skipped else "")
+        + f". Received: source='folder:{path}', split={split!r}"
+    )
 
 
 def _folder_split(root: str, file_path: str) -> str:
@@ -315,7 +331,10 @@ def _tfds_source(source: str, split: str) -> Source:
     try:
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises several types for unknown names.
-        raise ValueError(f"Unknown TFDS dataset. Received: source={source!r}") from error
+        raise ValueError(
+            "Expected the name of a TFDS dataset (tfds.list_builders()), e.g. "
+            f"'tfds:imagenette/320px-v2'. Received: source={source!r}"
+        ) from error
     image_key = _tfds_image_key(builder.info.features, source)
     options = {"name": name, "data_dir": data_dir, "download": download, "image_key": image_key}
     identity = f"tfds:{builder.info.full_name}:{split}:{builder.data_dir}:{image_key}"

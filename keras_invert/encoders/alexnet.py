@@ -421,13 +421,13 @@ def _input_size(input_size) -> tuple[int | None, int | None]:
 
 
 def _load_weights(model: keras.Model, weights):
-    path = os.fspath(weights)
-    if path.endswith(".weights.h5"):
-        model.load_weights(path)
-        return
     # Imported here: the weights package builds on this module's converters.
     from keras_invert import weights as weights_io
 
+    path = os.fspath(weights)
+    if path.endswith(".weights.h5"):
+        weights_io.load_keras_weights(model, path)
+        return
     if path.endswith(".caffemodel"):
         weights_io.load_caffe_weights(model, path)
     else:

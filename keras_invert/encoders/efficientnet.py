@@ -218,13 +218,13 @@ def efficientnet_lite0(
         default_name += "_" + "_".join(outputs)
     model = keras.Model(images, {tap: taps[tap] for tap in outputs}, name=name or default_name)
     if weights is not None:
+        # Imported here: the weights package imports the encoders.
+        from keras_invert.weights import load_keras_weights, read_torch_state_dict
+
         path = os.fspath(weights)
         if path.endswith(".weights.h5"):
-            model.load_weights(path)
+            load_keras_weights(model, path)
         else:
-            # Imported here: the weights package imports the encoders.
-            from keras_invert.weights import read_torch_state_dict
-
             set_efficientnet_lite0_weights(model, read_torch_state_dict(path))
     return model
 

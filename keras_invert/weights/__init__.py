@@ -5,6 +5,7 @@
 * PyTorch `.pth` state dicts (zip and legacy formats), read by a restricted
   unpickler that never runs code from the file: `read_torch_state_dict`,
   `load_torchvision_weights`.
+* Keras `.weights.h5` files: `load_keras_weights`, whose errors name the file.
 
 `convert_alexnet_weights` (and its command line, `launch/convert_weights.py`)
 converts either once into a Keras `.weights.h5`.
@@ -17,6 +18,7 @@ Example:
     >>> encoder.save_weights("caffenet.weights.h5")
 """
 
+import errno
 import os
 
 from keras_invert.weights.caffe import CaffeFormatError, load_caffe_weights, read_caffemodel
@@ -30,6 +32,7 @@ from keras_invert.weights.torch_state import (
 
 __all__ = [
     "convert_alexnet_weights",
+    "load_keras_weights",
     "TORCHVISION_ALEXNET_KEYS",
     "CaffeFormatError",
     "TorchFormatError",
@@ -39,6 +42,31 @@ __all__ = [
     "read_caffemodel",
     "read_torch_state_dict",
 ]
+
+
+def load_keras_weights(model, path: str | os.PathLike) -> None:
+    """`model.load_weights(path)` of a `.weights.h5` file, with errors that name the file.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: the file is not a Keras weights file (HDF5), or holds
+            the weights of another network.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), path)
+    try:
+        model.load_weights(path)
+    except OSError as error:  # h5py: not an HDF5 file.
+        raise ValueError(
+            f"Expected a Keras .weights.h5 file (HDF5, written by save_weights); {error}. "
+            f"Received: path={path!r}"
+        ) from error
+    except ValueError as error:  # Keras: the variables of another network.
+        reason = str(error).strip().splitlines()[0].rstrip(":")
+        raise ValueError(
+            f"Expected the weights of the network {model.name!r}; {reason}. Received: path={path!r}"
+        ) from error
 
 
 def convert_alexnet_weights(

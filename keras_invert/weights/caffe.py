@@ -71,7 +71,10 @@ def read_caffemodel(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
     try:
         return _read_net(buffer)
     except CaffeFormatError as error:
-        raise CaffeFormatError(f"{os.fspath(path)}: {error}") from None
+        raise CaffeFormatError(
+            f"Expected a Caffe .caffemodel (a NetParameter protobuf); {error}. "
+            f"Received: path={os.fspath(path)!r}"
+        ) from None
 
 
 def load_caffe_weights(

@@ -109,9 +109,15 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         state = _read_zip(path) if is_zip else _read_legacy(path)
         arrays = dict(_flatten(state, ""))
     except TorchFormatError as error:
-        raise type(error)(f"{path}: {error}") from None
+        raise type(error)(
+            f"Expected a PyTorch state dict (.pth/.pt, written by torch.save); {error}. "
+            f"Received: path={path!r}"
+        ) from None
     if not arrays:
-        raise TorchFormatError(f"{path}: the file holds no tensors")
+        raise TorchFormatError(
+            "Expected a PyTorch state dict with tensors; the file holds none. "
+            f"Received: path={path!r}"
+        )
     return arrays
 
 

@@ -1,5 +1,7 @@
 """The streaming builder: shapes, ranges, determinism, evaluation order, odd files, TFDS, fit."""
 
+import logging
+
 import keras
 import numpy as np
 import pytest
@@ -60,6 +62,31 @@ def test_folder_yields_the_decodable_images_only(odd_folder):
     assert targets.shape == (5, 16, 16, 3)  # 5 valid; truncated.jpg dropped at decode.
     training = build_dataset(f"folder:{odd_folder}", "train", image_size=16, batch_size=5, seed=0)
     assert _batches(training, 3)[2][1].shape == (5, 16, 16, 3)  # Repeats past the bad file.
+
+
+def test_undecodable_files_are_named_in_a_warning_and_left_out_before_the_positions(
+    odd_folder, fake_numpy, caplog
+):
+    arguments = dict(representation=fake_numpy.representation, image_size=16, batch_size=5, seed=0)
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        stream = _batches(build_dataset(f"folder:{odd_folder}", "train", **arguments), 3)
+    warnings = [r.getMessage() for r in caplog.records if "does not decode" in r.getMessage()]
+    assert len(warnings) == 1 and str(odd_folder / "train" / "truncated.jpg") in warnings[0]
+    # The stream is the one of the folder without the file: positions count decodable photos.
+    (odd_folder / "train" / "truncated.jpg").unlink()
+    without = _batches(build_dataset(f"folder:{odd_folder}", "train", **arguments), 3)
+    for batch, expected in zip(stream, without, strict=True):
+        np.testing.assert_array_equal(batch[1], expected[1])
+
+
+def test_a_source_where_no_file_decodes_fails_naming_the_files(tmp_path, encode_image):
+    jpeg = encode_image(np.full((32, 32, 3), 100, np.uint8), "JPEG")
+    for name in ("train/a.jpg", "train/b.jpg", "test/c.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(jpeg[: len(jpeg) // 2])
+    message = r"none of the 2 files of split 'train' does .*train/a\.jpg, .*train/b\.jpg"
+    with pytest.raises(ValueError, match=message):
+        next(iter(build_dataset(f"folder:{tmp_path}", "train", image_size=16, seed=0)))
 
 
 def test_numpy_representation_runs_through_numpy_function(small_folder, fake_numpy):

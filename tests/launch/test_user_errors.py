@@ -1,0 +1,157 @@
+"""A user's mistake in a launch script: one line on stderr, exit status 2, no traceback."""
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import app
+
+from launch import common
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _one_line(status, stderr):
+    """The single `ERROR: ...` line of a run stopped by a user's mistake."""
+    lines = stderr.splitlines()
+    assert status == common.USER_ERROR_STATUS, stderr
+    assert len(lines) == 1 and lines[0].startswith("ERROR: "), stderr
+    return lines[0]
+
+
+def _jpeg(seed):
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    pixels = np.random.default_rng(seed).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def _photos(folder, count, truncated=False, first=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for index in range(first, first + count):
+        data = _jpeg(index)
+        (folder / f"{'bad' if truncated else 'good'}{index}.jpg").write_bytes(
+            data[: len(data) // 2] if truncated else data
+        )
+    return folder
+
+
+@pytest.mark.parametrize(
+    "script, arguments, expected",
+    [
+        ("train", ["--batch_size=0"], "--batch_size must be a positive integer. Received: 0"),
+        ("train", ["--width=0"], "--width must be > 0. Received: 0.0"),
+        ("train", ["--image_size=7.5"], "--image_size must be a positive integer. Received: 7.5"),
+        ("train", ["--min_crop_scale=1.5"], "--min_crop_scale must be in (0, 1]. Received: 1.5"),
+        ("train", ["--strategy=gpu"], "--strategy must be one of default, mirrored, multi_worker"),
+        ("train", ["--width=0", "--learning_rate=0"], "Received: 0.0; --learning_rate must be"),
+        ("train", ["--batch"], "Unknown command line flag 'batch'"),
+        ("export", ["--work_dir=x"], "--export_dir is required."),
+        ("evaluate", ["--num_images=1"], "--num_images must be an integer >= 2. Received: 1"),
+        ("experiment", ["--name=layers", "--model=x", "--dropout_rate=1"], "must be in [0, 1)"),
+        ("experiment", ["--name=layers", "--model=x", "--pair=0"], "--pair must be two indices"),
+        ("data_service", ["--role=dispatcher", "--port=-5"], "--port must be an integer in the"),
+        ("benchmark", ["--batch_size=0"], "Received: batch_size=0"),
+        ("convert_weights", ["--in=missing.caffemodel", "--out=x.weights.h5"], "--in: no such"),
+        ("reconstruct", ["--model=missing", "--images=a.jpg,b.jpg"], "Received: model='missing'"),
+    ],
+)
+def test_bad_flag_values_are_one_line(run_script, tmp_path, script, arguments, expected):
+    if script == "train":
+        arguments = [f"--work_dir={tmp_path / 'run'}", *arguments]
+    assert expected in _one_line(*run_script(script, *arguments))
+
+
+def test_data_source_mistakes_are_one_line_naming_the_source(run_script, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    few = _photos(tmp_path / "few", 3)  # By the path hash, all three are "train".
+    split_folders = _photos(tmp_path / "split_folders" / "train", 2).parent
+    (split_folders / "test").mkdir()
+    cases = {
+        f"folder:{tmp_path / 'missing'}": "Expected an existing folder",
+        f"folder:{empty}": "Expected photos (.jpg, .jpeg, .png, .bmp, .gif, .webp) in",
+        f"folder:{few}": "its 3 photos are all in the other split",
+        f"folder:{split_folders}": f"in {split_folders / 'test'}; it has none",
+        "folders:photos": "Expected a source 'samples', 'folder:PATH' or 'tfds:NAME",
+        "tfds:no_such_dataset_here": "Expected the name of a TFDS dataset",
+    }
+    for index, (data, expected) in enumerate(cases.items()):
+        work_dir = f"--work_dir={tmp_path / f'run{index}'}"
+        line = _one_line(*run_script("train", work_dir, f"--data={data}", "--image_size=64"))
+        assert expected in line and "Received:" in line, line
+
+
+def test_train_on_undecodable_photos_stops_with_one_line(run_script, tmp_path):
+    folder = _photos(tmp_path / "photos" / "test", 2, truncated=True).parent
+    _photos(folder / "train", 1, truncated=True, first=2)
+    line = _one_line(
+        *run_script("train", f"--work_dir={tmp_path / 'run'}", f"--data=folder:{folder}")
+    )
+    assert "none of the 2 files of split 'test'" in line
+    assert "bad0.jpg" in line and "bad1.jpg" in line
+
+
+def test_export_dir_that_is_a_file(run_script, tmp_path):
+    exports = tmp_path / "exports"
+    exports.write_text("not a folder")
+    line = _one_line(*run_script("export", f"--work_dir={tmp_path}", f"--export_dir={exports}"))
+    assert f"Received: '{exports}', a file" in line
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("random.caffemodel", None, "Expected a Caffe .caffemodel"),
+        ("random.pth", None, "Expected a PyTorch state dict"),
+        ("random.weights.h5", None, "Expected a Keras .weights.h5 file"),
+        ("weights.txt", b"weights", "path ending in one of"),
+    ],
+)
+def test_weights_files_that_are_not_what_they_say(tmp_path, name, content, expected):
+    from keras_invert.encoders import alexnet
+
+    path = tmp_path / name
+    path.write_bytes(content or np.random.default_rng(0).bytes(4096))
+    with pytest.raises(ValueError) as error:
+        alexnet("caffe", weights=str(path), input_size=67, outputs=["conv1"])
+    message = common.user_error_message(error.value)
+    assert expected in message and repr(str(path)) in message, message
+
+
+def test_internal_errors_keep_their_traceback():
+    assert common.user_error_message(RuntimeError("a bug")) is None
+    assert common.user_error_message(KeyError("a bug")) is None
+    assert common.user_error_message(OSError("no file named")) is None
+    assert common.user_error_message(ValueError("")) is None
+    assert (
+        common.user_error_message(FileNotFoundError(2, "No such file or directory", "a.jpg"))
+        == "No such file or directory: 'a.jpg'"
+    )
+    assert common.user_error_message(ValueError("\nFirst line.\nDetails.")) == "First line."
+    assert common.user_error_message(app.UsageError("Give --x.")) == "Give --x."
+
+
+def test_verbosity_1_shows_the_traceback(run_script, tmp_path):
+    with pytest.raises(ValueError, match="Expected an existing folder"):
+        run_script(
+            "train",
+            f"--work_dir={tmp_path / 'run'}",
+            f"--data=folder:{tmp_path / 'missing'}",
+            "--verbosity=1",
+        )
+
+
+def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
+    """`python -m launch.train` itself: the flag is refused before TensorFlow is imported."""
+    result = subprocess.run(
+        [sys.executable, "-m", "launch.train", f"--work_dir={tmp_path}", "--batch_size=0"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "ERROR: --batch_size must be a positive integer. Received: 0\n"
