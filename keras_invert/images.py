@@ -100,8 +100,15 @@ def decode(contents) -> tf.Tensor:
     Raises `tf.errors.InvalidArgumentError` for data that does not decode
     (corrupt, truncated, empty); the pipelines drop such examples.
     """
-    image = tf.io.decode_image(contents, channels=0, dtype=tf.uint16, expand_animations=False)
-    return to_rgb(image)
+    contents = tf.convert_to_tensor(contents, tf.string)
+
+    def decoded(dtype):
+        image = tf.io.decode_image(contents, channels=0, dtype=dtype, expand_animations=False)
+        return to_rgb(image)
+
+    # TensorFlow decodes WebP at 8 bits only (16 bits is an error, not a widening).
+    webp = tf.strings.substr(contents, 8, 4) == "WEBP"
+    return tf.cond(webp, lambda: decoded(tf.uint8), lambda: decoded(tf.uint16))
 
 
 def resize(images, size: int) -> tf.Tensor:

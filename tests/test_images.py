@@ -32,6 +32,19 @@ def test_decode_grayscale_is_repeated_and_alpha_dropped(rgb):
     np.testing.assert_array_equal(rgba, rgb.astype(np.float32))
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_decode_lossless_webp_keeps_exact_values(rgb, mode):
+    import io
+
+    from PIL import Image
+
+    array = rgb if mode == "RGB" else np.dstack([rgb, rgb[..., :1]])
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="WEBP", lossless=True)
+    decoded = images.decode(buffer.getvalue()).numpy()
+    np.testing.assert_array_equal(decoded, rgb.astype(np.float32))
+
+
 def test_decode_16_bit_png_is_scaled_to_0_255(rgb):
     deep = rgb[..., 0].astype(np.uint16) * 257 + 100  # Not multiples of 257.
     decoded = images.decode(_png(deep)).numpy()

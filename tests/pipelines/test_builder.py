@@ -89,6 +89,42 @@ def test_a_source_where_no_file_decodes_fails_naming_the_files(tmp_path, encode_
         next(iter(build_dataset(f"folder:{tmp_path}", "train", image_size=16, seed=0)))
 
 
+@pytest.mark.parametrize("image_format", ["JPEG", "PNG", "GIF", "BMP", "WEBP"])
+def test_large_sources_check_the_first_and_last_bytes(tmp_path, encode_image, image_format):
+    from pipelines import builder
+
+    array = np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)
+    data = encode_image(array, image_format)
+    paths = {}
+    for name, contents in [("whole", data), ("cut", data[: len(data) * 2 // 3]), ("empty", b"")]:
+        paths[name] = tmp_path / f"{name}.{image_format.lower()}"
+        paths[name].write_bytes(contents)
+    assert builder._complete(str(paths["whole"])) and builder._decodes(str(paths["whole"]))
+    assert not builder._complete(str(paths["cut"])) and not builder._decodes(str(paths["cut"]))
+    assert not builder._complete(str(paths["empty"]))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    assert not builder._complete(str(text))
+
+
+def test_a_source_above_the_full_check_limit_is_checked_by_its_bytes(
+    tmp_path, encode_image, monkeypatch
+):
+    from pipelines import builder
+
+    monkeypatch.setattr(builder, "FULL_DECODE_CHECK_LIMIT", 1)
+    monkeypatch.setattr(builder, "_decodes", None)  # Never called above the limit.
+    jpeg = encode_image(np.full((32, 32, 3), 100, np.uint8), "JPEG")
+    for name in ("train/a.jpg", "train/b.jpg", "test/c.jpg"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(jpeg[: len(jpeg) // 2] if name.endswith("a.jpg") else jpeg)
+    batch = next(iter(build_dataset(f"folder:{tmp_path}", "train", image_size=16, seed=0)))
+    assert batch[1].shape[1:] == (16, 16, 3)
+    with pytest.raises(ValueError, match=r"none of the 1 files of split 'train'"):
+        (tmp_path / "train/b.jpg").write_bytes(jpeg[:100])
+        build_dataset(f"folder:{tmp_path}", "train", image_size=16, seed=0)
+
+
 def test_numpy_representation_runs_through_numpy_function(small_folder, fake_numpy):
     dataset = build_dataset(
         f"folder:{small_folder}",
