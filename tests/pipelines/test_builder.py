@@ -120,7 +120,7 @@ def test_a_source_above_the_full_check_limit_is_checked_by_its_bytes(
         (tmp_path / name).write_bytes(jpeg[: len(jpeg) // 2] if name.endswith("a.jpg") else jpeg)
     batch = next(iter(build_dataset(f"folder:{tmp_path}", "train", image_size=16, seed=0)))
     assert batch[1].shape[1:] == (16, 16, 3)
-    with pytest.raises(ValueError, match=r"none of the 1 files of split 'train'"):
+    with pytest.raises(ValueError, match=r"none of the 2 files of split 'train'"):
         (tmp_path / "train/b.jpg").write_bytes(jpeg[:100])
         build_dataset(f"folder:{tmp_path}", "train", image_size=16, seed=0)
 
