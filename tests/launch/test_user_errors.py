@@ -138,7 +138,8 @@ def test_internal_errors_keep_their_traceback():
 
 
 def test_verbosity_1_shows_the_traceback(run_script, tmp_path):
-    with pytest.raises(ValueError, match="Expected an existing folder"):
+    # The error itself propagates (a traceback), not the one line.
+    with pytest.raises((ValueError, app.UsageError), match="Expected an existing folder"):
         run_script(
             "train",
             f"--work_dir={tmp_path / 'run'}",
