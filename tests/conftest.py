@@ -43,7 +43,8 @@ class ResultScript:
         import subprocess
         import sys
 
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        # PYTHONPATH: the script imports this checkout, not another one installed editable.
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=self._REPO)
         env.pop("TF_CONFIG", None)
         self.timeout = timeout
         self.process = subprocess.Popen(

@@ -141,11 +141,35 @@ def test_mixed_float16_keeps_a_float32_output_and_scales_the_loss(tmp_path):
         training.train(config_lib.replace(run, precision="float32", steps=6), data, str(tmp_path))
 
 
-def test_bfloat16_trains_without_loss_scaling():
+def test_bfloat16_trains_a_step_without_loss_scaling():
+    """mixed_bfloat16: bfloat16 compute, float32 weights and output, one finite Adam step."""
     model = training.build_model(_tiny_config(precision="mixed_bfloat16"))
-    assert model.layers[1].compute_dtype == "bfloat16"
-    assert model.outputs[0].dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # Only the model is mixed.
+    *hidden, last = [layer for layer in model.layers if layer.weights]
+    assert {layer.dtype_policy.name for layer in hidden} == {"mixed_bfloat16"}
+    assert last.dtype_policy.name == "float32" and model.outputs[0].dtype == "float32"
+    assert {v.dtype for v in model.trainable_variables} == {"float32"}
     assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    features, targets = _examples(4)
+    # The first layer computes in bfloat16: the same weights in float32 give
+    # other activations, by bfloat16's rounding (8 bits of mantissa) and no more.
+    reference = training.build_model(_tiny_config())
+    reference.set_weights(model.get_weights())
+    mixed, exact = (
+        keras.Model(m.input, m.get_layer(hidden[0].name).output)(features).numpy()
+        for m in (model, reference)
+    )
+    assert str(mixed.dtype) == "bfloat16"
+    relative = np.abs(mixed.astype(np.float32) - exact).max() / np.abs(exact).max()
+    assert 2**-12 < relative < 2**-7, relative
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    loss = float(model.train_on_batch(features, targets))
+    assert np.isfinite(loss) and int(model.optimizer.iterations) == 1
+    changed = [
+        not np.array_equal(b, v.numpy())
+        for b, v in zip(before, model.trainable_variables, strict=True)
+    ]
+    assert all(changed), changed
 
 
 def test_jit_compile_reaches_compile_and_a_resumed_model(tmp_path):
