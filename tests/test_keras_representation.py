@@ -14,24 +14,6 @@ from keras_invert.encoders import from_keras
 from keras_invert.reconstructor import Reconstructor
 
 
-def _tiny_network(input_size=32):
-    """A small classifier trained on 0..1 images: two conv stages and a dense head."""
-    images = keras.Input((input_size, input_size, 3), name="pixels")
-    x = keras.layers.Conv2D(8, 3, 2, padding="same", activation="relu", name="conv1")(images)
-    x = keras.layers.Conv2D(16, 3, 2, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(images, keras.layers.Dense(10, name="scores")(x), name="tiny")
-
-
-@pytest.fixture(scope="module")
-def saved_network(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    network = _tiny_network()
-    path = tmp_path_factory.mktemp("networks") / "tiny.keras"
-    network.save(path)
-    return network, str(path)
-
-
 def test_from_keras_taps_input_range_and_resizing(saved_network):
     network, path = saved_network
     encoder = from_keras(path, ["conv2", "scores"], input_range=(0, 1))

@@ -11,7 +11,6 @@ import zipfile
 
 import cv2
 import numpy as np
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -166,12 +165,12 @@ def _write_pth(path, arrays):
             archive.writestr(f"archive/data/{key}", np.ascontiguousarray(array, "<f4").tobytes())
 
 
-@pytest.mark.parametrize("exported", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_train_and_export_torchvision_conv5_from_a_pth(exported, tmp_path):
+def test_train_and_export_torchvision_conv5_from_a_pth(tmp_path):
     import keras
     import tensorflow as tf
 
-    from keras_invert import export
+    from keras_invert import config as config_lib
+    from keras_invert import export, training
     from keras_invert.weights import TORCHVISION_ALEXNET_KEYS, read_torch_state_dict
 
     rng = np.random.default_rng(0)
@@ -202,9 +201,13 @@ def test_train_and_export_torchvision_conv5_from_a_pth(exported, tmp_path):
     network = model.encoder.layer
     for name, kernel in kernels.items():
         np.testing.assert_array_equal(network.get_layer(name).kernel.numpy(), kernel)
-    if not exported:
-        return
-    _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    # What launch.export does (its script is tested with the Caffe network above),
+    # in this process: torchvision's preprocessing goes into the SavedModel.
+    run = config_lib.load(work_dir)
+    export.export_saved_model(
+        training.load_trained_model(work_dir), run.representation, export_dir,
+        image_size=run.image_size, encoder_options=config_lib.encoder_options(run),
+    )  # fmt: skip
     version = export.latest_version_dir(export_dir)
     metadata = export.read_metadata(version)
     assert metadata["representation"] == "alexnet-torchvision/conv5"

@@ -77,23 +77,18 @@ _KILL_AFTER = 2
 
 
 @pytest.fixture(scope="module")
-def killed_and_resumed(tmp_path_factory, result_script):
+def killed_and_resumed(tmp_path_factory, result_script, saved_network):
     """Work dirs "cut" (SIGKILLed during step 3, then resumed) and "whole".
 
     The tiniest run with three checkpoints, killed during step 3 (it loses
-    one step), on a `keras:` representation: a one-layer network inside the
+    one step), on a `keras:` representation: a small network inside the
     model, so the pipeline yields crops and no feature op has to be traced.
     """
-    import keras
-
     folder = tmp_path_factory.mktemp("resume")
-    images = keras.Input((32, 32, 3))
-    maps = keras.layers.Conv2D(4, 3, 4, padding="same", activation="relu", name="conv")(images)
-    network = str(folder / "network.keras")
-    keras.Model(images, maps).save(network)
     flags = [
-        f"--representation=keras:{network}#conv", "--data=samples", "--image_size=32",
-        "--width=0.05", "--batch_size=2", "--steps_per_epoch=2", "--steps=6", "--seed=0",
+        f"--representation=keras:{saved_network[1]}#conv2", "--data=samples",
+        "--image_size=32", "--width=0.05", "--batch_size=2", "--steps_per_epoch=2", "--steps=6",
+        "--seed=0",
     ]  # fmt: skip
     cut, whole = str(folder / "cut"), str(folder / "whole")
     killed = result_script(_SCRIPT, folder, "kill", _KILL_AFTER, cut, *flags, name="kill")
