@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 
 from keras_invert import config as config_lib
-from keras_invert import export, registry, training
+from keras_invert import export, metrics, registry, training
 from keras_invert.encoders import from_keras
 from keras_invert.reconstructor import Reconstructor
 
@@ -81,6 +81,7 @@ def test_registry_resolves_keras_names(saved_network, monkeypatch):
 
 
 def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_photos):
+    import pipelines
     from launch import common, evaluate
 
     _, path = saved_network
@@ -110,5 +111,15 @@ def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_p
     for index, image in enumerate(images):
         files.append(str(tmp_path / f"photo{index}.png"))
         keras.utils.save_img(files[-1], image)
-    row, _, _ = evaluate.evaluate_decoder(work_dir, common.load_model_parts(work_dir), files)
+    row, originals, reconstructions = evaluate.evaluate_decoder(
+        work_dir, common.load_model_parts(work_dir), files
+    )
     assert row["representation"] == run.representation and np.isfinite(row["feature_error"])
+    # The row scores the model's reconstructions of the evaluation crops of the files.
+    crops = pipelines.load_images(files, 32)
+    reconstructed = np.clip(model.predict(crops, verbose=0), 0.0, 1.0)
+    np.testing.assert_allclose(originals, crops / 255.0, atol=1e-6)
+    np.testing.assert_allclose(reconstructions, reconstructed, atol=1e-4)
+    assert row["normalized_error"] == pytest.approx(
+        metrics.normalized_reconstruction_error(crops / 255.0, reconstructed), rel=1e-4
+    )
