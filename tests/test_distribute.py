@@ -329,7 +329,8 @@ def test_mirrored_on_two_cpus_matches_one_device(result_script, tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_run_resumes_inside_the_scope_on_the_same_stream(result_script, tmp_path):
-    # The fast variant: test_training's interrupted run resumes on the same stream.
+    # Fast variants: test_training's interrupted run resumes on the same stream;
+    # test_losses_distribute resumes a checkpoint inside the mirrored scope.
     result = _run_mirrored_script(result_script, tmp_path, "resume")
     assert result["resumed"]["variable"] == "MirroredVariable"
     assert result["resumed"]["strategy"] == "MirroredStrategy"

@@ -296,7 +296,7 @@ def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
     np.testing.assert_allclose(single.rows[0][0], parts.decode(only_unit_3)[0], atol=1e-6)
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # Fast variant: the work dir of class scores above.
 def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     from keras_invert import config, training
     from launch import common
@@ -321,7 +321,9 @@ def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     assert single.rows[0][0].shape == (128, 128, 3)
 
 
-@pytest.mark.slow  # About 25 s on 2 free cores: a pipeline and two train steps traced.
+# About 25 s on 2 free cores: a pipeline and two train steps traced. Fast variant:
+# test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders.
+@pytest.mark.slow
 def test_perturbation_command_fine_tunes_a_decoder_per_perturbation(tmp_path):
     import cv2
 
@@ -470,6 +472,8 @@ def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
     assert rows == 18 + 4 * (216 + 2)  # Two photos for each model.
 
 
+# Fast variants: the fitting and retraining test above; the library side of every
+# comparison in test_runners_give_labelled_rows_and_numbers.
 @pytest.mark.slow
 def test_autoencoder_vs_fixed_command_with_every_comparison_and_retraining(
     conv1_work_dirs, tmp_path

@@ -304,6 +304,8 @@ def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
     )
 
 
+# Fast variants: test_losses_distribute (DeepSiM runs built from their config,
+# one stopped at its step-2 checkpoint and resumed) and the test above.
 @pytest.mark.slow
 def test_training_a_deepsim_run_end_to_end_and_resuming(tmp_path):
     """build_model wires the losses; a second `train` continues both optimisers."""

@@ -160,7 +160,7 @@ def _wait_until_listening(port, process, timeout=120):
     raise AssertionError(f"Nothing listens on port {port} after {timeout} s.")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # Fast variant: the in-process servers (what the script's main starts).
 def test_script_servers_serve_the_seeded_stream():
     dispatcher_port, worker_port = _free_port(), _free_port()
     processes = []
@@ -303,7 +303,8 @@ def _run_mirrored_script(result_script, tmp_path, mode):
     return script.result()
 
 
-@pytest.mark.slow  # About 25 s; CI keeps the in-process service and the mirrored tests.
+# About 25 s. Fast variant: test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step.
+@pytest.mark.slow
 def test_mirrored_training_reads_the_service(result_script, tmp_path):
     result = _run_mirrored_script(result_script, tmp_path, "train")
     assert result["replicas"] == 2
@@ -320,7 +321,7 @@ def test_mirrored_training_reads_the_service(result_script, tmp_path):
     assert len(result["losses"]) == 4 and np.isfinite(result["losses"]).all()
 
 
-@pytest.mark.slow  # Two runs: about 35 s on 2 cores. Fast variant: the test above.
+@pytest.mark.slow  # Two runs: about 70 s on 2 loaded cores. Fast variant: as above.
 def test_mirrored_training_resumes_on_the_service(result_script, tmp_path):
     result = _run_mirrored_script(result_script, tmp_path, "resume")
     interrupted = result["interrupted"]
