@@ -64,8 +64,9 @@ class ResultScript:
         import subprocess
         import sys
 
-        # PYTHONPATH: the script imports this checkout, not another one installed editable.
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=self._REPO)
+        # The script imports this checkout's packages, not another checkout installed editable.
+        python_path = os.pathsep.join(filter(None, [self._REPO, os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=python_path)
         env.pop("TF_CONFIG", None)
         self.timeout = timeout
         self.process = subprocess.Popen(
