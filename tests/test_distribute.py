@@ -212,7 +212,7 @@ def test_jit_compile_trains_a_small_decoder_like_the_graph_step(saved_network):
 
 @pytest.mark.slow  # XLA compiles the decoder's train step: about 30 s on 2 loaded cores.
 def test_jit_compile_trains_like_the_graph_step():
-    # The fast variant: the small network's decoder below.
+    # The fast variant: the small network's decoder above.
     features, targets = _examples(8)
     losses = []
     for jit_compile in (False, True):

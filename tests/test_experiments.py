@@ -450,18 +450,15 @@ def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
             assert retrained != errors[name]["normalized_error"], (label, name)
     # The given decoders are untouched.
     assert [(Path(d) / "model.keras").read_bytes() for d in conv1_work_dirs] == stored
-    # The fit data: the first 4 seeded training crops (seed 0), through the fixed model's
-    # own encoder.
+    # The fit data: the seeded (--seed=0) training stream's first 4 crops, through the fixed
+    # model's own encoder (the stream is keyed by position: any batch size gives them).
     fixed = common.load_model_parts(conv1_work_dirs[0])
-    crops, _ = next(
-        iter(
-            pipelines.build_dataset(
-                "samples", "train", representation=registry.get("alexnet/conv1"),
-                image_size=64, batch_size=16, training=True, seed=0,
-            )
-        )
+    stream = pipelines.build_dataset(
+        "samples", "train", representation=registry.get("alexnet/conv1"), image_size=64,
+        batch_size=4, training=True, seed=0,
     )  # fmt: skip
-    norms = np.linalg.norm(fixed.encode(crops.numpy()[:4]).reshape(4, -1), axis=1)
+    crops, _ = next(iter(stream))
+    norms = np.linalg.norm(fixed.encode(crops.numpy()).reshape(4, -1), axis=1)
     numbers = results["random_samples"]
     assert numbers["fixed"]["mean_norm_of_data"] == pytest.approx(norms.mean(), rel=1e-4)
     assert numbers["autoencoder"]["mean_norm_of_data"] != pytest.approx(norms.mean(), rel=1e-2)

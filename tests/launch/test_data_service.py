@@ -77,6 +77,7 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
         representation="hog", image_size=64, width=0.05, batch_size=4, steps=2,
         steps_per_epoch=2, learning_rate=1e-3, summary_images=0, seed=3,
     )  # fmt: skip
+    # HOG without XLA on both sides: the same crops, faster to start.
     plain_hog = dataclasses.replace(registry.get("hog"), jit_compile=False)
     local = build_dataset("samples", "train", representation=plain_hog, image_size=64,
                           batch_size=4, seed=run.seed)  # fmt: skip
@@ -124,7 +125,8 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
         # Two steps' crops, and prefetched ones: all of the seeded stream.
         assert set(range(8)) <= positions() <= set(range(64))
 
-        shards.clear(), received.clear()
+        shards.clear()
+        received.clear()
         resumed = distribute.distribute_input(strategy, dataset_function, 4, start_step=2)
         next(iter(resumed))
         assert shards == [distribute.InputShard(batch_size=4, start_step=2)]
