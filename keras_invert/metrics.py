@@ -102,14 +102,25 @@ def luma_correlation(originals, reconstructions) -> float:
 
 
 def ssim(originals, reconstructions) -> float:
-    """Mean SSIM of the luma channels (scikit-image, Gaussian window, data range 1)."""
+    """Mean SSIM of the luma channels, as Wang et al. (2004) define it.
+
+    An 11x11 Gaussian window of sigma 1.5, population (not sample)
+    covariances, data range 1: scikit-image's settings for the paper's SSIM.
+    """
     from skimage.metrics import structural_similarity
 
     originals, reconstructions = _check_pair(originals, reconstructions)
     return float(
         np.mean(
             [
-                structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5)
+                structural_similarity(
+                    a,
+                    b,
+                    data_range=1.0,
+                    gaussian_weights=True,
+                    sigma=1.5,
+                    use_sample_covariance=False,
+                )
                 for a, b in zip(luma(originals), luma(reconstructions), strict=True)
             ]
         )
@@ -117,7 +128,11 @@ def ssim(originals, reconstructions) -> float:
 
 
 def psnr(originals, reconstructions) -> float:
-    """Mean peak signal-to-noise ratio in dB (peak 1)."""
+    """Mean per-image peak signal-to-noise ratio in dB (peak 1).
+
+    An exact reconstruction counts as 120 dB (the squared error is floored at
+    1e-12), so that one perfect image does not make the mean infinite.
+    """
     originals, reconstructions = _check_pair(originals, reconstructions)
     mse = np.mean((originals - reconstructions) ** 2, axis=(1, 2, 3))
     return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))

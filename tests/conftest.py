@@ -29,6 +29,27 @@ def real_photos():
     }
 
 
+@pytest.fixture(scope="session")
+def saved_network(tmp_path_factory):
+    """`(network, path)`: a small Keras classifier of 32x32 images in 0..1, saved as `.keras`.
+
+    Layers `conv1` (16x16x8), `conv2` (8x8x16), `pool` and `scores` (10
+    values); random weights (seed 3). The cheapest `keras:PATH#LAYER`
+    representation: a network inside the model, whose pipeline yields crops.
+    """
+    import keras
+
+    keras.utils.set_random_seed(3)
+    images = keras.Input((32, 32, 3), name="pixels")
+    x = keras.layers.Conv2D(8, 3, 2, padding="same", activation="relu", name="conv1")(images)
+    x = keras.layers.Conv2D(16, 3, 2, padding="same", activation="relu", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    network = keras.Model(images, keras.layers.Dense(10, name="scores")(x), name="tiny")
+    path = tmp_path_factory.mktemp("networks") / "tiny.keras"
+    network.save(path)
+    return network, str(path)
+
+
 class ResultScript:
     """A Python script run in a subprocess, answering with a `RESULT <json>` line.
 
@@ -43,7 +64,9 @@ class ResultScript:
         import subprocess
         import sys
 
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        # The script imports this checkout's packages, not another checkout installed editable.
+        python_path = os.pathsep.join(filter(None, [self._REPO, os.environ.get("PYTHONPATH")]))
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=python_path)
         env.pop("TF_CONFIG", None)
         self.timeout = timeout
         self.process = subprocess.Popen(

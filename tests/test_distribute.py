@@ -141,11 +141,35 @@ def test_mixed_float16_keeps_a_float32_output_and_scales_the_loss(tmp_path):
         training.train(config_lib.replace(run, precision="float32", steps=6), data, str(tmp_path))
 
 
-def test_bfloat16_trains_without_loss_scaling():
+def test_bfloat16_trains_a_step_without_loss_scaling():
+    """mixed_bfloat16: bfloat16 compute, float32 weights and output, one finite Adam step."""
     model = training.build_model(_tiny_config(precision="mixed_bfloat16"))
-    assert model.layers[1].compute_dtype == "bfloat16"
-    assert model.outputs[0].dtype == "float32"
+    assert keras.config.dtype_policy().name == "float32"  # Only the model is mixed.
+    *hidden, last = [layer for layer in model.layers if layer.weights]
+    assert {layer.dtype_policy.name for layer in hidden} == {"mixed_bfloat16"}
+    assert last.dtype_policy.name == "float32" and model.outputs[0].dtype == "float32"
+    assert {v.dtype for v in model.trainable_variables} == {"float32"}
     assert not isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    features, targets = _examples(4)
+    # The first layer computes in bfloat16: the same weights in float32 give
+    # other activations, by bfloat16's rounding (8 bits of mantissa) and no more.
+    reference = training.build_model(_tiny_config())
+    reference.set_weights(model.get_weights())
+    mixed, exact = (
+        keras.Model(m.input, m.get_layer(hidden[0].name).output)(features).numpy()
+        for m in (model, reference)
+    )
+    assert str(mixed.dtype) == "bfloat16"
+    relative = np.abs(mixed.astype(np.float32) - exact).max() / np.abs(exact).max()
+    assert 2**-12 < relative < 2**-7, relative
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    loss = float(model.train_on_batch(features, targets))
+    assert np.isfinite(loss) and int(model.optimizer.iterations) == 1
+    changed = [
+        not np.array_equal(b, v.numpy())
+        for b, v in zip(before, model.trainable_variables, strict=True)
+    ]
+    assert all(changed), changed
 
 
 def test_jit_compile_reaches_compile_and_a_resumed_model(tmp_path):
@@ -159,9 +183,36 @@ def test_jit_compile_reaches_compile_and_a_resumed_model(tmp_path):
     assert resumed.jit_compile is True
 
 
+def test_jit_compile_trains_a_small_decoder_like_the_graph_step(saved_network):
+    """The XLA train step computes the graph step's losses and weights.
+
+    The fast variant of the HOG test below: a `keras:` network tap, whose
+    generic decoder (3 convolutions, 2 up-convolutions) XLA compiles in
+    about a second, in a `Reconstructor` with the frozen network.
+    """
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (8, 32, 32, 3)).astype(np.float32)
+    targets = rng.uniform(0, 1, (8, 32, 32, 3)).astype(np.float32)
+    losses, weights = [], []
+    for jit_compile in (False, True):
+        run = _tiny_config(
+            representation=f"keras:{saved_network[1]}#conv2", image_size=32,
+            jit_compile=jit_compile,
+        )  # fmt: skip
+        model = training.build_model(run)
+        assert model.jit_compile is jit_compile
+        history = model.fit(images, targets, batch_size=4, epochs=2, shuffle=False, verbose=0)
+        losses.append(history.history["loss"])
+        weights.append(model.get_weights())
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-4)
+    assert losses[0][1] < losses[0][0]  # It learnt: the steps did something to compare.
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.slow  # XLA compiles the decoder's train step: about 30 s on 2 loaded cores.
 def test_jit_compile_trains_like_the_graph_step():
-    # The fast variant: test_jit_compile_reaches_compile_and_a_resumed_model.
+    # The fast variant: the small network's decoder above.
     features, targets = _examples(8)
     losses = []
     for jit_compile in (False, True):
@@ -278,7 +329,8 @@ def test_mirrored_on_two_cpus_matches_one_device(result_script, tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_run_resumes_inside_the_scope_on_the_same_stream(result_script, tmp_path):
-    # The fast variant: test_training's interrupted run resumes on the same stream.
+    # Fast variants: test_training's interrupted run resumes on the same stream;
+    # test_losses_distribute resumes a checkpoint inside the mirrored scope.
     result = _run_mirrored_script(result_script, tmp_path, "resume")
     assert result["resumed"]["variable"] == "MirroredVariable"
     assert result["resumed"]["strategy"] == "MirroredStrategy"

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -258,7 +259,44 @@ def test_experiment_command_writes_png_and_json(tmp_path):
     assert len(record["results"]["models"]["hog (hog)"]["per_image"]) == 2
 
 
-@pytest.mark.slow
+def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
+    tmp_path, crops, saved_network
+):
+    """Vector features from a network inside the model: its own encoder's, from the work dir.
+
+    The fast variant of the fc8 test below: a `keras:` work dir of the 10
+    class scores of a small network (AlexNet's fc8 works the same way, at
+    the cost of building and saving a 60-million-parameter network).
+    """
+    from keras_invert import config, training
+    from launch import common
+
+    network, path = saved_network
+    run = config.TrainConfig(
+        representation=f"keras:{path}#scores?input_range=0,1", image_size=32, width=0.125,
+        summary_images=0,
+    )  # fmt: skip
+    config.save(run, str(tmp_path))
+    training.build_model(run).save(str(tmp_path / training.FINAL_MODEL))
+    parts = common.load_model_parts(str(tmp_path))
+    assert parts.encoder_source == "model" and parts.output_size == 32
+    images = crops[:, :32, :32]
+    scores = parts.encode(images)
+    np.testing.assert_allclose(scores, network.predict(images / 255.0, verbose=0), atol=1e-5)
+    dark = experiments.run_dark_knowledge(parts, images, ["a", "b", "c"], k=3)
+    for row, units in zip(scores, dark.numbers["top_units"], strict=True):
+        np.testing.assert_array_equal(np.sort(row[units]), np.sort(row)[-3:])
+    # "top 3 only" decodes the scores with the other 7 zeroed.
+    expected = parts.decode(experiments.top_k_only(scores, 3))
+    np.testing.assert_allclose(dark.rows[0][2], expected[0], atol=1e-6)
+    values = experiments.unit_values(scores, [3, 9], percentile=50)
+    single = experiments.run_single_neuron(parts, (10,), [3, 9], values)
+    only_unit_3 = np.zeros((1, 10), np.float32)
+    only_unit_3[0, 3] = values[0]
+    np.testing.assert_allclose(single.rows[0][0], parts.decode(only_unit_3)[0], atol=1e-6)
+
+
+@pytest.mark.slow  # Fast variant: the work dir of class scores above.
 def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     from keras_invert import config, training
     from launch import common
@@ -283,7 +321,9 @@ def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     assert single.rows[0][0].shape == (128, 128, 3)
 
 
-@pytest.mark.slow  # About 25 s on 2 free cores: a pipeline and two train steps traced.
+# About 25 s on 2 free cores: a pipeline and two train steps traced. Fast variant:
+# test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders.
+@pytest.mark.slow
 def test_perturbation_command_fine_tunes_a_decoder_per_perturbation(tmp_path):
     import cv2
 
@@ -371,12 +411,57 @@ def _autoencoder_vs_fixed(work_dirs, out, *arguments):
     return record["results"]
 
 
-def test_autoencoder_vs_fixed_command(conv1_work_dirs, tmp_path):
+def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
+    conv1_work_dirs, tmp_path
+):
+    """Feature fitting and retrained decoders of launch.experiment, on both work dirs.
+
+    `random_samples` fits its distribution on `--fit_examples` random
+    training crops through each model's own encoder; `perturbation
+    --retrain_steps` fine-tunes a copy of each work dir's decoder per
+    perturbation and decodes the perturbed features with it. The fast
+    variant of the slow tests that run every comparison and a HOG work dir.
+    """
     import cv2
 
-    results = _autoencoder_vs_fixed(conv1_work_dirs, tmp_path, "--compare=perturbation")
-    assert set(results) == {"reconstructions", "perturbation"}
-    assert set(results["perturbation"]) == {"fixed", "autoencoder"}
+    import pipelines
+    from keras_invert import registry
+    from launch import common
+
+    stored = [(Path(d) / "model.keras").read_bytes() for d in conv1_work_dirs]
+    results = _autoencoder_vs_fixed(
+        conv1_work_dirs, tmp_path, "--compare=perturbation,random_samples", "--retrain_steps=2",
+        "--retrain_batch_size=2", "--fit_examples=4", "--num_samples=2", "--bins=4",
+    )  # fmt: skip
+    assert set(results) == {"reconstructions", "perturbation", "random_samples"}
+    for label in ("fixed", "autoencoder"):
+        fitted = results["random_samples"][label]
+        assert (fitted["fit_examples"], fitted["dimensions"]) == (4, 27 * 27 * 96)
+        assert fitted["fraction_inside_observed_range"] == 1.0
+        perturbation = results["perturbation"][label]
+        retraining = perturbation["retraining"]
+        assert (retraining["steps"], retraining["split"]) == (2, "train")
+        assert sorted(retraining["losses"]) == ["binarised", "dropout"]
+        assert all(len(v) == 2 and np.all(np.isfinite(v)) for v in retraining["losses"].values())
+        # The perturbed features went through the fine-tuned copies: other reconstructions.
+        errors = perturbation["errors"]
+        for name in ("binarised", "dropout"):
+            retrained = errors[f"{name}_retrained"]["normalized_error"]
+            assert retrained != errors[name]["normalized_error"], (label, name)
+    # The given decoders are untouched.
+    assert [(Path(d) / "model.keras").read_bytes() for d in conv1_work_dirs] == stored
+    # The fit data: the seeded (--seed=0) training stream's first 4 crops, through the fixed
+    # model's own encoder (the stream is keyed by position: any batch size gives them).
+    fixed = common.load_model_parts(conv1_work_dirs[0])
+    stream = pipelines.build_dataset(
+        "samples", "train", representation=registry.get("alexnet/conv1"), image_size=64,
+        batch_size=4, training=True, seed=0,
+    )  # fmt: skip
+    crops, _ = next(iter(stream))
+    norms = np.linalg.norm(fixed.encode(crops.numpy()).reshape(4, -1), axis=1)
+    numbers = results["random_samples"]
+    assert numbers["fixed"]["mean_norm_of_data"] == pytest.approx(norms.mean(), rel=1e-4)
+    assert numbers["autoencoder"]["mean_norm_of_data"] != pytest.approx(norms.mean(), rel=1e-2)
     # original | fixed | autoencoder at the conv1 decoder's 216 px.
     height, width = cv2.imread(str(tmp_path / "autoencoder_vs_fixed.png")).shape[:2]
     assert height == 18 + 2 * (216 + 2) and 3 * (216 + 2) < width < 4 * (216 + 2)
@@ -384,6 +469,8 @@ def test_autoencoder_vs_fixed_command(conv1_work_dirs, tmp_path):
     assert rows == 18 + 4 * (216 + 2)  # Two photos for each model.
 
 
+# Fast variants: the fitting and retraining test above; the library side of every
+# comparison in test_runners_give_labelled_rows_and_numbers.
 @pytest.mark.slow
 def test_autoencoder_vs_fixed_command_with_every_comparison_and_retraining(
     conv1_work_dirs, tmp_path

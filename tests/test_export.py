@@ -47,15 +47,18 @@ def test_signatures_reconstruct_images_and_features(exported, real_photos):
     from_features = loaded.signatures["from_features"](features=features)["reconstruction"]
     np.testing.assert_allclose(from_features.numpy(), expected, atol=1e-5)
     # Any size and grayscale or RGBA are accepted: centre crop and resize in the graph.
+    serve_float = loaded.signatures["serve_float"]
     gray = np.random.default_rng(0).integers(0, 255, (2, 70, 90, 1)).astype(np.float32)
-    assert loaded.signatures["serve_float"](images=gray)["reconstruction"].shape == (2, 64, 64, 3)
-    rgba = np.zeros((1, 64, 64, 4), np.uint8)
-    assert loaded.signatures["serving_default"](images=rgba)["reconstruction"].shape == (
-        1,
-        64,
-        64,
-        3,
-    )
+    from_gray = serve_float(images=gray)["reconstruction"].numpy()
+    assert from_gray.shape == (2, 64, 64, 3)
+    rgb = np.repeat(gray, 3, axis=-1)  # Gray is the RGB image of three equal channels.
+    np.testing.assert_array_equal(from_gray, serve_float(images=rgb)["reconstruction"])
+    centre = rgb[:, :, 10:80]  # The centre 70 x 70 square of the 70 x 90 images.
+    np.testing.assert_allclose(from_gray, serve_float(images=centre)["reconstruction"], atol=1e-6)
+    alpha = np.random.default_rng(1).integers(0, 255, (1, 64, 64, 1), dtype=np.uint8)
+    rgba = np.concatenate([photo[None], alpha], axis=-1)  # Alpha is ignored.
+    from_rgba = loaded.signatures["serving_default"](images=rgba)["reconstruction"]
+    np.testing.assert_array_equal(from_rgba, from_uint8)
 
 
 def test_bad_requests_name_what_was_expected(exported):

@@ -97,10 +97,12 @@ def test_bad_arguments_are_refused(photos, hog):
         inversion.optimize(hog, hog(photos), image_shape=(40, 40, 3), steps=2)
 
 
-@pytest.mark.slow
 def test_alexnet_layers_from_the_registry_work():
+    # The registry's network (preprocessing and resizing to 227 inside) passes gradients.
     encoder = registry.get("alexnet/conv1").make_encoder()  # Random weights (a warning).
     images = np.random.default_rng(0).uniform(0, 255, (1, 64, 64, 3)).astype(np.float32)
-    settings = dict(inversion.paper_settings("alexnet/conv1"), steps=3)
+    settings = dict(inversion.paper_settings("alexnet/conv1"), steps=5)
     result = inversion.optimize(encoder, encoder(images), image_shape=(64, 64, 3), **settings)
-    assert result.images.shape == (1, 64, 64, 3) and np.all(np.isfinite(result.feature_loss))
+    assert result.images.shape == (1, 64, 64, 3)
+    assert np.all(result.feature_loss < result.initial_feature_loss)
+    assert np.all(np.diff(result.history["total"]) < 0), result.history["total"]

@@ -9,27 +9,9 @@ import pytest
 import tensorflow as tf
 
 from keras_invert import config as config_lib
-from keras_invert import export, registry, training
+from keras_invert import export, metrics, registry, training
 from keras_invert.encoders import from_keras
 from keras_invert.reconstructor import Reconstructor
-
-
-def _tiny_network(input_size=32):
-    """A small classifier trained on 0..1 images: two conv stages and a dense head."""
-    images = keras.Input((input_size, input_size, 3), name="pixels")
-    x = keras.layers.Conv2D(8, 3, 2, padding="same", activation="relu", name="conv1")(images)
-    x = keras.layers.Conv2D(16, 3, 2, padding="same", activation="relu", name="conv2")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    return keras.Model(images, keras.layers.Dense(10, name="scores")(x), name="tiny")
-
-
-@pytest.fixture(scope="module")
-def saved_network(tmp_path_factory):
-    keras.utils.set_random_seed(3)
-    network = _tiny_network()
-    path = tmp_path_factory.mktemp("networks") / "tiny.keras"
-    network.save(path)
-    return network, str(path)
 
 
 def test_from_keras_taps_input_range_and_resizing(saved_network):
@@ -99,6 +81,7 @@ def test_registry_resolves_keras_names(saved_network, monkeypatch):
 
 
 def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_photos):
+    import pipelines
     from launch import common, evaluate
 
     _, path = saved_network
@@ -128,5 +111,15 @@ def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_p
     for index, image in enumerate(images):
         files.append(str(tmp_path / f"photo{index}.png"))
         keras.utils.save_img(files[-1], image)
-    row, _, _ = evaluate.evaluate_decoder(work_dir, common.load_model_parts(work_dir), files)
+    row, originals, reconstructions = evaluate.evaluate_decoder(
+        work_dir, common.load_model_parts(work_dir), files
+    )
     assert row["representation"] == run.representation and np.isfinite(row["feature_error"])
+    # The row scores the model's reconstructions of the evaluation crops of the files.
+    crops = pipelines.load_images(files, 32)
+    reconstructed = np.clip(model.predict(crops, verbose=0), 0.0, 1.0)
+    np.testing.assert_allclose(originals, crops / 255.0, atol=1e-6)
+    np.testing.assert_allclose(reconstructions, reconstructed, atol=1e-4)
+    assert row["normalized_error"] == pytest.approx(
+        metrics.normalized_reconstruction_error(crops / 255.0, reconstructed), rel=1e-4
+    )

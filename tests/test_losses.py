@@ -133,6 +133,16 @@ def test_deepsim_fit_reports_all_components():
     history = model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
     assert sorted(history.history) == ["adversarial", "discriminator", "feature", "loss", "pixel"]
     assert all(np.isfinite(v).all() for v in history.history.values())
+    # The reported loss is the weighted sum (1.0, 0.5, 0.1) of the reported terms.
+    logged = {name: np.array(values) for name, values in history.history.items()}
+    np.testing.assert_allclose(
+        logged["loss"],
+        logged["pixel"] + 0.5 * logged["feature"] + 0.1 * logged["adversarial"],
+        rtol=1e-5,
+    )
+    # An untrained discriminator is near chance: -log D and -log D - log(1 - D) near
+    # log 2 and 2 log 2.
+    assert 0.3 < logged["adversarial"][0] < 1.5 and 0.6 < logged["discriminator"][0] < 3
     assert int(model.optimizer.iterations) == 3
     assert int(model.discriminator_optimizer.iterations) == 3
 
@@ -294,6 +304,8 @@ def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
     )
 
 
+# Fast variants: test_losses_distribute (DeepSiM runs built from their config,
+# one stopped at its step-2 checkpoint and resumed) and the test above.
 @pytest.mark.slow
 def test_training_a_deepsim_run_end_to_end_and_resuming(tmp_path):
     """build_model wires the losses; a second `train` continues both optimisers."""

@@ -2,12 +2,28 @@
 
 import numpy as np
 import pytest
+from scipy.spatial.distance import pdist
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from keras_invert import metrics
 
 
 def _images(n=4, size=16, seed=0):
     return np.random.default_rng(seed).uniform(0, 1, (n, size, size, 3))
+
+
+@pytest.fixture(scope="module")
+def photo_pairs(real_photos):
+    """Three 48x48 photo crops in [0, 1] and degraded copies: noise, blur, a dark shift."""
+    photos = np.stack(
+        [real_photos[n][100:148, 150:198] for n in ("astronaut", "coffee", "chelsea")]
+    ).astype(np.float64)
+    originals = photos / 255.0
+    rng = np.random.default_rng(0)
+    noisy = np.clip(originals[0] + rng.normal(0, 0.08, originals[0].shape), 0, 1)
+    blurred = (originals[1] + np.roll(originals[1], 1, 0) + np.roll(originals[1], 1, 1)) / 3
+    dark = 0.6 * originals[2] + 0.05
+    return originals, np.stack([noisy, blurred, dark])
 
 
 def test_normalized_error_by_hand():
@@ -22,19 +38,92 @@ def test_normalized_error_by_hand():
     assert metrics.normalized_reconstruction_error(originals, originals) == 0.0
 
 
-def test_mean_image_baseline_is_below_one_and_perfect_scores():
+def test_psnr_equals_scikit_images_per_image_mean(photo_pairs):
+    originals, reconstructions = photo_pairs
+    expected = [
+        peak_signal_noise_ratio(a, b, data_range=1.0)
+        for a, b in zip(originals, reconstructions, strict=True)
+    ]
+    assert len(set(np.round(expected, 1))) == 3  # Three different qualities.
+    assert metrics.psnr(originals, reconstructions) == pytest.approx(np.mean(expected), rel=1e-12)
+    # Deliberate difference: an exact copy scores 120 dB where scikit-image gives inf.
+    assert metrics.psnr(originals, originals) == pytest.approx(120.0)
+
+
+def test_ssim_equals_scikit_images_ssim_of_wang_et_al_on_the_luma(photo_pairs):
+    import tensorflow as tf
+
+    originals, reconstructions = photo_pairs
+
+    def luma(images):  # BT.601, computed by TensorFlow rather than by the library.
+        return tf.image.rgb_to_grayscale(images).numpy()[..., 0]
+
+    # scikit-image's documented settings for Wang et al. (2004): 11x11 Gaussian
+    # window of sigma 1.5, population covariances.
+    expected = [
+        structural_similarity(
+            a, b, data_range=1.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+        )
+        for a, b in zip(luma(originals), luma(reconstructions), strict=True)
+    ]
+    assert all(0.2 < value < 0.99 for value in expected), expected
+    assert metrics.ssim(originals, reconstructions) == pytest.approx(np.mean(expected), abs=1e-6)
+    assert metrics.ssim(originals, originals) == pytest.approx(1.0)
+
+
+def test_luma_correlation_equals_numpys_pearson_correlation(photo_pairs):
+    originals, reconstructions = photo_pairs
+    weights = np.array([0.2989, 0.5870, 0.1140])
+    expected = [
+        np.corrcoef((a @ weights).ravel(), (b @ weights).ravel())[0, 1]
+        for a, b in zip(originals, reconstructions, strict=True)
+    ]
+    assert metrics.luma_correlation(originals, reconstructions) == pytest.approx(
+        np.mean(expected), rel=1e-12
+    )
+    # A brightness change keeps the structure: the dark copy correlates exactly.
+    assert expected[2] == pytest.approx(1.0)
+
+
+def test_mean_image_baseline_equals_its_definition():
     originals = _images(8)
+    flat = originals.reshape(8, -1)
+    mean = flat.mean(axis=0)
+    pairwise = pdist(flat).mean()
+    assert metrics.mean_pairwise_distance(originals) == pytest.approx(pairwise, rel=1e-12)
+    expected_error = np.mean(np.linalg.norm(flat - mean, axis=1)) / pairwise
     baseline = metrics.mean_image_baseline(originals)
-    assert 0.5 < baseline["normalized_error"] < 0.8
+    assert baseline["normalized_error"] == pytest.approx(expected_error, rel=1e-12)
+    # About sqrt(1/2): for independent images ||x - mean|| ~ ||x_i - x_j|| / sqrt(2).
+    assert 0.6 < baseline["normalized_error"] < 0.75
+    # A given mean image (the training photos' mean) replaces the test photos' own.
+    grey = np.full((16, 16, 3), 0.5)
+    given = metrics.mean_image_baseline(originals, grey)
+    expected_given = np.mean(np.linalg.norm(flat - 0.5, axis=1)) / pairwise
+    assert given["normalized_error"] == pytest.approx(expected_given, rel=1e-12)
+    assert given["psnr"] == pytest.approx(
+        np.mean([peak_signal_noise_ratio(x, grey, data_range=1.0) for x in originals])
+    )
+
+
+def test_perfect_reconstructions_score_the_ends_of_each_scale():
+    originals = _images(3)
     perfect = metrics.summarize(originals, originals)
-    assert perfect["luma_correlation"] == pytest.approx(1.0)
-    assert perfect["ssim"] == pytest.approx(1.0)
-    assert baseline["luma_correlation"] < 0.6
+    assert perfect == pytest.approx(
+        {"normalized_error": 0.0, "luma_correlation": 1.0, "ssim": 1.0, "psnr": 120.0}
+    )
 
 
 def test_feature_error_is_relative():
     features = np.ones((2, 4))
     assert metrics.feature_error(features, features * 1.5) == pytest.approx(0.5)
+    other = np.array([[3.0, 4.0], [1.0, 0.0]])
+    np.testing.assert_allclose(
+        metrics.feature_errors(other, np.zeros_like(other)), [1.0, 1.0], rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        metrics.feature_errors(other, other + [[0.0, 0.5], [0.0, 2.0]]), [0.1, 2.0], rtol=1e-12
+    )
 
 
 def test_bad_inputs_name_the_problem():

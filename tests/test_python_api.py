@@ -17,6 +17,9 @@ def test_readme_snippet_trains_with_plain_keras():
     dataset = keras_invert.build_dataset(
         "samples", split="train", representation="hog", image_size=64, batch_size=4, seed=0
     )
+    # (features, image) pairs: the features are HOG of the image (0..1 here).
+    features, targets = next(iter(dataset))
+    np.testing.assert_allclose(features, keras_invert.hog(targets * 255.0), atol=1e-4)
     decoder.compile(optimizer=keras.optimizers.Adam(3e-4), loss="mse")
     history = decoder.fit(dataset, steps_per_epoch=3, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2

@@ -129,7 +129,7 @@ def _run_and_batch(real_photos, tap):
 
 
 def test_training_model_has_the_fixed_imagenet_encoder(real_photos):
-    # The stem: the shortest encoder to trace (a fast test); the slow one below uses stage6.
+    # The stem: the shortest encoder to trace.
     run, images, targets = _run_and_batch(real_photos, "stem")
     model = training.build_model(run)
     stem = model.encoder.layer.get_layer("stem_conv").kernel.numpy()
@@ -147,14 +147,15 @@ def test_training_model_has_the_fixed_imagenet_encoder(real_photos):
     assert all(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
 
 
-@pytest.mark.slow
-def test_train_export_and_evaluate_an_efficientnet_decoder(tmp_path, real_photos):
+# The stem is the shortest network to trace and export; stage6 takes about 20 s.
+@pytest.mark.parametrize("tap", ["stem", pytest.param("stage6", marks=pytest.mark.slow)])
+def test_train_export_and_evaluate_an_efficientnet_decoder(tap, tmp_path, real_photos):
     import tensorflow as tf
 
     from keras_invert import export
     from launch import common
 
-    run, images, targets = _run_and_batch(real_photos, "stage6")
+    run, images, targets = _run_and_batch(real_photos, tap)
     dataset = tf.data.Dataset.from_tensor_slices((images, targets)).repeat().batch(2)
     config_lib.save(run, str(tmp_path / "run"))
     model = training.train(run, dataset, str(tmp_path / "run"), verbose=0)

@@ -11,7 +11,6 @@ import zipfile
 
 import cv2
 import numpy as np
-import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -25,6 +24,18 @@ def _run(module, *args):
     if result.returncode != 0:
         raise AssertionError(f"{module} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def _export_as_the_script_does(work_dir, export_dir):
+    """launch.export's `main` in this process (the script runs in tests/launch/test_scripts.py)."""
+    from keras_invert import config as config_lib
+    from keras_invert import export, training
+
+    run = config_lib.load(work_dir)
+    export.export_saved_model(
+        training.load_trained_model(work_dir), run.representation, export_dir,
+        image_size=run.image_size, encoder_options=config_lib.encoder_options(run),
+    )  # fmt: skip
 
 
 def test_train_export_reconstruct_conv5(tmp_path):
@@ -44,7 +55,7 @@ def test_train_export_reconstruct_conv5(tmp_path):
         stored = json.load(file)
     assert stored["encoder_weights"] == weights and stored["autoencoder"] is False
 
-    _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    _export_as_the_script_does(work_dir, export_dir)
     # The served graph (unknown batch size, AlexNet resizing 64 -> 227 inside) is the work dir's.
     from launch import common
     from pipelines import load_images, sources
@@ -92,7 +103,7 @@ def test_train_on_cached_features_then_export_and_evaluate(tmp_path):
     assert not isinstance(model, Reconstructor) and model.input_shape[1:] == (27, 27, 96)
 
     # The export puts the encoder with the file's weights in front of the decoder.
-    _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    _export_as_the_script_does(work_dir, export_dir)
     images = load_images(sources.resolve("samples", "test").files[:2], 64)
     expected = common.load_model_parts(work_dir).reconstruct(images)
     assert expected.shape == (2, 216, 216, 3)
@@ -166,8 +177,7 @@ def _write_pth(path, arrays):
             archive.writestr(f"archive/data/{key}", np.ascontiguousarray(array, "<f4").tobytes())
 
 
-@pytest.mark.parametrize("exported", [False, pytest.param(True, marks=pytest.mark.slow)])
-def test_train_and_export_torchvision_conv5_from_a_pth(exported, tmp_path):
+def test_train_and_export_torchvision_conv5_from_a_pth(tmp_path):
     import keras
     import tensorflow as tf
 
@@ -202,9 +212,7 @@ def test_train_and_export_torchvision_conv5_from_a_pth(exported, tmp_path):
     network = model.encoder.layer
     for name, kernel in kernels.items():
         np.testing.assert_array_equal(network.get_layer(name).kernel.numpy(), kernel)
-    if not exported:
-        return
-    _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    _export_as_the_script_does(work_dir, export_dir)  # Torchvision's preprocessing inside.
     version = export.latest_version_dir(export_dir)
     metadata = export.read_metadata(version)
     assert metadata["representation"] == "alexnet-torchvision/conv5"

@@ -73,7 +73,9 @@ def test_streaming_and_cached_representations_tiny_run(tmp_path, capsys):
     )  # fmt: skip
     path = tmp_path / "out" / "benchmark.json"
     benchmark.run_benchmark(settings, cache_dir=str(tmp_path / "cache"), json_path=str(path))
-    rows = _summary_rows(capsys.readouterr().out)
+    printed = capsys.readouterr().out
+    assert "Estimated run time: about" in printed
+    rows = _summary_rows(printed)
     assert sorted(rows) == ["lbp", "sift"]
     assert "cached" in rows["sift"] and "cached" not in rows["lbp"]
 
@@ -84,7 +86,7 @@ def test_streaming_and_cached_representations_tiny_run(tmp_path, capsys):
     assert any((tmp_path / "cache").iterdir())
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # Fast variant: the in-process run above (run_benchmark, which main calls).
 def test_script_all_three_representations(tmp_path):
     path = tmp_path / "benchmark.json"
     result = subprocess.run(

@@ -53,6 +53,89 @@ def test_in_process_servers_serve_the_seeded_stream():
         dispatcher._stop()
 
 
+def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
+    """The tf.data service feeding `training.train` under a MirroredStrategy, in this process.
+
+    The fast variant of the two mirrored tests below. Here the strategy
+    mirrors this process's one CPU device (two devices need a fresh process:
+    those tests' subprocess), so the per-replica split of a batch is not
+    exercised here; it is the same as without a service (`test_distribute`).
+    The strategy's input path is: `distribute_input` calls the dataset
+    function, Keras peeks at a batch through an iterator of its own, the
+    service runs the pipeline, and the model and optimiser are mirrored
+    variables. The trainer must receive the seeded stream's crops, and the
+    input of a run resumed at step 2 (`distribute_input(start_step=2)`, as
+    `training.train` passes a restored step: `test_training`) must start at
+    element 8 and never serve the elements before it.
+    """
+    import tensorflow as tf
+
+    from keras_invert import config as config_lib
+    from keras_invert import distribute, training
+
+    run = config_lib.TrainConfig(
+        representation="hog", image_size=64, width=0.05, batch_size=4, steps=2,
+        steps_per_epoch=2, learning_rate=1e-3, summary_images=0, seed=3,
+    )  # fmt: skip
+    # HOG without XLA on both sides: the same crops, faster to start.
+    plain_hog = dataclasses.replace(registry.get("hog"), jit_compile=False)
+    local = build_dataset("samples", "train", representation=plain_hog, image_size=64,
+                          batch_size=4, seed=run.seed)  # fmt: skip
+    # Elements 0-63: more than the trainer's prefetching reads in these runs.
+    local = np.concatenate([target.numpy() for _, target in local.take(16)])
+    shards, received = [], []
+
+    def note(target):
+        received.append(target.numpy())
+        return target
+
+    dispatcher = data_service.start_dispatcher()
+    worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+
+    def dataset_function(shard):
+        shards.append(shard)
+        served = build_dataset(
+            "samples", "train", representation=plain_hog, image_size=64,
+            batch_size=shard.batch_size, seed=run.seed, start_step=shard.start_step,
+            num_shards=shard.num_shards, shard_index=shard.shard_index,
+            data_service=dispatcher.target,
+        )  # fmt: skip
+
+        def tap(features, target):  # Notes what the trainer's side of the service receives.
+            noted = tf.py_function(note, [target], tf.float32)
+            noted.set_shape(target.shape)
+            return features, noted
+
+        return served.map(tap)
+
+    def positions():
+        """Each received crop's position in the seeded stream (-1: not among its first 64)."""
+        crops = np.concatenate(received)
+        distance = np.abs(crops[:, None] - local[None]).max(axis=(2, 3, 4))
+        return {int(d.argmin()) if d.min() == 0.0 else -1 for d in distance}
+
+    try:
+        strategy = distribute.make_strategy("mirrored")
+        model = training.train(run, dataset_function, str(tmp_path), strategy=strategy, verbose=0)
+        assert isinstance(strategy, tf.distribute.MirroredStrategy)
+        assert shards == [distribute.InputShard(batch_size=4)]
+        assert type(model.trainable_variables[0].value).__name__ == "MirroredVariable"
+        assert training.optimizer_step(model) == 2
+        assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [2]
+        # Two steps' crops, and prefetched ones: all of the seeded stream.
+        assert set(range(8)) <= positions() <= set(range(64))
+
+        shards.clear()
+        received.clear()
+        resumed = distribute.distribute_input(strategy, dataset_function, 4, start_step=2)
+        next(iter(resumed))
+        assert shards == [distribute.InputShard(batch_size=4, start_step=2)]
+        assert set(range(8, 12)) <= positions() <= set(range(8, 64))
+    finally:
+        worker._stop()
+        dispatcher._stop()
+
+
 def _free_port():
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
@@ -79,7 +162,7 @@ def _wait_until_listening(port, process, timeout=120):
     raise AssertionError(f"Nothing listens on port {port} after {timeout} s.")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # Fast variant: the in-process servers (what the script's main starts).
 def test_script_servers_serve_the_seeded_stream():
     dispatcher_port, worker_port = _free_port(), _free_port()
     processes = []
@@ -222,7 +305,8 @@ def _run_mirrored_script(result_script, tmp_path, mode):
     return script.result()
 
 
-@pytest.mark.slow  # About 25 s; CI keeps the in-process service and the mirrored tests.
+# About 25 s. Fast variant: test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step.
+@pytest.mark.slow
 def test_mirrored_training_reads_the_service(result_script, tmp_path):
     result = _run_mirrored_script(result_script, tmp_path, "train")
     assert result["replicas"] == 2
@@ -239,7 +323,7 @@ def test_mirrored_training_reads_the_service(result_script, tmp_path):
     assert len(result["losses"]) == 4 and np.isfinite(result["losses"]).all()
 
 
-@pytest.mark.slow  # Two runs: about 35 s on 2 cores. Fast variant: the test above.
+@pytest.mark.slow  # Two runs: about 70 s on 2 loaded cores. Fast variant: as above.
 def test_mirrored_training_resumes_on_the_service(result_script, tmp_path):
     result = _run_mirrored_script(result_script, tmp_path, "resume")
     interrupted = result["interrupted"]

@@ -167,8 +167,11 @@ def test_model_fit_runs_on_the_dataset():
     )
     model = keras.Model(inputs, outputs)
     model.compile(optimizer="adam", loss="mse")
+    features, target = next(iter(dataset))  # The seeded stream's first batch.
+    before = model.evaluate(features, target, verbose=0)
     history = model.fit(dataset, steps_per_epoch=1, epochs=1, shuffle=False, verbose=0)
-    assert np.isfinite(history.history["loss"][0])
+    # The step's loss is that of the dataset's first (features, target) pair, before the update.
+    assert history.history["loss"][0] == pytest.approx(before, rel=1e-5)
 
 
 def test_load_images_says_what_is_wrong_with_a_path(tmp_path):
