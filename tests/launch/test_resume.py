@@ -66,7 +66,9 @@ class Watch(keras.callbacks.Callback):
 
 
 run_training = training.train
-training.train = lambda *args, **kwargs: run_training(*args, callbacks=[Watch()], **kwargs)
+training.train = lambda *args, callbacks=(), **kwargs: run_training(
+    *args, callbacks=[*callbacks, Watch()], **kwargs
+)
 for work_dir in work_dirs.split(","):
     flags.FLAGS.unparse_flags()
     flags.FLAGS(["launch.train", f"--work_dir={work_dir}", *argv])
