@@ -25,7 +25,7 @@ def run(main) -> None:
     """Runs a launch script's `main` as `app.run` does, with user mistakes as one line.
 
     A flag value that absl refuses, and an `app.UsageError`, a `ValueError` or
-    an `OSError` naming a file raised by `main`, are printed as `ERROR:
+    an `OSError` (a file: missing, a folder, unreadable) raised by `main`, are printed as `ERROR:
     <message>` (the first line of a longer message) on stderr, and the process
     exits with `USER_ERROR_STATUS`. Other exceptions are internal errors and
     keep their traceback; with `--verbosity=1` (debug logging) every
@@ -68,8 +68,11 @@ def user_error_message(error: Exception) -> str | None:
         return flag_error_message(error)
     if isinstance(error, (app.UsageError, ValueError)):
         return _first_line(str(error))
-    if isinstance(error, OSError) and error.filename is not None:
-        return f"{error.strerror or type(error).__name__}: {os.fspath(error.filename)!r}"
+    if isinstance(error, OSError):
+        # A file or folder the user named (missing, a folder, unreadable, disk full).
+        if error.filename is not None:
+            return f"{error.strerror or type(error).__name__}: {os.fspath(error.filename)!r}"
+        return _first_line(str(error))
     return None
 
 

@@ -127,7 +127,10 @@ def test_weights_files_that_are_not_what_they_say(tmp_path, name, content, expec
 def test_internal_errors_keep_their_traceback():
     assert common.user_error_message(RuntimeError("a bug")) is None
     assert common.user_error_message(KeyError("a bug")) is None
-    assert common.user_error_message(OSError("no file named")) is None
+    assert common.user_error_message(OSError()) is None
+    assert common.user_error_message(OSError("Could not read. Received: path='a'")) == (
+        "Could not read. Received: path='a'"
+    )
     assert common.user_error_message(ValueError("")) is None
     assert (
         common.user_error_message(FileNotFoundError(2, "No such file or directory", "a.jpg"))
@@ -156,3 +159,23 @@ def test_the_command_line_prints_one_line_and_exits_2(tmp_path):
     )  # fmt: skip
     assert result.returncode == 2
     assert result.stderr == "ERROR: --batch_size must be a positive integer. Received: 0\n"
+
+
+def test_image_paths_that_are_missing_a_folder_or_not_an_image_are_one_line_each(tmp_path):
+    """What `launch.reconstruct --images=...` prints for each kind of bad path."""
+    import pipelines
+
+    (tmp_path / "notes.jpg").write_text("not an image")
+    (tmp_path / "folder.jpg").mkdir()
+    cases = {
+        "missing.jpg": "Expected an existing image file",
+        "folder.jpg": "not a folder",
+        "notes.jpg": "does not decode",
+    }
+    for name, expected in cases.items():
+        path = str(tmp_path / name)
+        with pytest.raises((OSError, ValueError)) as error:
+            pipelines.load_images([path], 32)
+        message = common.user_error_message(error.value)
+        assert message is not None and "\n" not in message, name
+        assert expected in message and repr(path) in message, message
