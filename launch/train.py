@@ -133,8 +133,10 @@ flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA.")
 flags.DEFINE_string(
     "data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher for the input."
 )
-for _name in ("width", "learning_rate", "max_minutes", "discriminator_learning_rate"):
+for _name in ("width", "learning_rate", "discriminator_learning_rate"):
     common.validate(_name, lambda value: value > 0, "> 0")
+# 0 is a budget spent at once: the run stops after its first epoch (and checkpoint).
+common.validate("max_minutes", lambda minutes: minutes >= 0, ">= 0")
 common.validate("min_crop_scale", lambda scale: 0 < scale <= 1, "in (0, 1]")
 common.validate("divergence_factor", lambda factor: factor > 1, "> 1")
 

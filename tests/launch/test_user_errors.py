@@ -47,6 +47,7 @@ def _photos(folder, count, truncated=False, first=0):
         ("train", ["--batch_size=0"], "--batch_size must be a positive integer. Received: 0"),
         ("train", ["--width=0"], "--width must be > 0. Received: 0.0"),
         ("train", ["--image_size=7.5"], "--image_size must be a positive integer. Received: 7.5"),
+        ("train", ["--max_minutes=-1"], "--max_minutes must be >= 0. Received: -1.0"),
         ("train", ["--min_crop_scale=1.5"], "--min_crop_scale must be in (0, 1]. Received: 1.5"),
         ("train", ["--strategy=gpu"], "--strategy must be one of default, mirrored, multi_worker"),
         ("train", ["--width=0", "--learning_rate=0"], "Received: 0.0; --learning_rate must be"),
