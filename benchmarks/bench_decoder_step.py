@@ -30,6 +30,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from keras_invert import decoders  # noqa: E402
+from keras_invert.encoders.alexnet import ALEXNET_OUTPUT_SHAPES  # noqa: E402
 from launch.benchmark import matmul_flops_per_second, training_flops_per_image  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -46,17 +47,8 @@ def define_flags():
     flags.DEFINE_integer("matmul_size", 4096, "Side of the reference matrix product.")
 
 
-# AlexNet taps' feature shapes: the decoders of those taps are built from them.
-_ALEXNET_TAPS = {
-    "conv1": (27, 27, 96),
-    "conv2": (13, 13, 256),
-    "conv3": (13, 13, 384),
-    "conv4": (13, 13, 384),
-    "conv5": (6, 6, 256),
-    "fc6": (4096,),
-    "fc7": (4096,),
-    "fc8": (1000,),
-}
+# The Caffe AlexNet's taps: their decoders are built from the feature shapes.
+_ALEXNET_TAPS = ALEXNET_OUTPUT_SHAPES["caffe"]
 _SHALLOW = {"hog": decoders.hog_decoder, "lbp": decoders.lbp_decoder, "sift": decoders.sift_decoder}
 
 
