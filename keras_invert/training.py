@@ -359,6 +359,14 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.checkpoints.save(self.model, optimizer_step(self.model))
 
 
+# A work dir keeps the rate it was started with (a resume with another is
+# refused as a different run), so the way out is a new one.
+_LOWER_THE_RATE = (
+    "Start again in a new --work_dir with a lower --learning_rate "
+    "(docs/reference.md, Training: 1e-4 where 1e-3 diverged)."
+)
+
+
 class DivergenceGuard(keras.callbacks.Callback):
     """Stops training with `DivergenceError` when the loss is not finite or explodes.
 
@@ -379,14 +387,12 @@ class DivergenceGuard(keras.callbacks.Callback):
         step = optimizer_step(self.model)
         if not math.isfinite(loss):
             raise DivergenceError(
-                f"Training diverged at step {step}: the loss is {loss}. Lower --learning_rate "
-                "(docs/reference.md, Training: 1e-4 where 1e-3 diverged) and start a new "
-                "work dir, or resume this one from its last checkpoint with a lower rate."
+                f"Training diverged at step {step}: the loss is {loss}. {_LOWER_THE_RATE}"
             )
         if loss > self.factor * self.best:
             raise DivergenceError(
                 f"Training diverged at step {step}: the running loss {loss:.4g} is more than "
-                f"{self.factor:g} times the best epoch loss {self.best:.4g}. Lower --learning_rate."
+                f"{self.factor:g} times the best epoch loss {self.best:.4g}. {_LOWER_THE_RATE}"
             )
 
     def on_train_batch_end(self, batch, logs=None):
