@@ -285,23 +285,28 @@ def training_mean_image(model_path: str, image_size: int, size: int):
         readable here (a TFDS source has no files to list; a folder that is
         not on this machine), with a logged warning.
     """
-    import numpy as np
-    from absl import logging
-
-    import pipelines
     from keras_invert import config as config_lib
-    from keras_invert import images
 
     run = config_lib.load(model_path)
     if run is None:
         return None
     try:
-        paths = pipelines.list_source_files(run.data, run.train_split)
+        return _mean_target(run.data, run.train_split, image_size, size)
     except (ValueError, OSError) as error:
         logging.warning("No mean training image for %s: %s", model_path, error)
         return None
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_target(data: str, split: str, image_size: int, size: int):
+    """`training_mean_image` of a source: computed once for models trained on the same data."""
+    import numpy as np
+
+    import pipelines
+    from keras_invert import images
+
     total, count = np.zeros((size, size, 3), np.float64), 0
-    for path in paths:
+    for path in pipelines.list_source_files(data, split):
         try:
             image = pipelines.read_image(path)
         except ValueError:
@@ -309,10 +314,11 @@ def training_mean_image(model_path: str, image_size: int, size: int):
         total += images.target(images.center_crop(image, image_size), size).numpy()
         count += 1
     if not count:
-        logging.warning("No mean training image for %s: no photos in %s.", model_path, run.data)
-        return None
-    description = f"mean of {count} training photos ({run.data}, split {run.train_split})"
-    return (total / count).astype(np.float32), description
+        raise ValueError(f"no photo of {data} (split {split}) decodes.")
+    mean = (total / count).astype(np.float32)
+    mean.flags.writeable = False  # Shared by every caller.
+    description = f"mean of {count} training photos ({data}, split {split})"
+    return mean, description
 
 
 def reencode(encode, reconstructions, image_size):

@@ -213,11 +213,7 @@ def main(argv):
         # this process's collective ops and starts its server.
         strategy = distribute.make_strategy(run.strategy)
         distribute.check_global_batch(strategy, run.batch_size)
-        if sources.resolve(run.data, run.train_split).files == ():
-            raise ValueError(
-                f"Expected photos in the {run.train_split!r} split of the training data. "
-                f"Received: data={run.data!r}"
-            )
+        sources.resolve(run.data, run.train_split)  # A split without photos is refused.
         if config_lib.load(FLAGS.work_dir) is None:
             # A new run: the image size for the representation, the weights files.
             training.build_model(run)

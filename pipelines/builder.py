@@ -552,8 +552,9 @@ def _decodable(source: sources.Source) -> sources.Source:
         return source  # TFDS records: step 5 drops what does not decode.
     start = time.perf_counter()
     keys = [_file_key(path) for path in source.files]
-    unknown = {key: path for key, path in zip(keys, source.files, strict=True)}
-    unknown = {key: path for key, path in unknown.items() if key not in _DECODES}
+    unknown = {
+        key: path for key, path in zip(keys, source.files, strict=True) if key not in _DECODES
+    }
     check = _decodes if len(source.files) <= FULL_DECODE_CHECK_LIMIT else _complete
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count()) as pool:
         _DECODES.update(zip(unknown, pool.map(check, unknown.values()), strict=True))
@@ -594,15 +595,9 @@ def _decodes(path: str) -> bool:
     return True
 
 
-# JPEG, PNG, GIF, BMP, WebP: (start of the file, what its last bytes must hold).
-# A JPEG may carry a few bytes after its end marker, hence a search in the tail.
-_SIGNATURES = (
-    (b"\xff\xd8", b"\xff\xd9"),
-    (b"\x89PNG\r\n\x1a\n", b"IEND"),
-    (b"GIF8", b"\x3b"),
-    (b"BM", None),
-    (b"RIFF", None),
-)
+# What the last bytes of a whole JPEG and PNG hold (a JPEG may carry a few
+# bytes after its end marker, hence a search in the tail).
+_END_MARKERS = {"jpeg": b"\xff\xd9", "png": b"IEND"}
 _TAIL_BYTES = 64
 
 
@@ -620,17 +615,15 @@ def _complete(path: str) -> bool:
             tail = file.read()
     except OSError:
         return False
-    for start, end in _SIGNATURES:
-        if not head.startswith(start):
-            continue
-        if start == b"BM":  # Little-endian file size at byte 2.
-            return len(head) >= 6 and int.from_bytes(head[2:6], "little") <= size
-        if start == b"RIFF":  # RIFF chunk size at byte 4 counts the bytes after byte 8.
-            riff = int.from_bytes(head[4:8], "little") + 8 if len(head) >= 8 else size + 1
-            return head[8:12] == b"WEBP" and riff <= size
-        if start == b"GIF8":  # The trailer byte is the file's last.
-            return tail.endswith(end)
-        return end in tail
+    image_format = sources.image_format(head)
+    if image_format in _END_MARKERS:
+        return _END_MARKERS[image_format] in tail
+    if image_format == "gif":  # The trailer byte is the file's last.
+        return tail.endswith(b"\x3b")
+    if image_format == "bmp":  # Little-endian file size at byte 2.
+        return len(head) >= 6 and int.from_bytes(head[2:6], "little") <= size
+    if image_format == "webp":  # RIFF chunk size at byte 4 counts the bytes after byte 8.
+        return int.from_bytes(head[4:8], "little") + 8 <= size
     return False
 
 

@@ -213,19 +213,25 @@ def _sample_files(split: str) -> list[str]:
 
 # Local folders.
 
-_MAGIC = (
-    b"\xff\xd8\xff",  # JPEG
-    b"\x89PNG\r\n\x1a\n",
-    b"GIF87a",
-    b"GIF89a",
-    b"BM",
-)
+_MAGIC = {
+    b"\xff\xd8\xff": "jpeg",
+    b"\x89PNG\r\n\x1a\n": "png",
+    b"GIF87a": "gif",
+    b"GIF89a": "gif",
+    b"BM": "bmp",
+}
+
+
+def image_format(head: bytes) -> str | None:
+    """ "jpeg", "png", "gif", "bmp" or "webp" from a file's first 12 bytes, else None."""
+    for magic, name in _MAGIC.items():
+        if head.startswith(magic):
+            return name
+    return "webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
 
 
 def _looks_like_image(head: bytes) -> bool:
-    if head.startswith(_MAGIC):
-        return True
-    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    return image_format(head) is not None
 
 
 def _folder_files(path: str, split: str) -> list[str]:
