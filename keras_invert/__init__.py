@@ -23,7 +23,7 @@ from keras_invert.decoders import build_decoder
 
 __version__ = "0.1.0"
 
-__all__ = ["build_dataset", "build_decoder", "decoders", "features", "hog", "registry"]
+__all__ = ["build_dataset", "build_decoder", "decoders", "features", "hog", "load", "registry"]
 
 
 def __getattr__(name):
@@ -32,6 +32,8 @@ def __getattr__(name):
     # while the features and the registry need TensorFlow.
     if name in ("features", "registry"):
         return importlib.import_module(f"keras_invert.{name}")
+    if name == "load":
+        return importlib.import_module("keras_invert.loading").load
     if name == "hog":
         return importlib.import_module("keras_invert.features").hog
     if name == "build_dataset":

@@ -19,7 +19,8 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
+
+from keras_invert import files
 
 CONFIG_FILE = "config.json"
 
@@ -342,14 +343,7 @@ def from_dict(values: dict) -> TrainConfig:
 
 def save(config: TrainConfig, work_dir: str) -> str:
     """Writes `work_dir/config.json` atomically and returns its path."""
-    os.makedirs(work_dir, exist_ok=True)
-    path = os.path.join(work_dir, CONFIG_FILE)
-    handle, temporary = tempfile.mkstemp(dir=work_dir, prefix=".config-", suffix=".json")
-    with os.fdopen(handle, "w") as file:
-        json.dump(to_dict(config), file, indent=2, sort_keys=True)
-        file.write("\n")
-    os.replace(temporary, path)
-    return path
+    return files.write_json(os.path.join(work_dir, CONFIG_FILE), to_dict(config), sort_keys=True)
 
 
 def encoder_options(config: TrainConfig) -> dict:

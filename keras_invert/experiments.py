@@ -35,7 +35,7 @@ rows of images in [0, 1], its row and column labels, and a JSON-ready dict
 of the numbers behind it. A model is any object with `encode(images)`
 (float32 `[N, S, S, 3]` 0..255 -> NumPy features), `decode(features)`
 (-> `[N, T, T, 3]` in [0, 1]), `image_size` (S) and `output_size` (T), such
-as `launch.common.load_model_parts`'s. Errors are the paper's normalised
+as `keras_invert.load`'s. Errors are the paper's normalised
 reconstruction error (`metrics`), against the crops made targets of side T
 (`keras_invert.images.target`, as in training).
 
@@ -711,7 +711,7 @@ def check_autoencoder_pair(fixed, autoencoder):
 
     Args:
         fixed, autoencoder: `(config, model)` pairs: a `TrainConfig` and its
-            trained Keras model (`training.load_trained_model`).
+            trained Keras model (`keras_invert.load(path).model`).
 
     Raises:
         ValueError: naming what does not match.

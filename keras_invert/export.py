@@ -24,9 +24,9 @@ only loads numeric directories) never sees a half-written export.
 Representations whose encoder is not a TensorFlow op (SIFT: a C library
 call per image) cannot run inside a SavedModel: their export has
 `from_features` only, also as `serving_default`, and clients send features.
-`load_export` gives Python callers one interface for both kinds: images in
-(any size), features computed on the client side where the export has no
-image signature.
+`keras_invert.load` gives Python callers one interface for both kinds:
+images in (any size), features computed on the client side where the export
+has no image signature.
 
 The metadata (`assets.extra/keras_invert.json`) records the representation,
 image size, feature shape and the encoder options with machine-dependent
@@ -39,21 +39,19 @@ Example:
     >>> from keras_invert import export
     >>> path = export.export_saved_model(decoder, "hog", "/tmp/exports", image_size=128)
     >>> # tensorflow_model_server --model_base_path=/tmp/exports ...
-    >>> reconstructions = export.load_export("/tmp/exports")(images)  # newest version
+    >>> reconstructions = keras_invert.load("/tmp/exports").reconstruct(images)  # newest
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-import shutil
-import uuid
 
 import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_invert import losses, registry, vlfeat
+from keras_invert import files, losses, registry, vlfeat
 from keras_invert.images import check_finite, prepare
 from keras_invert.reconstructor import Reconstructor
 
@@ -121,7 +119,7 @@ def client_encoder_options(metadata: dict, encoder_options: dict | None = None) 
             "not load on this machine: install VLFeat's shared library (Debian/Ubuntu package "
             "libvlfeat1, libvl.so.1) or point KERAS_INVERT_LIBVL at it. OpenCV's SIFT maps "
             "differ from VLFeat's (docs/reference.md, SIFT); to run this decoder on them "
-            "anyway, pass encoder_options={'backend': 'opencv'} to load_export. "
+            "anyway, pass encoder_options={'backend': 'opencv'} to keras_invert.load. "
             f"Received: backend={options['backend']!r}"
         )
     if recorded.get("backend") not in (None, options["backend"]):
@@ -280,15 +278,9 @@ def export_saved_model(
             ],
         )
 
-    os.makedirs(export_base, exist_ok=True)
-    temporary = os.path.join(export_base, f".partial-{version}-{uuid.uuid4().hex}")
-    try:
+    with files.atomic_path(final) as temporary:
         archive.write_out(temporary, verbose=False)
         _write_metadata(temporary, representation, image_size, feature_shape, encoder_options)
-        os.rename(temporary, final)
-    finally:
-        if os.path.exists(temporary):
-            shutil.rmtree(temporary, ignore_errors=True)
     return final
 
 
@@ -327,99 +319,3 @@ def latest_version_dir(path: str) -> str:
         if os.path.exists(os.path.join(candidate, "saved_model.pb")):
             return candidate
     raise ValueError(f"No SavedModel version directory found. Received: path={path!r}")
-
-
-class ExportedModel:
-    """A SavedModel export as a Python callable: images in, reconstructions out.
-
-    Images of any size (`[N, H, W, C]`, uint8 or float 0..255, C = 1, 3 or 4)
-    are centre cropped and resized to the training image size exactly as the
-    export's image signatures do. When the export has image signatures
-    (TensorFlow encoders) they run inside the SavedModel. Otherwise (SIFT) the
-    representation's encoder runs here, on the client side, with the encoder
-    options recorded at export (`client_encoder_options`: a SIFT export's
-    recorded backend, and a ValueError when that is VLFeat and `libvl` does
-    not load here), and its features go to `from_features`.
-
-    Args:
-        path: an export base directory (its newest version is loaded) or one
-            version directory.
-        encoder_options: client-side encoder options merged over the recorded
-            ones; only for exports without image signatures. E.g.
-            `{"backend": "opencv"}` runs a VLFeat-trained SIFT decoder on
-            OpenCV maps on a client without `libvl` (they differ: expect
-            worse reconstructions).
-
-    Attributes:
-        path: the version directory loaded.
-        representation, image_size, feature_shape: from the export's metadata.
-        encoder_options: the options the encoder runs with (recorded, merged
-            with the overrides, SIFT's backend resolved).
-        client_side_features: True when the export takes features only and
-            `features` computes them here.
-
-    Example:
-        >>> model = ExportedModel("exports/sift")
-        >>> model(images).shape  # images [N, H, W, 3] uint8
-        (N, 256, 256, 3)
-        >>> # On a client without libvl, knowingly on OpenCV maps:
-        >>> model = ExportedModel("exports/sift", encoder_options={"backend": "opencv"})
-    """
-
-    def __init__(self, path: str, encoder_options: dict | None = None):
-        self.path = latest_version_dir(path)
-        metadata = read_metadata(self.path)
-        self.representation = metadata["representation"]
-        self.image_size = int(metadata["image_size"])
-        self.feature_shape = tuple(metadata["feature_shape"])
-        self.encoder_options = dict(metadata.get("encoder_options") or {})
-        loaded = tf.saved_model.load(self.path)
-        self._loaded = loaded  # Keeps the signatures' variables alive.
-        self._from_features = loaded.signatures["from_features"]
-        self._from_images = loaded.signatures.get("serve_float")
-        self.client_side_features = self._from_images is None
-        if encoder_options and not self.client_side_features:
-            raise ValueError(
-                f"This {self.representation} export encodes images inside the SavedModel, "
-                "with the options it was exported with: expected no encoder_options. "
-                f"Received: encoder_options={encoder_options!r}"
-            )
-        self._encode = None
-        if self.client_side_features:
-            self.encoder_options = client_encoder_options(metadata, encoder_options)
-            spec = registry.get(self.representation)
-            self._encode = spec.make_encoder(**self.encoder_options)
-
-    def _check(self, images) -> tf.Tensor:
-        images = tf.convert_to_tensor(images)
-        if images.shape.rank != 4:
-            raise ValueError(
-                f"Expected images [N, H, W, C]. Received: shape={tuple(images.shape)!r}"
-            )
-        return tf.cast(images, tf.float32)
-
-    def features(self, images) -> tf.Tensor:
-        """The client-side features of `images` (exports without image signatures only)."""
-        if not self.client_side_features:
-            raise ValueError(
-                "This export computes its features inside the SavedModel: call it on images. "
-                f"Received: representation={self.representation!r}"
-            )
-        crops = prepare(self._check(images), self.image_size)
-        return tf.constant(self._encode(crops.numpy()), tf.float32)
-
-    def from_features(self, features):
-        """Reconstructions `[N, T, T, 3]` in [0, 1] of features `[N, *feature_shape]`."""
-        features = tf.convert_to_tensor(features, tf.float32)
-        return self._from_features(features=features)["reconstruction"].numpy()
-
-    def __call__(self, images):
-        """Reconstructions `[N, T, T, 3]` in [0, 1] (numpy) of images `[N, H, W, C]`."""
-        if self.client_side_features:
-            return self.from_features(self.features(images))
-        return self._from_images(images=self._check(images))["reconstruction"].numpy()
-
-
-def load_export(path: str, encoder_options: dict | None = None) -> ExportedModel:
-    """Loads an export for Python callers (see `ExportedModel`, also for `encoder_options`)."""
-    return ExportedModel(path, encoder_options)

@@ -465,24 +465,6 @@ class ReconstructionImages(keras.callbacks.Callback):
         self._writer.flush()
 
 
-def load_trained_model(work_dir: str) -> keras.Model:
-    """The work dir's final model, else its newest readable checkpoint.
-
-    Raises:
-        ValueError: the work dir has neither yet.
-    """
-    final = os.path.join(work_dir, FINAL_MODEL)
-    if os.path.exists(final):
-        return keras.saving.load_model(final)
-    # A run may still be writing its next checkpoint: its partial file stays.
-    checkpoints = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
-    model = checkpoints.restore_latest(remove_partial=False)
-    if model is None:
-        raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
-    logging.warning("No final model in %s: using its latest checkpoint.", work_dir)
-    return model
-
-
 def train(
     config: TrainConfig,
     dataset,

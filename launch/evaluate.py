@@ -145,7 +145,7 @@ def agreement(classify, images, reconstructions):
 
 
 def evaluate_decoder(path, parts, paths, classify=None):
-    """One row for a trained model (`parts` from `common.load_model_parts(path)`)."""
+    """One row for a trained model (`parts` from `keras_invert.load(path)`)."""
     import numpy as np
 
     from keras_invert import metrics
@@ -313,6 +313,7 @@ def main(argv):
     del argv
     import numpy as np
 
+    import keras_invert
     import keras_invert.images
     import pipelines
 
@@ -337,7 +338,7 @@ def main(argv):
         raise app.UsageError(f"--classifier: {error}") from error
     rows, baselines, training_means = [], {}, {}
     targets = []  # (representation, image_size, encoder_options) for the optimisation
-    models = {path: common.load_model_parts(path) for path in FLAGS.model}
+    models = {path: keras_invert.load(path) for path in FLAGS.model}
     for path, parts in models.items() if "decoder" in methods else ():
         row, originals, _ = evaluate_decoder(path, parts, paths, classify)
         rows.append(row)

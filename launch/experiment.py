@@ -145,8 +145,9 @@ def fit_features(parts, source, split, count, seed):
 @functools.cache
 def _keras_model(path):
     """The trained Keras model of a work dir (an export's decoder cannot be trained)."""
+    import keras_invert
     from keras_invert import config as config_lib
-    from keras_invert import losses, training
+    from keras_invert import losses
 
     if not os.path.isdir(path) or config_lib.load(path) is None:
         raise app.UsageError(
@@ -155,7 +156,7 @@ def _keras_model(path):
             "cannot be fine-tuned, and it keeps no autoencoder's encoder)."
         )
     # A perceptual run saves its training wrapper: the generator is the model.
-    return losses.unwrap(training.load_trained_model(path))
+    return losses.unwrap(keras_invert.load(path).model)
 
 
 def _decoder_of(model):
@@ -344,6 +345,7 @@ def main(argv):
             "--retrain_steps fine-tunes decoders for the perturbation experiment "
             "(--name=perturbation, or autoencoder_vs_fixed with perturbation in --compare)."
         )
+    import keras_invert
     import pipelines
     from keras_invert import experiments
 
@@ -356,10 +358,10 @@ def main(argv):
         _pair(len(paths))
     if name == "autoencoder_vs_fixed":
         check_autoencoder_pair(FLAGS.model)
-        loaded = [common.load_model_parts(p) for p in FLAGS.model]
+        loaded = [keras_invert.load(p) for p in FLAGS.model]
         models = dict(zip(("fixed", "autoencoder"), loaded, strict=True))
     else:
-        models = _labels(FLAGS.model, [common.load_model_parts(p) for p in FLAGS.model])
+        models = _labels(FLAGS.model, [keras_invert.load(p) for p in FLAGS.model])
 
     def load_crops(chosen, size):
         return pipelines.load_images(chosen, size)

@@ -25,7 +25,7 @@ def main(argv):
     del argv
 
     from keras_invert import config as config_lib
-    from keras_invert import export, training
+    from keras_invert import export, loading
 
     if os.path.exists(FLAGS.export_dir) and not os.path.isdir(FLAGS.export_dir):
         raise app.UsageError(
@@ -36,7 +36,7 @@ def main(argv):
     if run is None:
         raise app.UsageError(f"{FLAGS.work_dir} has no config.json: is it a training work dir?")
     try:
-        decoder = training.load_trained_model(FLAGS.work_dir)
+        decoder = loading.load_model(FLAGS.work_dir)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     path = export.export_saved_model(

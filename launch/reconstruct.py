@@ -96,21 +96,21 @@ def main(argv):
     del argv
     import numpy as np
 
+    import keras_invert
     import pipelines
     from keras_invert import images, metrics
 
     if FLAGS.images and FLAGS.data:
         raise app.UsageError("Give either --images or --data, not both.")
-    reconstruct, representation, image_size, _ = common.load_trained(FLAGS.model)
+    model = keras_invert.load(FLAGS.model)
+    representation, image_size = model.representation, model.image_size
     paths = FLAGS.images or pipelines.list_source_files(FLAGS.data or "samples", FLAGS.split)
     if not paths:
         raise app.UsageError("No images to reconstruct.")
     crops = pipelines.load_images(paths, image_size)
     if FLAGS.images:
         warn_if_upsampled(paths, image_size)
-    reconstructions = np.concatenate(
-        [reconstruct(crops[i : i + 8]) for i in range(0, len(crops), 8)], axis=0
-    )
+    reconstructions = model.reconstruct(crops)
     size = reconstructions.shape[1]
     originals = np.asarray(images.target(crops, size))
     write_grid(FLAGS.out, originals, reconstructions)

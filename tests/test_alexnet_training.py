@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_invert
 from keras_invert import config as config_lib
 from keras_invert import export, registry, training
 from keras_invert.encoders import ALEXNET_IMAGE_SIZES, ALEXNET_LAYERS, ALEXNET_OUTPUT_SHAPES
@@ -203,7 +204,6 @@ def test_a_perceptual_run_keeps_its_encoder_mode_on_resume(tmp_path, real_photos
 
 
 def test_export_signatures_and_loading(fixed_run, tmp_path, real_photos):
-    from launch import common
 
     run, work_dir, model, _ = fixed_run
     path = export.export_saved_model(model, run.representation, str(tmp_path / "exports"))
@@ -225,6 +225,7 @@ def test_export_signatures_and_loading(fixed_run, tmp_path, real_photos):
         loaded.signatures["from_features"](features=tf.zeros((1, 13, 13, 256)))
     # launch.reconstruct's loader: the work dir and its export agree.
     for source in (work_dir, str(tmp_path / "exports")):
-        reconstruct, name, image_size, _ = common.load_trained(source)
+        loaded = keras_invert.load(source)
+        reconstruct, name, image_size = loaded.reconstruct, loaded.representation, loaded.image_size
         assert (name, image_size) == ("alexnet/conv5", 227)
         np.testing.assert_allclose(reconstruct(images), expected, atol=1e-4)

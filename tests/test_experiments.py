@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import keras_invert
 from keras_invert import experiments, registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -269,7 +270,6 @@ def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
     the cost of building and saving a 60-million-parameter network).
     """
     from keras_invert import config, training
-    from launch import common
 
     network, path = saved_network
     run = config.TrainConfig(
@@ -278,7 +278,7 @@ def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
     )  # fmt: skip
     config.save(run, str(tmp_path))
     training.build_model(run).save(str(tmp_path / training.FINAL_MODEL))
-    parts = common.load_model_parts(str(tmp_path))
+    parts = keras_invert.load(str(tmp_path))
     assert parts.encoder_source == "model" and parts.output_size == 32
     images = crops[:, :32, :32]
     scores = parts.encode(images)
@@ -299,7 +299,6 @@ def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
 @pytest.mark.slow  # Fast variant: the work dir of class scores above.
 def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     from keras_invert import config, training
-    from launch import common
 
     run = config.replace(
         config.preset("demo"), representation="alexnet/fc8", image_size=67, width=0.125,
@@ -307,7 +306,7 @@ def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     )  # fmt: skip
     config.save(run, str(tmp_path))
     training.build_model(run).save(str(tmp_path / training.FINAL_MODEL))  # Random encoder.
-    parts = common.load_model_parts(str(tmp_path))
+    parts = keras_invert.load(str(tmp_path))
     assert parts.encoder_source == "model" and parts.output_size == 128
     images = crops[:, :67, :67]
     dark = experiments.run_dark_knowledge(parts, images, ["a", "b", "c"], k=5)
@@ -366,9 +365,9 @@ def conv1_work_dirs(tmp_path_factory):
 
 
 def test_autoencoder_vs_fixed_checks_the_pair(conv1_work_dirs):
-    from keras_invert import config, training
+    from keras_invert import config
 
-    fixed, autoencoder = [(config.load(p), training.load_trained_model(p)) for p in conv1_work_dirs]
+    fixed, autoencoder = [(config.load(p), keras_invert.load(p).model) for p in conv1_work_dirs]
     experiments.check_autoencoder_pair(fixed, autoencoder)
     with pytest.raises(ValueError, match="fixed model .* autoencoder=False. Received: auto"):
         experiments.check_autoencoder_pair(autoencoder, fixed)
@@ -426,7 +425,6 @@ def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
 
     import pipelines
     from keras_invert import registry
-    from launch import common
 
     stored = [(Path(d) / "model.keras").read_bytes() for d in conv1_work_dirs]
     results = _autoencoder_vs_fixed(
@@ -452,7 +450,7 @@ def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
     assert [(Path(d) / "model.keras").read_bytes() for d in conv1_work_dirs] == stored
     # The fit data: the seeded (--seed=0) training stream's first 4 crops, through the fixed
     # model's own encoder (the stream is keyed by position: any batch size gives them).
-    fixed = common.load_model_parts(conv1_work_dirs[0])
+    fixed = keras_invert.load(conv1_work_dirs[0])
     stream = pipelines.build_dataset(
         "samples", "train", representation=registry.get("alexnet/conv1"), image_size=64,
         batch_size=4, training=True, seed=0,

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_invert
 from keras_invert import decoders, export, images, vlfeat
 from keras_invert.features import hog, sift_batch
 from keras_invert.features.sift import default_backend
@@ -154,13 +155,13 @@ def test_sift_export_records_the_training_backend(sift_exports, exported):
 def test_client_uses_the_recorded_backend(sift_exports, libvl, real_photos):
     _, given = sift_exports
     libvl(True)  # libvl loads here, yet the export says OpenCV.
-    model = export.load_export(given)
+    model = keras_invert.load(given)
     assert model.encoder_options == {"backend": "opencv"}
     photos = _photos(real_photos)
     prepared = images.prepare(tf.constant(photos), 64).numpy()
     maps = sift_batch(prepared, backend="opencv")
     assert np.count_nonzero(maps) > 0
-    np.testing.assert_array_equal(model.features(photos), maps)
+    np.testing.assert_array_equal(model.encode(photos), maps)
 
 
 def test_client_without_libvl_refuses_a_vlfeat_export_unless_overridden(
@@ -169,18 +170,18 @@ def test_client_without_libvl_refuses_a_vlfeat_export_unless_overridden(
     resolved, _ = sift_exports
     libvl(False)
     with pytest.raises(ValueError, match="libvlfeat1") as error:
-        export.load_export(resolved)
+        keras_invert.load(resolved)
     message = str(error.value)
     assert "recorded at export: 'vlfeat'" in message and "docs/reference.md, SIFT" in message
     assert "encoder_options={'backend': 'opencv'}" in message
-    model = export.load_export(resolved, encoder_options={"backend": "opencv"})
+    model = keras_invert.load(resolved, encoder_options={"backend": "opencv"})
     assert model.encoder_options == {"backend": "opencv"}
     photos = _photos(real_photos)
     prepared = images.prepare(tf.constant(photos), 64).numpy()
-    np.testing.assert_array_equal(model.features(photos), sift_batch(prepared, backend="opencv"))
-    assert model(photos).shape == (2, 64, 64, 3)
+    np.testing.assert_array_equal(model.encode(photos), sift_batch(prepared, backend="opencv"))
+    assert model.reconstruct(photos).shape == (2, 64, 64, 3)
     with pytest.raises(ValueError, match="encoder_options"):
-        export.load_export(resolved, encoder_options={"backend": "opencv", "cell_size": 8})
+        keras_invert.load(resolved, encoder_options={"backend": "opencv", "cell_size": 8})
 
 
 def test_old_export_without_backend_resolves_on_the_client(sift_exports, libvl, tmp_path, caplog):
@@ -195,7 +196,7 @@ def test_old_export_without_backend_resolves_on_the_client(sift_exports, libvl, 
         json.dump(metadata, file)
     libvl(False)
     with caplog.at_level(logging.WARNING, logger="absl"):
-        model = export.load_export(str(tmp_path))
+        model = keras_invert.load(str(tmp_path))
     assert model.encoder_options == {"backend": "opencv"}
     assert "records no SIFT backend" in caplog.text
 
@@ -203,7 +204,7 @@ def test_old_export_without_backend_resolves_on_the_client(sift_exports, libvl, 
 def test_encoder_options_are_refused_for_image_signatures(exported):
     base, _, _ = exported
     with pytest.raises(ValueError, match="inside the SavedModel"):
-        export.load_export(base, encoder_options={"cell_size": 8})
+        keras_invert.load(base, encoder_options={"cell_size": 8})
 
 
 # One image preparation: the served graph crops a photo as the evaluation pipeline does.

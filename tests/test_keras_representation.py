@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_invert
 from keras_invert import config as config_lib
 from keras_invert import export, metrics, registry, training
 from keras_invert.encoders import from_keras
@@ -82,7 +83,7 @@ def test_registry_resolves_keras_names(saved_network, monkeypatch):
 
 def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_photos):
     import pipelines
-    from launch import common, evaluate
+    from launch import evaluate
 
     _, path = saved_network
     run = config_lib.TrainConfig(
@@ -99,7 +100,7 @@ def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_p
     expected = np.clip(model.predict(images, verbose=0), 0.0, 1.0)
     export.export_saved_model(model, run.representation, str(tmp_path / "exports"))
     for source in (work_dir, str(tmp_path / "exports")):
-        parts = common.load_model_parts(source)
+        parts = keras_invert.load(source)
         assert (parts.representation, parts.image_size, parts.output_size) == (
             run.representation,
             32,
@@ -112,7 +113,7 @@ def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_p
         files.append(str(tmp_path / f"photo{index}.png"))
         keras.utils.save_img(files[-1], image)
     row, originals, reconstructions = evaluate.evaluate_decoder(
-        work_dir, common.load_model_parts(work_dir), files
+        work_dir, keras_invert.load(work_dir), files
     )
     assert row["representation"] == run.representation and np.isfinite(row["feature_error"])
     # The row scores the model's reconstructions of the evaluation crops of the files.

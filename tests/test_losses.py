@@ -8,8 +8,9 @@ import pytest
 import tensorflow as tf
 from keras import layers
 
+import keras_invert
 from keras_invert import config as config_lib
-from keras_invert import losses, training
+from keras_invert import loading, losses, training
 
 FEATURE_SHAPE = (4, 4, 5)
 IMAGE_SIZE = 16
@@ -298,7 +299,7 @@ def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
     assert int(resumed.optimizer.iterations) == 4
     assert int(resumed.discriminator_optimizer.iterations) == 4
     assert checkpoints.steps() == [2, 4]
-    final = training.load_trained_model(work_dir)
+    final = loading.load_model(work_dir)  # A work dir without config.json: its model alone.
     np.testing.assert_allclose(
         final.predict(features, verbose=0), resumed.predict(features, verbose=0)
     )
@@ -335,7 +336,7 @@ def test_training_a_deepsim_run_end_to_end_and_resuming(tmp_path):
     resumed = training.train(run, dataset, work_dir, verbose=0)
     assert int(resumed.optimizer.iterations) == 4
     assert int(resumed.discriminator_optimizer.iterations) == 4
-    final = training.load_trained_model(work_dir)
+    final = keras_invert.load(work_dir).model
     np.testing.assert_allclose(
         final.predict(features, verbose=0), resumed.predict(features, verbose=0)
     )
@@ -344,7 +345,6 @@ def test_training_a_deepsim_run_end_to_end_and_resuming(tmp_path):
 
 def test_evaluation_and_export_use_the_generator(tmp_path):
     from keras_invert import export, registry
-    from launch import common
 
     decoder = registry.get("hog").build_decoder(64, width=0.05)
     model = losses.build_perceptual_model(decoder, tiny_comparator(), (1.0, 1.0, 0.0))
@@ -355,8 +355,8 @@ def test_evaluation_and_export_use_the_generator(tmp_path):
     model.save(str(work_dir / training.FINAL_MODEL))
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     expected = np.clip(decoder.predict(registry.get("hog").make_encoder()(images), verbose=0), 0, 1)
-    parts = common.load_model_parts(str(work_dir))
+    parts = keras_invert.load(str(work_dir))
     assert parts.output_size == 64 and parts.encoder_source == "registry"
     np.testing.assert_allclose(parts.reconstruct(images), expected, atol=1e-5)
     path = export.export_saved_model(model, "hog", str(tmp_path / "export"), image_size=64)
-    np.testing.assert_allclose(export.load_export(path)(images), expected, atol=1e-5)
+    np.testing.assert_allclose(keras_invert.load(path).reconstruct(images), expected, atol=1e-5)

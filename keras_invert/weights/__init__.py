@@ -21,6 +21,7 @@ Example:
 import errno
 import os
 
+from keras_invert import files
 from keras_invert.weights.caffe import CaffeFormatError, load_caffe_weights, read_caffemodel
 from keras_invert.weights.torch_state import (
     TORCHVISION_ALEXNET_KEYS,
@@ -117,16 +118,6 @@ def convert_alexnet_weights(
     model = alexnet(variant)
     loader(model, input_path)
 
-    directory = os.path.dirname(os.path.abspath(output_path))
-    os.makedirs(directory, exist_ok=True)
-    # Keras insists on the .weights.h5 suffix, so the temporary name keeps it.
-    temporary = os.path.join(
-        directory, f".{os.path.basename(output_path)}.tmp{os.getpid()}.weights.h5"
-    )
-    try:
+    with files.atomic_path(output_path) as temporary:
         model.save_weights(temporary)
-        os.replace(temporary, output_path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
     return variant

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_invert
 from keras_invert import config as config_lib
 from keras_invert import registry, training
 from keras_invert.encoders import (
@@ -153,7 +154,6 @@ def test_train_export_and_evaluate_an_efficientnet_decoder(tap, tmp_path, real_p
     import tensorflow as tf
 
     from keras_invert import export
-    from launch import common
 
     run, images, targets = _run_and_batch(real_photos, tap)
     dataset = tf.data.Dataset.from_tensor_slices((images, targets)).repeat().batch(2)
@@ -162,6 +162,6 @@ def test_train_export_and_evaluate_an_efficientnet_decoder(tap, tmp_path, real_p
     export.export_saved_model(model, run.representation, str(tmp_path / "exports"), image_size=64)
     expected = np.clip(model.predict(images, verbose=0), 0.0, 1.0)
     for source in (str(tmp_path / "run"), str(tmp_path / "exports")):
-        parts = common.load_model_parts(source)
+        parts = keras_invert.load(source)
         assert (parts.representation, parts.image_size) == (run.representation, 64)
         np.testing.assert_allclose(parts.decode(parts.encode(images)), expected, atol=1e-4)

@@ -12,6 +12,8 @@ import zipfile
 import cv2
 import numpy as np
 
+import keras_invert
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -29,11 +31,11 @@ def _run(module, *args):
 def _export_as_the_script_does(work_dir, export_dir):
     """launch.export's `main` in this process (the script runs in tests/launch/test_scripts.py)."""
     from keras_invert import config as config_lib
-    from keras_invert import export, training
+    from keras_invert import export
 
     run = config_lib.load(work_dir)
     export.export_saved_model(
-        training.load_trained_model(work_dir), run.representation, export_dir,
+        keras_invert.load(work_dir).model, run.representation, export_dir,
         image_size=run.image_size, encoder_options=config_lib.encoder_options(run),
     )  # fmt: skip
 
@@ -57,12 +59,11 @@ def test_train_export_reconstruct_conv5(tmp_path):
 
     _export_as_the_script_does(work_dir, export_dir)
     # The served graph (unknown batch size, AlexNet resizing 64 -> 227 inside) is the work dir's.
-    from launch import common
     from pipelines import load_images, sources
 
     images = load_images(sources.resolve("samples", "test").files[:2], 64)
-    served = common.load_trained(export_dir)[0](images)
-    np.testing.assert_allclose(served, common.load_trained(work_dir)[0](images), atol=1e-4)
+    served = keras_invert.load(export_dir).reconstruct(images)
+    np.testing.assert_allclose(served, keras_invert.load(work_dir).reconstruct(images), atol=1e-4)
     grid = str(tmp_path / "grid.png")
     metrics_file = str(tmp_path / "metrics.json")
     result = _run(
@@ -79,10 +80,8 @@ def test_train_export_reconstruct_conv5(tmp_path):
 def test_train_on_cached_features_then_export_and_evaluate(tmp_path):
     import keras
 
-    from keras_invert import export
     from keras_invert.encoders import alexnet
     from keras_invert.reconstructor import Reconstructor
-    from launch import common
     from pipelines import load_images, sources
 
     keras.utils.set_random_seed(5)
@@ -105,9 +104,11 @@ def test_train_on_cached_features_then_export_and_evaluate(tmp_path):
     # The export puts the encoder with the file's weights in front of the decoder.
     _export_as_the_script_does(work_dir, export_dir)
     images = load_images(sources.resolve("samples", "test").files[:2], 64)
-    expected = common.load_model_parts(work_dir).reconstruct(images)
+    expected = keras_invert.load(work_dir).reconstruct(images)
     assert expected.shape == (2, 216, 216, 3)
-    np.testing.assert_allclose(export.load_export(export_dir)(images), expected, atol=1e-4)
+    np.testing.assert_allclose(
+        keras_invert.load(export_dir).reconstruct(images), expected, atol=1e-4
+    )
     network = alexnet("caffe", weights=weights, outputs=["conv1"])
     direct = np.clip(model.predict(network.predict(images, verbose=0)["conv1"], verbose=0), 0, 1)
     np.testing.assert_allclose(expected, direct, atol=1e-4)

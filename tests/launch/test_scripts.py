@@ -55,7 +55,7 @@ def test_conflicting_flags_on_resume_are_refused(trained):
 
 def test_a_finished_run_goes_on_when_given_more_steps(trained, tmp_path):
     # `--steps` may change on resume. A SIGKILLed run resumes: tests/launch/test_resume.py.
-    from keras_invert import training
+    import keras_invert
 
     work_dir = str(tmp_path / "run")
     shutil.copytree(trained, work_dir)
@@ -63,7 +63,7 @@ def test_a_finished_run_goes_on_when_given_more_steps(trained, tmp_path):
     assert _steps(work_dir) == [6, 9]
     with open(os.path.join(work_dir, "config.json")) as file:
         assert json.load(file)["steps"] == 9
-    assert int(training.load_trained_model(work_dir).optimizer.iterations) == 9
+    assert int(keras_invert.load(work_dir).model.optimizer.iterations) == 9
 
 
 def test_export_and_reconstruct(trained, tmp_path):
@@ -133,6 +133,7 @@ def test_divergent_run_stops_with_message(tmp_path):
 _STARTS_SCRIPT = """
 import json, os, sys
 from absl import app
+import keras_invert
 from launch import train
 from keras_invert import training
 
@@ -170,7 +171,7 @@ with open(config_file) as file:
     result["stored_steps"] = json.load(file)["steps"]
 result["config_at_train"] = config_at_train
 result["checkpoints"] = training.Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
-result["final_step"] = training.optimizer_step(training.load_trained_model(work_dir))
+result["final_step"] = training.optimizer_step(keras_invert.load(work_dir).model)
 print("RESULT " + json.dumps(result))
 """
 

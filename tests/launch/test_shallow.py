@@ -2,7 +2,7 @@
 
 LBP is TensorFlow ops, so its export takes images and features. SIFT is a C
 library call per image: its export takes keypoint maps (`from_features`, also
-as `serving_default`), and `launch.reconstruct` and `export.load_export`
+as `serving_default`), and `launch.reconstruct` and `keras_invert.load`
 compute the maps from images on the client side.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import export
+import keras_invert
 from keras_invert.features import lbp, sift_batch, sift_tf
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -95,9 +95,9 @@ def test_lbp_export_takes_images_and_features(lbp_run, real_photos):
     np.testing.assert_allclose(
         from_images["reconstruction"], from_features["reconstruction"], atol=1e-5
     )
-    model = export.load_export(export_dir)
-    assert model.representation == "lbp" and not model.client_side_features
-    np.testing.assert_allclose(model(photos), from_images["reconstruction"], atol=1e-6)
+    model = keras_invert.load(export_dir)
+    assert model.representation == "lbp" and model.encoder_source == "export"
+    np.testing.assert_allclose(model.reconstruct(photos), from_images["reconstruction"], atol=1e-6)
 
 
 def test_lbp_reconstruct_from_export(lbp_run, tmp_path):
@@ -124,10 +124,10 @@ def test_sift_export_takes_keypoint_maps(sift_run, real_photos):
     assert maps.shape == (2, 16, 16, 133) and np.count_nonzero(maps) > 0
     expected = loaded.signatures["serving_default"](features=tf.constant(maps))["reconstruction"]
     # The Python API takes images and computes the maps on the client side.
-    model = export.load_export(export_dir)
-    assert model.representation == "sift" and model.client_side_features
-    np.testing.assert_array_equal(model.features(photos), maps)
-    np.testing.assert_allclose(model(photos), expected, atol=1e-6)
+    model = keras_invert.load(export_dir)
+    assert model.representation == "sift" and model.encoder_source == "registry"
+    np.testing.assert_array_equal(model.encode(photos), maps)
+    np.testing.assert_allclose(model.reconstruct(photos), expected, atol=1e-6)
     # Bad feature shapes are refused by the SavedModel itself, naming the shape.
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[N, 16, 16, 133\]"):
         loaded.signatures["serving_default"](features=tf.zeros((1, 16, 16, 58)))

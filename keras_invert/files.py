@@ -1,0 +1,86 @@
+"""Atomic writes: a file or folder appears complete under its name, or not at all.
+
+Everything the project writes for another process to read (a run's config,
+checkpoints, the final model, converted weights, an export, a feature cache,
+experiment results) goes through `atomic_path`: the content is written under
+a hidden temporary name beside the final one and renamed into place when
+complete. A reader (a resumed run, TF Serving watching an export base, a
+second worker) therefore never sees a half-written file, and a killed writer
+leaves at most a hidden `.partial-*` entry that nothing lists.
+
+Example:
+    >>> with atomic_path("work/model.keras") as temporary:
+    ...     model.save(temporary)
+    >>> write_json("results/figures.json", {"error": 0.24})
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+
+PARTIAL_PREFIX = ".partial-"
+"""Name prefix of the temporary entries `atomic_path` writes (hidden, never listed)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str) -> Iterator[str]:
+    """Yields a temporary path beside `path` that becomes `path` when the block completes.
+
+    The caller writes a file or a folder at the yielded path. On leaving the
+    block normally it is renamed to `path` (replacing a file of that name;
+    a folder must not exist yet). On an exception it is removed and `path`
+    is left as it was. The temporary name ends with `path`'s name, so it
+    keeps the suffix Keras chooses the format by (`.keras`, `.weights.h5`).
+    Parent folders are created. The rename is atomic on a local file system.
+
+    Args:
+        path: the final file or folder path.
+
+    Raises:
+        OSError: from the rename, e.g. when `path` is a folder that already
+            exists (the temporary one is removed first).
+    """
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    # Ending with `name` keeps its suffix, which Keras chooses the format by.
+    temporary = os.path.join(
+        directory, f"{PARTIAL_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:12]}-{name}"
+    )
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        _remove(temporary)
+
+
+def write_json(path: str, data, *, indent: int = 2, sort_keys: bool = False) -> str:
+    """Writes `data` as JSON atomically (NumPy arrays and scalars allowed); returns `path`."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w") as file:
+            json.dump(plain(data), file, indent=indent, sort_keys=sort_keys)
+            file.write("\n")
+    return path
+
+
+def plain(value):
+    """`value` with NumPy arrays and scalars (at any depth) as Python lists and numbers."""
+    if isinstance(value, dict):
+        return {str(key): plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(item) for item in value]
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars.
+        return plain(value.tolist())
+    return value
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)

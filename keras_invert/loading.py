@@ -1,0 +1,260 @@
+"""The one loader for trained things: `load(path)` for a work dir or an export.
+
+`load` returns a `TrainedModel`, one interface for both kinds of path:
+
+- a training work dir (it has `config.json`): the final model, else the
+  newest readable checkpoint, with the encoder it was trained with (the
+  network's own encoder when it was trained end to end, e.g. an
+  autoencoder; else the representation's encoder built from the recorded
+  options);
+- a SavedModel export (an export base, whose newest version is loaded, or
+  one version directory): its `from_features` signature decodes, and its
+  image signature reconstructs photos inside the SavedModel, exactly as TF
+  Serving does. An export without image signatures (SIFT, whose encoder is
+  a C library) gets its features computed here, with the encoder options
+  recorded at export (`export.client_encoder_options`).
+
+Images go in as they come: `[N, H, W, C]`, uint8 or float 0..255, C = 1, 3
+or 4, any H and W. They are centre cropped and resized to the training image
+size as the evaluation pipeline and the export prepare them
+(`keras_invert.images.prepare`). Outputs are NumPy arrays.
+
+Example:
+    >>> import keras_invert
+    >>> model = keras_invert.load("runs/hog")  # or "exports/hog"
+    >>> reconstructions = model.reconstruct(photos)  # [N, T, T, 3] in [0, 1]
+    >>> features = model.encode(photos)
+    >>> blends = model.decode(0.5 * features[:1] + 0.5 * features[1:2])
+"""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from keras_invert import config as config_lib
+from keras_invert import export, losses, registry, training
+from keras_invert.images import prepare
+
+BATCH_SIZE = 16
+"""Images or feature vectors per call when encoding, decoding or reconstructing."""
+
+
+class TrainedModel:
+    """A trained decoder with its encoder and what they were trained for.
+
+    Attributes:
+        path: the work dir, or the export version directory, loaded.
+        kind: "work_dir" or "export".
+        representation: the representation's name, e.g. "hog" or "alexnet/conv5".
+        image_size: the side S of the photos' crops the encoder takes.
+        output_size: the side T of the reconstructions.
+        encoder_options: the options the encoder runs with.
+        encoder_source: "model" when the encoder is the one saved with the
+            model (trained end to end), "registry" when it is the
+            representation's encoder built anew, "export" when it runs inside
+            the SavedModel.
+        config: the run's `TrainConfig` (work dirs), else None.
+        metadata: the export's recorded metadata (exports), else None.
+        model: the Keras model as saved, with its optimiser (work dirs), else None.
+        decoder: the Keras decoder (work dirs), else None.
+        saved_model: the loaded SavedModel (exports), else None.
+    """
+
+    def __init__(self, *, encode, decode, reconstruct=None, **attributes):
+        self._encode, self._decode, self._reconstruct = encode, decode, reconstruct
+        self.path = attributes["path"]
+        self.kind = attributes["kind"]
+        self.representation = attributes["representation"]
+        self.image_size = int(attributes["image_size"])
+        self.output_size = int(attributes["output_size"])
+        self.encoder_options = dict(attributes.get("encoder_options") or {})
+        self.encoder_source = attributes["encoder_source"]
+        self.config = attributes.get("config")
+        self.metadata = attributes.get("metadata")
+        self.model = attributes.get("model")
+        self.decoder = attributes.get("decoder")
+        # An export's loaded SavedModel: it keeps the signatures' variables alive.
+        self.saved_model = attributes.get("saved_model")
+
+    def encode(self, images) -> np.ndarray:
+        """The features of `images` (`[N, H, W, C]`, any size: centre cropped to S)."""
+        return _batched(self._encode, self._crops(images))
+
+    def decode(self, features) -> np.ndarray:
+        """Reconstructions `[N, T, T, 3]` in [0, 1] of features `[N, *feature_shape]`."""
+        features = np.asarray(features, np.float32)
+        return np.clip(_batched(self._decode, features), 0.0, 1.0)
+
+    def reconstruct(self, images) -> np.ndarray:
+        """Reconstructions `[N, T, T, 3]` in [0, 1] of `images` (`[N, H, W, C]`, any size)."""
+        if self._reconstruct is not None:
+            return _batched(self._reconstruct, _checked(images))
+        return self.decode(self.encode(images))
+
+    def _crops(self, images) -> np.ndarray:
+        images = _checked(images)
+        if images.shape[1:] == (self.image_size, self.image_size, 3):
+            return images.astype(np.float32)
+        return prepare(images, self.image_size).numpy()
+
+
+def load(path: str, encoder_options: dict | None = None) -> TrainedModel:
+    """Loads a training work dir or a SavedModel export (see the module docstring).
+
+    Args:
+        path: a work dir, an export base directory or one export version.
+        encoder_options: client-side encoder options merged over the recorded
+            ones; only for exports without image signatures. E.g.
+            `{"backend": "opencv"}` runs a VLFeat-trained SIFT decoder on
+            OpenCV maps on a client without `libvl` (they differ: expect
+            worse reconstructions).
+
+    Raises:
+        ValueError: `path` is neither, or holds no trained model yet.
+    """
+    path = os.fspath(path)
+    if not os.path.isdir(path):
+        raise ValueError(f"Expected a work dir or an export dir. Received: model={path!r}")
+    run = config_lib.load(path)
+    if run is None:
+        return _load_export(path, encoder_options)
+    if encoder_options:
+        raise ValueError(
+            "A work dir's encoder runs with the options it was trained with: expected no "
+            f"encoder_options. Received: encoder_options={encoder_options!r}"
+        )
+    return _load_work_dir(path, run)
+
+
+def load_model(work_dir: str) -> keras.Model:
+    """The Keras model a work dir saved: its final model, else its newest readable checkpoint.
+
+    Raises:
+        ValueError: the work dir has neither yet.
+    """
+    final = os.path.join(work_dir, training.FINAL_MODEL)
+    if os.path.exists(final):
+        return keras.saving.load_model(final)
+    # A run may still be writing its next checkpoint: its partial file stays.
+    checkpoints = training.Checkpoints(os.path.join(work_dir, training.CHECKPOINT_DIR))
+    model = checkpoints.restore_latest(remove_partial=False)
+    if model is None:
+        raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
+    logging.warning("No final model in %s: using its latest checkpoint.", work_dir)
+    return model
+
+
+def _load_work_dir(path: str, run) -> TrainedModel:
+    representation = registry.get(run.representation)
+    model = load_model(path)
+    # A perceptual/deepsim run saves its training wrapper: the generator is the decoder.
+    network = losses.unwrap(model)
+    options = config_lib.encoder_options(run)
+    if getattr(network, "encoder", None) is not None and getattr(network, "decoder", None):
+        encoder = _Lazy(lambda: network.encoder)
+        decoder, source = network.decoder, "model"
+    else:
+        encoder = _Lazy(lambda: representation.make_encoder(**options))
+        decoder, source = network, "registry"
+    return TrainedModel(
+        encode=lambda crops: _call_encoder(encoder(), crops),
+        decode=lambda features: decoder(features, training=False),
+        path=path,
+        kind="work_dir",
+        representation=run.representation,
+        image_size=run.image_size or representation.default_image_size,
+        output_size=decoder.output_shape[1],
+        encoder_options=options,
+        encoder_source=source,
+        config=run,
+        model=model,
+        decoder=decoder,
+    )
+
+
+def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
+    version = export.latest_version_dir(path)
+    metadata = export.read_metadata(version)
+    name, image_size = metadata["representation"], int(metadata["image_size"])
+    representation = registry.get(name)
+    loaded = tf.saved_model.load(version)
+    from_features = loaded.signatures["from_features"]
+    from_images = loaded.signatures.get("serve_float")
+
+    def decode(features):
+        return from_features(features=tf.constant(features, tf.float32))["reconstruction"]
+
+    if from_images is not None:
+        if encoder_options:
+            raise ValueError(
+                f"This {name} export encodes images inside the SavedModel, with the options it "
+                "was exported with: expected no encoder_options. "
+                f"Received: encoder_options={encoder_options!r}"
+            )
+
+        def reconstruct(images):
+            images = tf.cast(tf.constant(images), tf.float32)
+            return from_images(images=images)["reconstruction"]
+
+        source = "export"
+    else:
+        reconstruct, source = None, "registry"
+    # The recorded options (SIFT: the backend its decoder was trained on).
+    options = export.client_encoder_options(metadata, encoder_options)
+    encoder = _Lazy(lambda: representation.make_encoder(**options))
+    return TrainedModel(
+        encode=lambda crops: _call_encoder(encoder(), crops),
+        decode=decode,
+        reconstruct=reconstruct,
+        path=version,
+        kind="export",
+        representation=name,
+        image_size=image_size,
+        output_size=representation.target_size(image_size),
+        encoder_options=options,
+        encoder_source=source,
+        metadata=metadata,
+        saved_model=loaded,
+    )
+
+
+class _Lazy:
+    """A value built on first use (an encoder may load weights no caller needs)."""
+
+    def __init__(self, build):
+        self._build, self._value = build, None
+
+    def __call__(self):
+        if self._value is None:
+            self._value = self._build()
+        return self._value
+
+
+def _checked(images) -> np.ndarray:
+    images = np.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"Expected images [N, H, W, C]. Received: shape={images.shape!r}")
+    return images
+
+
+def _call_encoder(encoder, crops):
+    crops = tf.constant(crops, tf.float32)
+    if isinstance(encoder, keras.layers.Layer):
+        return encoder(crops, training=False)
+    return encoder(crops)
+
+
+def _batched(function, values: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """`function` over `values` in batches of `batch_size`, outputs concatenated as NumPy."""
+    outputs = [
+        np.asarray(function(values[start : start + batch_size]))
+        for start in range(0, len(values), batch_size)
+    ]
+    if not outputs:
+        return np.asarray(function(values))
+    return np.concatenate(outputs, axis=0)

@@ -1,0 +1,63 @@
+"""Atomic writes: complete under the final name, or nothing but the old content."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_invert import files
+
+
+def test_a_completed_block_renames_the_file_into_place(tmp_path):
+    path = tmp_path / "sub" / "model.weights.h5"
+    with files.atomic_path(str(path)) as temporary:
+        assert os.path.basename(temporary).startswith(files.PARTIAL_PREFIX)
+        assert temporary.endswith("model.weights.h5")
+        assert not path.exists()
+        with open(temporary, "w") as file:
+            file.write("new")
+    assert path.read_text() == "new"
+    assert os.listdir(path.parent) == ["model.weights.h5"]
+
+
+def test_a_failed_block_leaves_the_old_file_and_no_partial(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("old")
+    with pytest.raises(RuntimeError, match="killed"):
+        with files.atomic_path(str(path)) as temporary:
+            with open(temporary, "w") as file:
+                file.write("half")
+            raise RuntimeError("killed")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["config.json"]
+
+
+def test_a_folder_is_renamed_whole_and_removed_on_failure(tmp_path):
+    final = tmp_path / "1"
+    with files.atomic_path(str(final)) as temporary:
+        os.makedirs(os.path.join(temporary, "variables"))
+        open(os.path.join(temporary, "saved_model.pb"), "w").close()
+    assert sorted(os.listdir(final)) == ["saved_model.pb", "variables"]
+    with pytest.raises(ValueError):
+        with files.atomic_path(str(tmp_path / "2")) as temporary:
+            os.makedirs(temporary)
+            raise ValueError("export failed")
+    assert os.listdir(tmp_path) == ["1"]
+
+
+def test_an_existing_folder_is_not_replaced(tmp_path):
+    final = tmp_path / "cache"
+    (final / "data").mkdir(parents=True)
+    with pytest.raises(OSError):
+        with files.atomic_path(str(final)) as temporary:
+            os.makedirs(os.path.join(temporary, "other"))
+    assert os.listdir(final) == ["data"]
+    assert os.listdir(tmp_path) == ["cache"]
+
+
+def test_write_json_takes_numpy_values(tmp_path):
+    path = files.write_json(
+        str(tmp_path / "figures.json"), {"error": np.float32(0.25), "rows": np.arange(3), 1: (2,)}
+    )
+    assert json.loads(open(path).read()) == {"error": 0.25, "rows": [0, 1, 2], "1": [2]}
