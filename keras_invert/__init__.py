@@ -3,15 +3,15 @@
 Reproduces Dosovitskiy & Brox, "Inverting Visual Representations with
 Convolutional Networks" (CVPR 2016). The library holds the representations
 (`features`, `encoders`), the paper's decoders (`decoders`), the registry that
-pairs them (`registry`), training, export and metrics. Input pipelines live in
-the sibling package `pipelines`; `keras_invert.build_dataset` forwards to it
-for user scripts (the library itself never calls it).
+pairs them (`registry`), training, export, loading and metrics. Input
+pipelines live in the sibling package `pipelines`, which builds on this one
+(this package never imports it).
 
 Example:
-    >>> import keras, keras_invert
+    >>> import keras, keras_invert, pipelines
     >>> decoder = keras_invert.build_decoder("hog", image_size=128, width=0.5)
-    >>> dataset = keras_invert.build_dataset("samples", split="train",
-    ...                                      representation="hog", image_size=128, batch_size=8)
+    >>> dataset = pipelines.build_dataset("samples", split="train",
+    ...                                   representation="hog", image_size=128, batch_size=8)
     >>> decoder.compile(optimizer=keras.optimizers.Adam(1e-4), loss="mse")
     >>> decoder.fit(dataset, steps_per_epoch=10, epochs=1)
 """
@@ -19,11 +19,10 @@ Example:
 import importlib
 
 from keras_invert import decoders
-from keras_invert.decoders import build_decoder
 
 __version__ = "0.1.0"
 
-__all__ = ["build_dataset", "build_decoder", "decoders", "features", "hog", "load", "registry"]
+__all__ = ["build_decoder", "decoders", "features", "hog", "load", "registry"]
 
 
 def __getattr__(name):
@@ -32,13 +31,10 @@ def __getattr__(name):
     # while the features and the registry need TensorFlow.
     if name in ("features", "registry"):
         return importlib.import_module(f"keras_invert.{name}")
+    if name == "build_decoder":
+        return importlib.import_module("keras_invert.registry").build_decoder
     if name == "load":
         return importlib.import_module("keras_invert.loading").load
     if name == "hog":
         return importlib.import_module("keras_invert.features").hog
-    if name == "build_dataset":
-        # A convenience for user code only: the library never imports `pipelines`.
-        from pipelines import build_dataset
-
-        return build_dataset
     raise AttributeError(f"module 'keras_invert' has no attribute {name!r}")

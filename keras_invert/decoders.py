@@ -17,10 +17,12 @@ models on a GPU:
 
 Targets are the input image resized to the decoder's output size (paper).
 
+Decoders never know the representations they invert: the registry
+(`keras_invert.registry.build_decoder("hog", ...)`) pairs each with its table.
+
 Example:
-    >>> from keras_invert.decoders import build_decoder
-    >>> decoder = build_decoder("hog", image_size=128, width=0.5)
-    >>> decoder.output_shape
+    >>> from keras_invert.decoders import hog_decoder
+    >>> hog_decoder(128, width=0.5).output_shape
     (None, 128, 128, 3)
 """
 
@@ -379,14 +381,3 @@ def decoder_for_shape(
         rows, feature_shape, width=width, negative_slope=negative_slope, name=name
     )
 
-
-def build_decoder(representation: str, **options) -> keras.Model:
-    """The decoder the registry pairs with `representation` (e.g. "hog", "alexnet/conv5").
-
-    Args:
-        representation: a registered representation name (`keras_invert.registry.names()`).
-        **options: `image_size`, `width`, `negative_slope` (see the module docstring).
-    """
-    from keras_invert import registry  # The registry imports this module.
-
-    return registry.get(representation).build_decoder(**options)

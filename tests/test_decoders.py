@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_invert import decoders
+from keras_invert import decoders, registry
 
 # (name, inputs, K, S, in_shape, out_shape); K=0 for fully connected / reshape.
 TABLE_2_HOG = [
@@ -173,14 +173,14 @@ def test_width_and_image_size_options():
 
 
 def test_build_decoder_by_name_and_unknown_name():
-    assert decoders.build_decoder("hog", image_size=64, width=0.25).output_shape == (
+    assert registry.build_decoder("hog", image_size=64, width=0.25).output_shape == (
         None,
         64,
         64,
         3,
     )
     with pytest.raises(ValueError, match="Unknown representation"):
-        decoders.build_decoder("no-such-feature")
+        registry.build_decoder("no-such-feature")
 
 
 def test_wrong_feature_shape_names_expected_shape():

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 
 import keras_invert
+import pipelines
 
 
 def test_readme_snippet_trains_with_plain_keras():
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
     assert keras_invert.hog(images).shape == (2, 8, 8, 31)
     decoder = keras_invert.build_decoder("hog", image_size=64, width=0.125)
-    dataset = keras_invert.build_dataset(
+    dataset = pipelines.build_dataset(
         "samples", split="train", representation="hog", image_size=64, batch_size=4, seed=0
     )
     # (features, image) pairs: the features are HOG of the image (0..1 here).

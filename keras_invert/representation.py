@@ -1,0 +1,61 @@
+"""The record of one invertible representation: its encoder, decoder and shapes.
+
+A `Representation` is plain data: the registry (`keras_invert.registry`) holds
+one per name, and the modules that define representations
+(`keras_invert.network_representations`, `keras_invert.keras_representation`)
+build them without knowing the registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class Representation:
+    """An image representation the package can invert.
+
+    Args:
+        name: registry key, e.g. "hog" or "alexnet/conv5".
+        description: one line for `--help` texts and logs.
+        make_encoder: `(**options) -> encode`, where `encode(images)` maps a float32
+            batch `[N, S, S, 3]` in 0..255 to features `[N, *feature_shape(S)]`.
+        decoder_builder: `(image_size, width=, negative_slope=) -> keras.Model`.
+        feature_shape: image size -> feature shape (no batch axis).
+        target_size: image size -> side of the decoder's output image.
+        default_image_size: the paper's input size.
+        in_graph: True when `encode` is pure TensorFlow (runs inside the
+            SavedModel and in tf.data without `numpy_function`).
+        encode_in_model: True when the encoder is a network (a `keras.Model`
+            from `make_encoder`) that runs inside the training model,
+            `images -> encoder -> decoder` (`keras_invert.reconstructor`), on
+            the accelerator and optionally trained jointly (autoencoder).
+            The pipeline then yields the crops themselves as "features".
+        jit_compile: input pipelines compile `encode` with XLA (much faster
+            on CPUs for fused elementwise feature ops such as HOG).
+        random_without_weights: True when `make_encoder()` without a
+            `weights` option draws random weights (AlexNet): such an encoder
+            cannot be built again identically, so its features are not cached.
+    """
+
+    name: str
+    description: str
+    make_encoder: Callable[..., Callable]
+    decoder_builder: Callable[..., keras.Model]
+    feature_shape: Callable[[int], tuple[int, ...]]
+    target_size: Callable[[int], int]
+    default_image_size: int
+    in_graph: bool = True
+    encode_in_model: bool = False
+    jit_compile: bool = False
+    random_without_weights: bool = False
+
+    def build_decoder(
+        self, image_size: int | None = None, *, width: float = 1.0, negative_slope: float = 0.2
+    ) -> keras.Model:
+        """Builds this representation's decoder for `image_size` input images."""
+        size = self.default_image_size if image_size is None else image_size
+        return self.decoder_builder(size, width=width, negative_slope=negative_slope)
