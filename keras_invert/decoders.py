@@ -380,4 +380,3 @@ def decoder_for_shape(
     return build_from_table(
         rows, feature_shape, width=width, negative_slope=negative_slope, name=name
     )
-

@@ -41,7 +41,7 @@ def main(argv):
     if not os.path.isfile(input_path):
         raise app.UsageError(f"--in: no such file {input_path}")
     # Imported after flag checks so usage errors answer without loading TensorFlow.
-    from keras_invert.weights import convert_alexnet_weights
+    from keras_invert.encoders import convert_alexnet_weights
 
     variant = convert_alexnet_weights(input_path, output_path, FLAGS.variant)
     logging.info("Wrote %s (AlexNet %s) from %s", output_path, variant, input_path)

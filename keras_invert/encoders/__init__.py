@@ -17,11 +17,9 @@ from keras_invert.encoders.alexnet import (
     ALEXNET_OUTPUT_SHAPES,
     ALEXNET_TAP_LAYERS,
     ALEXNET_VARIANTS,
-    ALEXNET_WEIGHT_LAYERS,
     CAFFE_BGR_MEAN,
     alexnet,
-    select_outputs,
-    set_alexnet_weights,
+    convert_alexnet_weights,
 )
 from keras_invert.encoders.efficientnet import (
     EFFICIENTNET_LITE0_IMAGE_SIZE,
@@ -34,6 +32,8 @@ from keras_invert.encoders.efficientnet import (
 )
 from keras_invert.encoders.keras_model import from_keras, load_keras_model, network_input_size
 from keras_invert.encoders.layers import ImagePreprocessing, LocalResponseNormalization
+from keras_invert.encoders.outputs import select_outputs
+from keras_invert.weights.alexnet import ALEXNET_WEIGHT_LAYERS, set_alexnet_weights
 
 __all__ = [
     "ALEXNET_IMAGE_SIZES",
@@ -49,6 +49,7 @@ __all__ = [
     "ImagePreprocessing",
     "LocalResponseNormalization",
     "alexnet",
+    "convert_alexnet_weights",
     "default_weights_path",
     "efficientnet_lite0",
     "efficientnet_lite0_torch_keys",

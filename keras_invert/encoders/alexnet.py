@@ -62,13 +62,15 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import keras
-import numpy as np
 from keras import layers
 
+from keras_invert import files
+from keras_invert import weights as weights_io
 from keras_invert.encoders.layers import ImagePreprocessing, LocalResponseNormalization
+from keras_invert.encoders.outputs import static_input_size, validate_outputs
 
 ALEXNET_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
 """The eight representations, in network order (docs/reference.md, AlexNet)."""
@@ -125,9 +127,6 @@ ALEXNET_TAP_LAYERS = {
     },
 }
 """Per variant, the Keras layer whose output is each representation."""
-
-ALEXNET_WEIGHT_LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
-"""The layers that carry weights, named as in Caffe's prototxt and Table 1."""
 
 CAFFE_BGR_MEAN = (104.00698793, 116.66876762, 122.67891434)
 """Channel means of Caffe's `ilsvrc_2012_mean.binaryproto`, BGR order, 0..255."""
@@ -203,7 +202,7 @@ def alexnet(
             f"`variant` must be one of {ALEXNET_VARIANTS}. Received: variant={variant!r}"
         )
     image_size = ALEXNET_IMAGE_SIZES[variant]
-    height, width = _input_size(input_size)
+    height, width = static_input_size(input_size)
     if not include_preprocessing and (height, width) not in ((None, None), (image_size,) * 2):
         raise ValueError(
             f"Without preprocessing the {variant} network takes {image_size}x{image_size} "
@@ -236,7 +235,7 @@ def alexnet(
     else:
         x = images
 
-    outputs = ALEXNET_LAYERS if outputs is None else _validate_outputs(outputs, ALEXNET_LAYERS)
+    outputs = ALEXNET_LAYERS if outputs is None else validate_outputs(outputs, ALEXNET_LAYERS)
     taps = _build_taps(x, variant, depth=max(ALEXNET_LAYERS.index(tap) for tap in outputs))
     default_name = f"alexnet_{variant}"
     if tuple(outputs) != ALEXNET_LAYERS:
@@ -284,146 +283,7 @@ def _build_taps(x, variant: str, depth: int) -> dict:
     return taps
 
 
-def select_outputs(
-    model: keras.Model, outputs: Sequence[str], name: str | None = None
-) -> keras.Model:
-    """Returns a model sharing `model`'s layers with only the named outputs.
-
-    Layers no requested output depends on are left out, so
-    `select_outputs(encoder, ["conv2"])` does not compute the fully connected
-    layers. The new model shares weights with `model`.
-
-    Args:
-        model: a model returned by `alexnet()` (any model with dict outputs).
-        outputs: output names to keep, e.g. `["conv5"]`.
-        name: name of the new model; defaults to `model.name` plus the taps.
-
-    Example:
-        >>> full = alexnet("caffe", weights="caffenet.weights.h5")
-        >>> conv5 = select_outputs(full, ["conv5"])
-    """
-    available = model.output
-    if not isinstance(available, Mapping):
-        raise ValueError(f"`model` must have dict outputs. Received: model={model.name!r}")
-    outputs = _validate_outputs(outputs, tuple(available))
-    return keras.Model(
-        model.input,
-        {output: available[output] for output in outputs},
-        name=name or f"{model.name}_{'_'.join(outputs)}",
-    )
-
-
-def set_alexnet_weights(model: keras.Model, parameters: Mapping[str, Sequence[np.ndarray]]):
-    """Assigns weights given in Caffe/PyTorch layout to an AlexNet model.
-
-    Convolution kernels are `[out, in / groups, height, width]` (OIHW) and
-    become Keras' `[height, width, in / groups, out]`; fully connected
-    matrices are `[out, in]` and become `[in, out]`. fc6's input rows follow
-    the C, H, W flattening of pool5 in Caffe and PyTorch and are permuted to
-    Keras' H, W, C order. Leading axes of size 1 (Caffe's legacy 4-d blobs for
-    fully connected layers and biases) are dropped. Every weight is converted
-    and shape-checked before any is assigned, so an error leaves the model
-    untouched.
-
-    Args:
-        model: a model from `alexnet()`, possibly with a subset of outputs;
-            only the weight layers it contains are set.
-        parameters: layer name (`ALEXNET_WEIGHT_LAYERS`) to `(kernel, bias)`.
-
-    Raises:
-        ValueError: a layer is missing from `parameters` or a shape differs;
-            the message names the layer and both shapes.
-    """
-    present = [name for name in ALEXNET_WEIGHT_LAYERS if _has_layer(model, name)]
-    if not present:
-        raise ValueError(
-            f"`model` has none of the AlexNet layers {ALEXNET_WEIGHT_LAYERS}. "
-            f"Received: model={model.name!r}"
-        )
-    missing = [name for name in present if name not in parameters]
-    if missing:
-        raise ValueError(
-            f"The weights have no entries for layer(s) {missing}. "
-            f"Received layers: {sorted(parameters)!r}"
-        )
-    converted = {}
-    for name in present:
-        layer = model.get_layer(name)
-        if len(parameters[name]) != 2:
-            raise ValueError(
-                f"Layer {name!r} needs a kernel and a bias. "
-                f"Received: {len(parameters[name])} array(s)"
-            )
-        kernel, bias = (np.asarray(array, dtype="float32") for array in parameters[name])
-        keras_shape = tuple(layer.kernel.shape)
-        if isinstance(layer, layers.Conv2D):
-            # Keras [h, w, in/groups, out] <- OIHW [out, in/groups, h, w].
-            expected = tuple(keras_shape[i] for i in (3, 2, 0, 1))
-            layout = "OIHW"
-        else:
-            kernel = _drop_leading_ones(kernel, 2)
-            expected = keras_shape[::-1]
-            layout = "[out, in]"
-        if kernel.shape != expected:
-            raise ValueError(
-                f"Layer {name!r}: the kernel in the weights has shape {kernel.shape}, the "
-                f"model needs {expected} ({layout}; Keras layout {keras_shape})."
-            )
-        bias = _drop_leading_ones(bias, 1)
-        if bias.shape != tuple(layer.bias.shape):
-            raise ValueError(
-                f"Layer {name!r}: the bias in the weights has shape {bias.shape}, the "
-                f"model needs {tuple(layer.bias.shape)}."
-            )
-        if isinstance(layer, layers.Conv2D):
-            kernel = kernel.transpose(2, 3, 1, 0)
-        else:
-            if name == "fc6" and _has_layer(model, "pool5"):
-                kernel = _chw_rows_to_hwc(kernel, tuple(model.get_layer("pool5").output.shape[1:]))
-            kernel = kernel.T
-        converted[name] = (kernel, bias)
-    for name, (kernel, bias) in converted.items():
-        layer = model.get_layer(name)
-        layer.kernel.assign(kernel)
-        layer.bias.assign(bias)
-
-
-def _validate_outputs(outputs, available: tuple[str, ...]) -> list[str]:
-    if isinstance(outputs, str) or not isinstance(outputs, Sequence) or not outputs:
-        raise ValueError(
-            f"`outputs` must be a non-empty list of names. Received: outputs={outputs!r}"
-        )
-    outputs = list(outputs)
-    if any(output not in available for output in outputs):
-        raise ValueError(
-            f"`outputs` must name outputs among {available}. Received: outputs={outputs!r}"
-        )
-    if len(set(outputs)) != len(outputs):
-        raise ValueError(f"`outputs` has duplicates. Received: outputs={outputs!r}")
-    return outputs
-
-
-def _input_size(input_size) -> tuple[int | None, int | None]:
-    if input_size is None:
-        return None, None
-    if isinstance(input_size, int) and not isinstance(input_size, bool) and input_size > 0:
-        return input_size, input_size
-    if (
-        isinstance(input_size, Sequence)
-        and len(input_size) == 2
-        and all(isinstance(side, int) and side > 0 for side in input_size)
-    ):
-        return tuple(input_size)
-    raise ValueError(
-        "`input_size` must be None, a positive int or (height, width). "
-        f"Received: input_size={input_size!r}"
-    )
-
-
 def _load_weights(model: keras.Model, weights):
-    # Imported here: the weights package builds on this module's converters.
-    from keras_invert import weights as weights_io
-
     path = os.fspath(weights)
     if path.endswith(".weights.h5"):
         weights_io.load_keras_weights(model, path)
@@ -434,19 +294,54 @@ def _load_weights(model: keras.Model, weights):
         weights_io.load_torchvision_weights(model, path)
 
 
-def _has_layer(model: keras.Model, name: str) -> bool:
-    return any(layer.name == name for layer in model.layers)
+def convert_alexnet_weights(
+    input_path: str | os.PathLike, output_path: str | os.PathLike, variant: str | None = None
+) -> str:
+    """Converts a Caffe or torchvision AlexNet file into a Keras `.weights.h5`.
 
+    The output is written to a temporary file beside it and renamed, so it
+    either appears complete or not at all. `alexnet(variant, weights=output_path)`
+    loads it.
 
-def _drop_leading_ones(array: np.ndarray, ndim: int) -> np.ndarray:
-    while array.ndim > ndim and array.shape[0] == 1:
-        array = array[0]
-    return array
+    Args:
+        input_path: a `.caffemodel` (variant "caffe") or `.pth`/`.pt` file
+            (variant "torchvision").
+        output_path: the file to write; must end in `.weights.h5`.
+        variant: "caffe" or "torchvision"; by default from `input_path`'s suffix.
 
+    Returns:
+        The variant converted.
 
-def _chw_rows_to_hwc(kernel: np.ndarray, spatial_shape: tuple[int, int, int]) -> np.ndarray:
-    height, width, channels = spatial_shape
-    units, inputs = kernel.shape
-    return (
-        kernel.reshape(units, channels, height, width).transpose(0, 2, 3, 1).reshape(units, inputs)
+    Example:
+        >>> convert_alexnet_weights("bvlc_reference_caffenet.caffemodel", "caffenet.weights.h5")
+        'caffe'
+    """
+    input_path, output_path = os.fspath(input_path), os.fspath(output_path)
+    if not output_path.endswith(".weights.h5"):
+        raise ValueError(
+            f"`output_path` must end in .weights.h5. Received: output_path={output_path!r}"
+        )
+    if variant is None:
+        if input_path.endswith(".caffemodel"):
+            variant = "caffe"
+        elif input_path.endswith((".pth", ".pt")):
+            variant = "torchvision"
+        else:
+            raise ValueError(
+                "Cannot tell the variant from the file name; pass `variant`. "
+                f"Received: input_path={input_path!r}"
+            )
+    if variant not in ALEXNET_VARIANTS:
+        raise ValueError(
+            f"`variant` must be one of {ALEXNET_VARIANTS}. Received: variant={variant!r}"
+        )
+    # Caffe networks come as .caffemodel files, torchvision's as .pth state dicts.
+    loader = (
+        weights_io.load_caffe_weights if variant == "caffe" else weights_io.load_torchvision_weights
     )
+    model = alexnet(variant)
+    loader(model, input_path)
+
+    with files.atomic_path(output_path) as temporary:
+        model.save_weights(temporary)
+    return variant

@@ -65,8 +65,9 @@ import numpy as np
 from absl import logging as absl_logging
 from keras import layers
 
-from keras_invert.encoders.alexnet import _input_size, _validate_outputs
 from keras_invert.encoders.layers import ImagePreprocessing
+from keras_invert.encoders.outputs import static_input_size, validate_outputs
+from keras_invert.weights import load_keras_weights, read_torch_state_dict
 
 EFFICIENTNET_LITE0_IMAGE_SIZE = 224
 """Side of the square image the network sees."""
@@ -184,7 +185,7 @@ def efficientnet_lite0(
         TensorShape([1, 1000])
     """
     size = EFFICIENTNET_LITE0_IMAGE_SIZE
-    height, width = _input_size(input_size)
+    height, width = static_input_size(input_size)
     if not include_preprocessing and (height, width) not in ((None, None), (size, size)):
         raise ValueError(
             f"Without preprocessing the network takes {size}x{size} input. "
@@ -209,7 +210,7 @@ def efficientnet_lite0(
     outputs = (
         EFFICIENTNET_LITE0_TAPS
         if outputs is None
-        else _validate_outputs(outputs, EFFICIENTNET_LITE0_TAPS)
+        else validate_outputs(outputs, EFFICIENTNET_LITE0_TAPS)
     )
     depth = max(EFFICIENTNET_LITE0_TAPS.index(tap) for tap in outputs)
     taps = _build_taps(x, depth)
@@ -218,9 +219,6 @@ def efficientnet_lite0(
         default_name += "_" + "_".join(outputs)
     model = keras.Model(images, {tap: taps[tap] for tap in outputs}, name=name or default_name)
     if weights is not None:
-        # Imported here: the weights package imports the encoders.
-        from keras_invert.weights import load_keras_weights, read_torch_state_dict
-
         path = os.fspath(weights)
         if path.endswith(".weights.h5"):
             load_keras_weights(model, path)

@@ -7,8 +7,11 @@
   `load_torchvision_weights`.
 * Keras `.weights.h5` files: `load_keras_weights`, whose errors name the file.
 
-`convert_alexnet_weights` (and its command line, `launch/convert_weights.py`)
-converts either once into a Keras `.weights.h5`.
+`alexnet.py` maps Caffe's and torchvision's AlexNet arrays onto the Keras
+AlexNet; `keras_invert.encoders.convert_alexnet_weights` (and its command
+line, `launch/convert_weights.py`) converts either once into a Keras
+`.weights.h5`. This package never imports the encoders, which load their
+weight files through it.
 
 Example:
     >>> from keras_invert.encoders import alexnet
@@ -21,19 +24,24 @@ Example:
 import errno
 import os
 
-from keras_invert import files
-from keras_invert.weights.caffe import CaffeFormatError, load_caffe_weights, read_caffemodel
-from keras_invert.weights.torch_state import (
+from keras_invert.weights.alexnet import (
+    ALEXNET_WEIGHT_LAYERS,
     TORCHVISION_ALEXNET_KEYS,
+    load_caffe_weights,
+    load_torchvision_weights,
+    set_alexnet_weights,
+)
+from keras_invert.weights.caffe import CaffeFormatError, read_caffemodel
+from keras_invert.weights.torch_state import (
     TorchFormatError,
     UnsafePickleError,
-    load_torchvision_weights,
     read_torch_state_dict,
 )
 
 __all__ = [
-    "convert_alexnet_weights",
+    "ALEXNET_WEIGHT_LAYERS",
     "load_keras_weights",
+    "set_alexnet_weights",
     "TORCHVISION_ALEXNET_KEYS",
     "CaffeFormatError",
     "TorchFormatError",
@@ -68,56 +76,3 @@ def load_keras_weights(model, path: str | os.PathLike) -> None:
         raise ValueError(
             f"Expected the weights of the network {model.name!r}; {reason}. Received: path={path!r}"
         ) from error
-
-
-def convert_alexnet_weights(
-    input_path: str | os.PathLike, output_path: str | os.PathLike, variant: str | None = None
-) -> str:
-    """Converts a Caffe or torchvision AlexNet file into a Keras `.weights.h5`.
-
-    The output is written to a temporary file beside it and renamed, so it
-    either appears complete or not at all. `alexnet(variant, weights=output_path)`
-    loads it.
-
-    Args:
-        input_path: a `.caffemodel` (variant "caffe") or `.pth`/`.pt` file
-            (variant "torchvision").
-        output_path: the file to write; must end in `.weights.h5`.
-        variant: "caffe" or "torchvision"; by default from `input_path`'s suffix.
-
-    Returns:
-        The variant converted.
-
-    Example:
-        >>> convert_alexnet_weights("bvlc_reference_caffenet.caffemodel", "caffenet.weights.h5")
-        'caffe'
-    """
-    from keras_invert.encoders.alexnet import ALEXNET_VARIANTS, alexnet
-
-    input_path, output_path = os.fspath(input_path), os.fspath(output_path)
-    if not output_path.endswith(".weights.h5"):
-        raise ValueError(
-            f"`output_path` must end in .weights.h5. Received: output_path={output_path!r}"
-        )
-    if variant is None:
-        if input_path.endswith(".caffemodel"):
-            variant = "caffe"
-        elif input_path.endswith((".pth", ".pt")):
-            variant = "torchvision"
-        else:
-            raise ValueError(
-                "Cannot tell the variant from the file name; pass `variant`. "
-                f"Received: input_path={input_path!r}"
-            )
-    if variant not in ALEXNET_VARIANTS:
-        raise ValueError(
-            f"`variant` must be one of {ALEXNET_VARIANTS}. Received: variant={variant!r}"
-        )
-    # Caffe networks come as .caffemodel files, torchvision's as .pth state dicts.
-    loader = load_caffe_weights if variant == "caffe" else load_torchvision_weights
-    model = alexnet(variant)
-    loader(model, input_path)
-
-    with files.atomic_path(output_path) as temporary:
-        model.save_weights(temporary)
-    return variant

@@ -20,21 +20,18 @@ must. A file that ends inside a field, or whose blob sizes disagree with their
 shapes, raises `CaffeFormatError`; nothing is returned half-read.
 
 Example:
-    >>> from keras_invert.encoders import alexnet
-    >>> from keras_invert.weights import load_caffe_weights
-    >>> encoder = alexnet("caffe")
-    >>> load_caffe_weights(encoder, "bvlc_reference_caffenet.caffemodel")
+    >>> from keras_invert.weights import read_caffemodel
+    >>> blobs = read_caffemodel("bvlc_reference_caffenet.caffemodel")
+    >>> [blob.shape for blob in blobs["conv1"]]
+    [(96, 3, 11, 11), (96,)]
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 
-import keras
 import numpy as np
-
-from keras_invert.encoders.alexnet import ALEXNET_WEIGHT_LAYERS, set_alexnet_weights
 
 _VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
 
@@ -75,55 +72,6 @@ def read_caffemodel(path: str | os.PathLike) -> dict[str, list[np.ndarray]]:
             f"Expected a Caffe .caffemodel (a NetParameter protobuf); {error}. "
             f"Received: path={os.fspath(path)!r}"
         ) from None
-
-
-def load_caffe_weights(
-    model: keras.Model,
-    path: str | os.PathLike,
-    layer_names: Mapping[str, str] | None = None,
-) -> None:
-    """Loads a Caffe AlexNet's weights into a model from `alexnet("caffe")`.
-
-    Kernels go from Caffe's OIHW to Keras' HWIO (grouped layers keep Caffe's
-    group order, which is Keras'); fc6's rows are permuted from Caffe's C, H, W
-    flattening of pool5 to Keras' H, W, C. conv1's kernels are used as stored:
-    Caffe models take BGR, and the model's preprocessing feeds conv1 BGR.
-    The whole file is read and every shape checked before any weight is
-    assigned.
-
-    Args:
-        model: the Keras model (all eight weight layers, or the subset a model
-            with fewer outputs has).
-        path: the `.caffemodel` file.
-        layer_names: Keras layer name to Caffe layer name, for files whose
-            layers are not called `conv1` ... `fc8`.
-
-    Raises:
-        CaffeFormatError: the file is truncated or malformed.
-        ValueError: a layer is missing or a shape differs (the message names
-            the layer and both shapes).
-    """
-    layer_names = dict(layer_names or {})
-    unknown = sorted(set(layer_names) - set(ALEXNET_WEIGHT_LAYERS))
-    if unknown:
-        raise ValueError(
-            f"`layer_names` keys must be among {ALEXNET_WEIGHT_LAYERS}. "
-            f"Received: layer_names={layer_names!r}"
-        )
-    blobs = read_caffemodel(path)
-    present = {layer.name for layer in model.layers}
-    parameters = {}
-    for name in ALEXNET_WEIGHT_LAYERS:
-        if name not in present:
-            continue
-        caffe_name = layer_names.get(name, name)
-        if caffe_name not in blobs:
-            raise ValueError(
-                f"Layer {name!r} needs the Caffe layer {caffe_name!r}, which "
-                f"{os.fspath(path)} lacks; its layers with weights are {list(blobs)!r}."
-            )
-        parameters[name] = blobs[caffe_name]
-    set_alexnet_weights(model, parameters)
 
 
 def _read_net(buffer: memoryview) -> dict[str, list[np.ndarray]]:

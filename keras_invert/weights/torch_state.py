@@ -42,22 +42,7 @@ import pickle
 import zipfile
 from collections.abc import Mapping
 
-import keras
 import numpy as np
-
-from keras_invert.encoders.alexnet import set_alexnet_weights
-
-TORCHVISION_ALEXNET_KEYS = {
-    "conv1": "features.0",
-    "conv2": "features.3",
-    "conv3": "features.6",
-    "conv4": "features.8",
-    "conv5": "features.10",
-    "fc6": "classifier.1",
-    "fc7": "classifier.4",
-    "fc8": "classifier.6",
-}
-"""Keras layer name to the module prefix in torchvision's AlexNet state dict."""
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
@@ -119,43 +104,6 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             f"Received: path={path!r}"
         )
     return arrays
-
-
-def load_torchvision_weights(model: keras.Model, path: str | os.PathLike) -> None:
-    """Loads torchvision's AlexNet state dict into `alexnet("torchvision")`.
-
-    Reads `features.{0,3,6,8,10}` and `classifier.{1,4,6}` (`.weight`,
-    `.bias`), e.g. from `alexnet-owt-7be5be79.pth`; a `module.` prefix (from
-    `DataParallel`) is accepted. Kernels go from OIHW to HWIO and fc6's rows
-    from PyTorch's C, H, W flattening of pool5 to Keras' H, W, C. All tensors
-    are read and checked before any weight is assigned.
-
-    Args:
-        model: a model from `alexnet("torchvision")`, possibly with fewer
-            outputs.
-        path: the `.pth` file.
-
-    Raises:
-        UnsafePickleError, TorchFormatError: see `read_torch_state_dict`.
-        ValueError: a tensor is missing or a shape differs.
-    """
-    state = read_torch_state_dict(path)
-    if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module.") :]: value for key, value in state.items()}
-    layer_names = {layer.name for layer in model.layers}
-    parameters = {}
-    for name, prefix in TORCHVISION_ALEXNET_KEYS.items():
-        if name not in layer_names:
-            continue
-        keys = (f"{prefix}.weight", f"{prefix}.bias")
-        missing = [key for key in keys if key not in state]
-        if missing:
-            raise ValueError(
-                f"Layer {name!r} needs {missing[0]!r}, which {os.fspath(path)} lacks; it holds "
-                f"{len(state)} tensors, e.g. {list(state)[:4]!r}."
-            )
-        parameters[name] = [state[key] for key in keys]
-    set_alexnet_weights(model, parameters)
 
 
 class _Frozen:

@@ -5,10 +5,9 @@ import struct
 import numpy as np
 import pytest
 
-from keras_invert.encoders import ALEXNET_LAYERS, alexnet
+from keras_invert.encoders import ALEXNET_LAYERS, alexnet, convert_alexnet_weights
 from keras_invert.weights import (
     CaffeFormatError,
-    convert_alexnet_weights,
     load_caffe_weights,
     read_caffemodel,
 )
