@@ -16,6 +16,7 @@ What each experiment does: `keras_invert.experiments.driver`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 from absl import app, flags
@@ -64,12 +65,6 @@ common.validate("retrain_learning_rate", lambda rate: rate > 0, "> 0")
 common.validate("pair", lambda pair: len(pair) == 2 and all(map(str.isdigit, pair)), "two indices")
 common.validate("units", lambda units: all(map(str.isdigit, units)), "unit indices")
 
-_SETTINGS = (
-    "data", "split", "steps", "dropout_rate", "dropout_keep_norm", "distribution", "covariance",
-    "bins", "num_samples", "fit_split", "fit_examples", "top_k", "activation", "percentile",
-    "seed", "retrain_steps", "retrain_learning_rate", "retrain_batch_size", "retrain_split",
-)  # fmt: skip
-
 
 def check_flags(compared) -> None:
     """Refuses flags that would do nothing with the chosen experiment."""
@@ -78,7 +73,7 @@ def check_flags(compared) -> None:
         raise app.UsageError(f"--compare takes experiments from {COMPARED}. Received: {unknown}")
     if FLAGS["compare"].present and FLAGS.name != "autoencoder_vs_fixed":
         raise app.UsageError("--compare is for --name=autoencoder_vs_fixed.")
-    retrain_flags = [f for f in _SETTINGS if f.startswith("retrain_") and FLAGS[f].present]
+    retrain_flags = [f for f in FLAGS if f.startswith("retrain_") and FLAGS[f].present]
     if retrain_flags and not FLAGS.retrain_steps:
         raise app.UsageError(f"{retrain_flags} need --retrain_steps > 0.")
     if FLAGS.retrain_steps and "perturbation" not in [FLAGS.name, *compared]:
@@ -95,16 +90,15 @@ def main(argv):
     from keras_invert import experiments
 
     photos = FLAGS.images or pipelines.list_source_files(FLAGS.data, FLAGS.split)
-    config = experiments.ExperimentConfig(
-        FLAGS.name,
-        models=FLAGS.model,
-        photos=photos[: FLAGS.num_images],
-        out=FLAGS.out,
-        pair=[int(index) for index in FLAGS.pair],
-        units=[int(unit) for unit in FLAGS.units],
-        compare=FLAGS.compare,
-        **{name: getattr(FLAGS, name) for name in _SETTINGS},
-    )
+    # Each field of the config has the flag of its name, but models, photos and the indices.
+    fields = [field.name for field in dataclasses.fields(experiments.ExperimentConfig)]
+    config = experiments.ExperimentConfig(**{
+        **{name: FLAGS[name].value for name in fields if name in FLAGS},
+        "models": FLAGS.model,
+        "photos": photos[: FLAGS.num_images],
+        "pair": [int(index) for index in FLAGS.pair],
+        "units": [int(unit) for unit in FLAGS.units],
+    })  # fmt: skip
     written = experiments.run_experiment(
         config,
         load_images=pipelines.load_images,
