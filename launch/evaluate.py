@@ -295,10 +295,10 @@ def format_table(rows) -> str:
 
 
 def write_outputs(out_dir, rows, paths):
-    from keras_invert import experiments
+    from keras_invert import files
 
     os.makedirs(out_dir, exist_ok=True)
-    json_path = experiments.save_json(
+    json_path = files.write_json(
         os.path.join(out_dir, "evaluation.json"), {"images": paths, "rows": rows}
     )
     csv_path = os.path.join(out_dir, "evaluation.csv")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import keras_invert
-from keras_invert import experiments, registry
+from keras_invert import experiments, figures, registry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -221,7 +221,7 @@ def test_autoencoder_vs_fixed_compares_reconstructions_and_each_models_own_featu
 
 def test_figure_draws_labels_and_resizes_cells():
     rows = [[np.zeros((8, 8, 3)), np.ones((16, 16, 3))]]
-    image = experiments.figure(rows, column_labels=["a", "b"], row_labels=["row"])
+    image = figures.figure(rows, column_labels=["a", "b"], row_labels=["row"])
     assert image.shape[0] == 18 + 16 + 2 and image[:18].min() < 255  # Header text drawn.
     assert image[18:34, -18:-2].min() == 255 and image[18:34, -36:-20].max() == 0
 

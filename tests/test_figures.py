@@ -1,0 +1,37 @@
+"""The labelled image grid and its PNG (keras_invert.figures)."""
+
+import os
+
+import numpy as np
+import pytest
+
+from keras_invert import figures
+
+
+def test_figure_without_spacing_draws_rows_of_original_and_reconstruction():
+    # launch.reconstruct's grid: cells touching, a 24 px band of column labels.
+    rng = np.random.default_rng(0)
+    originals, reconstructions = rng.random((2, 3, 16, 16, 3))
+    rows = [[o, r] for o, r in zip(originals, reconstructions, strict=True)]
+    grid = figures.figure(
+        rows, column_labels=["original", "reconstruction"], spacing=0, header_height=24
+    )
+    assert grid.shape == (24 + 3 * 16, 2 * 16, 3) and grid.dtype == np.uint8
+    assert grid[:24].min() < 255  # Label text drawn in the band.
+    expected = np.round(np.concatenate([originals[2], reconstructions[2]], axis=1) * 255)
+    np.testing.assert_array_equal(grid[24 + 2 * 16 :], expected.astype(np.uint8))
+
+
+def test_figure_refuses_nothing_to_draw():
+    with pytest.raises(ValueError, match="at least one image"):
+        figures.figure([[]])
+
+
+def test_save_png_writes_the_rgb_image_and_nothing_else(tmp_path):
+    import cv2
+
+    image = np.zeros((4, 5, 3), np.uint8)
+    image[..., 0] = 200  # Red: a channel order mistake would show as blue.
+    path = figures.save_png(str(tmp_path / "sub" / "grid.png"), image)
+    np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(path), cv2.COLOR_BGR2RGB), image)
+    assert os.listdir(tmp_path / "sub") == ["grid.png"]
