@@ -151,3 +151,22 @@ def test_classifier_must_be_a_vector_of_class_scores():
     for name in ("hog", "efficientnet-lite0/stage4"):
         with pytest.raises(ValueError, match="class scores"):
             evaluation.make_classifier(name)
+
+
+def test_the_markdown_table_of_evaluate_and_of_reconstruct():
+    from keras_invert import evaluation
+
+    row = dict.fromkeys(evaluation.COLUMNS)
+    row.update(method="decoder runs/hog", representation="hog", image_size=64, psnr=12.34567)
+    lines = evaluation.format_table([row]).splitlines()
+    assert lines[0] == "| " + " | ".join(evaluation.COLUMNS) + " |"
+    assert lines[1] == "|" + "---|" * len(evaluation.COLUMNS)
+    assert lines[2].startswith("| decoder runs/hog | hog | 64 | - | - | - | 12.346 |")
+    # Named rows (launch.reconstruct): the name column has no title.
+    named = [{"": "hog decoder", "normalized_error": None, "psnr": 20.0}]
+    table = evaluation.format_table(named, ["", "normalized_error", "psnr"])
+    assert table.splitlines() == [
+        "| | normalized_error | psnr |",
+        "|---|---|---|",
+        "| hog decoder | - | 20.000 |",
+    ]
