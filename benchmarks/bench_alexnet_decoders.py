@@ -19,7 +19,7 @@ after a warm-up step:
   decoder fed by `pipelines.build_dataset(cache_features=True)` from the
   bundled photos (`--crops_per_image` crops each), timed in `--rounds`
   rounds alternated with the same decoder on one batch held in memory
-  (`launch.benchmark.training_rates`; medians), so that a ratio near 1 says
+  (`benchmarks.rates.training_rates`; medians), so that a ratio near 1 says
   the cache keeps up; also prints how fast the cache was built (network
   features per second, crops read and decoded included).
 
@@ -62,10 +62,10 @@ _MODE_NAMES = {
 def _cached_rate(name, run_fields, work_dir) -> tuple[float, float]:
     """`(cache build images/s, training images/s)` of `--cache_features` on the bundled photos."""
     import pipelines
+    from benchmarks.rates import training_rates
     from keras_invert import config as config_lib
     from keras_invert import training
     from keras_invert.encoders import alexnet
-    from launch.benchmark import training_rates
 
     weights = os.path.join(work_dir, "random.weights.h5")
     if not os.path.exists(weights):

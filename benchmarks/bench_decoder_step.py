@@ -8,7 +8,7 @@ shallow features), feeds it one batch of random features and targets that is
 already on the device, and times `train_on_batch` (Adam, squared error), so
 the figure is what the accelerator can consume when the input pipeline is
 free: the rate the pipeline must keep up with. The step's FLOPs are counted
-from the layers (`launch.benchmark.training_flops_per_image`) and set against
+from the layers (`benchmarks.rates.training_flops_per_image`) and set against
 a square matrix product of the same dtype measured on the same device (the
 "model-FLOP utilisation" of the step).
 
@@ -29,9 +29,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks.rates import matmul_flops_per_second, training_flops_per_image  # noqa: E402
 from keras_invert import decoders  # noqa: E402
 from keras_invert.encoders.alexnet import ALEXNET_OUTPUT_SHAPES  # noqa: E402
-from launch.benchmark import matmul_flops_per_second, training_flops_per_image  # noqa: E402
 
 FLAGS = flags.FLAGS
 

@@ -6,7 +6,7 @@
 Times training steps of the representation's decoder (1) on one batch held in
 memory and (2) fed by `pipelines.build_dataset` on the bundled sample photos,
 features included (streaming, no cache). The two feeds alternate in two
-rounds of `steps / 2` steps each (`launch.benchmark.training_rates`, which
+rounds of `steps / 2` steps each (`benchmarks.rates.training_rates`, which
 runs the step `model.fit` runs). Prints images/s and their ratio: a ratio near
 1 means the pipeline keeps up with training. `python -m launch.benchmark`
 gives the fuller picture (several representations, SIFT's cache, FLOP/s).
@@ -22,9 +22,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 import pipelines  # noqa: E402
+from benchmarks.rates import training_rates  # noqa: E402
 from keras_invert import config as config_lib  # noqa: E402
 from keras_invert import training  # noqa: E402
-from launch.benchmark import training_rates  # noqa: E402
 
 flags.DEFINE_string("representation", "hog", "Registered representation.")
 flags.DEFINE_integer("image_size", 256, "Input image side.")

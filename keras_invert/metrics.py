@@ -10,6 +10,7 @@ All functions take batches `[N, H, W, 3]` of images in [0, 1].
 - `luma_correlation`, `ssim`, `psnr`: structure and fidelity beside the error;
   HOG discards absolute brightness and colour, so structure measures tell how
   much of the layout came back even when colours do not.
+- `summarize`: all four image-space measures (`MEASURES`) at once.
 - `mean_image_baseline`: the same measures for predicting one constant image.
 
 Example:
@@ -138,10 +139,22 @@ def psnr(originals, reconstructions) -> float:
     return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
-def summarize(originals, reconstructions) -> dict[str, float]:
-    """All image-space measures of `reconstructions` against `originals`."""
+MEASURES = ("normalized_error", "luma_correlation", "ssim", "psnr")
+"""The keys of `summarize`, in its order."""
+
+
+def summarize(originals, reconstructions) -> dict[str, float | None]:
+    """All image-space measures (`MEASURES`) of `reconstructions` against `originals`.
+
+    One image has no normalised error (it needs pairs of images): its
+    `normalized_error` is None.
+    """
+    originals, reconstructions = _check_pair(originals, reconstructions)
+    normalized_error = None
+    if len(originals) > 1:
+        normalized_error = normalized_reconstruction_error(originals, reconstructions)
     return {
-        "normalized_error": normalized_reconstruction_error(originals, reconstructions),
+        "normalized_error": normalized_error,
         "luma_correlation": luma_correlation(originals, reconstructions),
         "ssim": ssim(originals, reconstructions),
         "psnr": psnr(originals, reconstructions),

@@ -17,7 +17,6 @@ is refused with an error that says which.
 
 from __future__ import annotations
 
-import json
 import os
 
 from absl import app, flags, logging
@@ -71,34 +70,14 @@ def warn_if_upsampled(paths, image_size: int) -> None:
             )  # fmt: skip
 
 
-def summarize(originals, reconstructions) -> dict:
-    """`metrics.summarize`; one photo has no normalised error (it needs pairs of photos)."""
-    from keras_invert import metrics
-
-    if len(originals) > 1:
-        return metrics.summarize(originals, reconstructions)
-    values = {"normalized_error": None}
-    for name in ("luma_correlation", "ssim", "psnr"):
-        values[name] = getattr(metrics, name)(originals, reconstructions)
-    return values
-
-
-def format_table(rows: dict[str, dict[str, float]]) -> str:
-    columns = ["normalized_error", "luma_correlation", "ssim", "psnr"]
-    lines = ["| | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    for name, values in rows.items():
-        cells = ["-" if values[c] is None else f"{values[c]:.3f}" for c in columns]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main(argv):
     del argv
     import numpy as np
 
     import keras_invert
     import pipelines
-    from keras_invert import images, metrics
+    from keras_invert import evaluation, files, images, metrics
+    from pipelines import baselines
 
     if FLAGS.images and FLAGS.data:
         raise app.UsageError("Give either --images or --data, not both.")
@@ -114,20 +93,15 @@ def main(argv):
     size = reconstructions.shape[1]
     originals = np.asarray(images.target(crops, size))
     write_grid(FLAGS.out, originals, reconstructions)
-    rows = {f"{representation} decoder": summarize(originals, reconstructions)}
-    training_mean = common.training_mean_image(FLAGS.model, image_size, size)
-    if training_mean is not None:
-        # The constant prediction the model could have learnt: its mean training photo.
-        prediction = np.broadcast_to(training_mean[0], originals.shape)
-        rows["mean training image"] = summarize(originals, prediction)
-    if len(paths) > 1:
-        # It has seen the evaluated photos themselves: a deliberately strong baseline.
-        rows["mean image (of these photos)"] = metrics.mean_image_baseline(originals)
+    training_mean = baselines.training_mean_image(FLAGS.model, image_size, size)
+    rows = evaluation.reconstruction_rows(
+        f"{representation} decoder", originals, reconstructions, training_mean
+    )
     print(f"\n{len(paths)} images, {representation}, reconstructions {size}x{size}: {FLAGS.out}\n")
-    print(format_table(rows))
+    table = [{"": name, **values} for name, values in rows.items()]
+    print(evaluation.format_table(table, ["", *metrics.MEASURES]))
     if FLAGS.metrics_out:
-        with open(FLAGS.metrics_out, "w") as file:
-            json.dump({"images": paths, "results": rows}, file, indent=2)
+        files.write_json(FLAGS.metrics_out, {"images": paths, "results": rows})
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Any Keras model as a representation: `from_keras` taps and `keras:PATH#LAYER` through
 the house (registry, training, export, evaluation)."""
 
+import functools
 import os
 
 import keras
@@ -83,7 +84,7 @@ def test_registry_resolves_keras_names(saved_network, monkeypatch):
 
 def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_photos):
     import pipelines
-    from launch import evaluate
+    from keras_invert import evaluation
 
     _, path = saved_network
     run = config_lib.TrainConfig(
@@ -112,8 +113,8 @@ def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_p
     for index, image in enumerate(images):
         files.append(str(tmp_path / f"photo{index}.png"))
         keras.utils.save_img(files[-1], image)
-    row, originals, reconstructions = evaluate.evaluate_decoder(
-        work_dir, keras_invert.load(work_dir), files
+    row, originals, reconstructions = evaluation.evaluate_decoder(
+        work_dir, keras_invert.load(work_dir), functools.partial(pipelines.load_images, files)
     )
     assert row["representation"] == run.representation and np.isfinite(row["feature_error"])
     # The row scores the model's reconstructions of the evaluation crops of the files.

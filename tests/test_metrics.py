@@ -135,3 +135,11 @@ def test_bad_inputs_name_the_problem():
         metrics.summarize(bad, _images(2))
     with pytest.raises(ValueError, match="two images"):
         metrics.mean_pairwise_distance(_images(1))
+
+
+def test_one_image_has_every_measure_but_the_normalized_error():
+    original, reconstruction = _images(1), _images(2)[1:]
+    values = metrics.summarize(original, reconstruction)
+    assert list(values) == list(metrics.MEASURES) and values["normalized_error"] is None
+    assert values["psnr"] == pytest.approx(metrics.psnr(original, reconstruction))
+    assert values["ssim"] == pytest.approx(metrics.ssim(original, reconstruction))

@@ -55,8 +55,6 @@ def run_script(capsys):
 
     def run(script, *arguments):
         with _alone(f"launch.{script}") as module:
-            if script == "benchmark":
-                module._define_flags()  # Defined only when run as a script.
             FLAGS.unparse_flags()
             capsys.readouterr()
             try:

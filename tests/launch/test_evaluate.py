@@ -103,7 +103,7 @@ def test_one_table_for_decoders_optimization_and_the_mean_image(models, tmp_path
 
 
 def test_small_reconstructions_are_resized_up_before_reencoding():
-    from launch import common
+    from keras_invert import evaluation
 
     seen = []
 
@@ -112,14 +112,14 @@ def test_small_reconstructions_are_resized_up_before_reencoding():
         return images.mean(axis=(1, 2))
 
     reconstructions = np.full((2, 16, 16, 3), 0.5, np.float32)
-    features, resized = common.reencode(encode, reconstructions, 24)
+    features, resized = evaluation.reencode(encode, reconstructions, 24)
     assert resized and seen == [(2, 24, 24, 3)]
     np.testing.assert_allclose(features, 127.5, rtol=1e-5)
-    assert not common.reencode(encode, np.zeros((1, 24, 24, 3)), 24)[1]
+    assert not evaluation.reencode(encode, np.zeros((1, 24, 24, 3)), 24)[1]
 
 
 def test_agreement_of_a_classifier_on_originals_and_reconstructions():
-    from launch import evaluate
+    from keras_invert import evaluation
 
     weights = np.random.default_rng(0).normal(size=(3, 10)).astype(np.float32)
 
@@ -128,11 +128,11 @@ def test_agreement_of_a_classifier_on_originals_and_reconstructions():
 
     rng = np.random.default_rng(1)
     images = rng.uniform(0, 255, (6, 16, 16, 3)).astype(np.float32)
-    same = evaluate.agreement(classify, images, images / 255.0)
+    same = evaluation.agreement(classify, images, images / 255.0)
     assert same == {"top1_agreement": 1.0, "top5_agreement": 1.0}
     # Reconstructions at another size are resized to the crops' first.
     other = rng.uniform(0, 1, (6, 8, 8, 3)).astype(np.float32)
-    result = evaluate.agreement(classify, images, other)
+    result = evaluation.agreement(classify, images, other)
     original = np.argmax(classify(images), axis=-1)
     import tensorflow as tf
 
@@ -146,8 +146,27 @@ def test_agreement_of_a_classifier_on_originals_and_reconstructions():
 
 
 def test_classifier_must_be_a_vector_of_class_scores():
-    from launch import evaluate
+    from keras_invert import evaluation
 
     for name in ("hog", "efficientnet-lite0/stage4"):
         with pytest.raises(ValueError, match="class scores"):
-            evaluate.make_classifier(name)
+            evaluation.make_classifier(name)
+
+
+def test_the_markdown_table_of_evaluate_and_of_reconstruct():
+    from keras_invert import evaluation
+
+    row = dict.fromkeys(evaluation.COLUMNS)
+    row.update(method="decoder runs/hog", representation="hog", image_size=64, psnr=12.34567)
+    lines = evaluation.format_table([row]).splitlines()
+    assert lines[0] == "| " + " | ".join(evaluation.COLUMNS) + " |"
+    assert lines[1] == "|" + "---|" * len(evaluation.COLUMNS)
+    assert lines[2].startswith("| decoder runs/hog | hog | 64 | - | - | - | 12.346 |")
+    # Named rows (launch.reconstruct): the name column has no title.
+    named = [{"": "hog decoder", "normalized_error": None, "psnr": 20.0}]
+    table = evaluation.format_table(named, ["", "normalized_error", "psnr"])
+    assert table.splitlines() == [
+        "| | normalized_error | psnr |",
+        "|---|---|---|",
+        "| hog decoder | - | 20.000 |",
+    ]

@@ -1,4 +1,4 @@
-"""launch.benchmark: tables and JSON of the pipeline/training throughput, and the FLOP count."""
+"""benchmarks.throughput (`launch.benchmark`): pipeline/training throughput, the FLOP count."""
 
 import json
 import math
@@ -15,7 +15,7 @@ def test_flops_count_each_layer_kind_by_hand():
     import keras
     from keras import layers
 
-    from launch import benchmark
+    from benchmarks import rates
 
     features = keras.Input((8, 8, 4))
     x = layers.Conv2D(6, 3, strides=2, padding="same")(features)  # -> 4x4x6
@@ -27,19 +27,19 @@ def test_flops_count_each_layer_kind_by_hand():
     conv = 2 * 4 * 4 * 3 * 3 * 4 * 6
     upconv = 2 * 4 * 4 * 4 * 4 * 6 * 5
     dense = 2 * 320 * 7
-    flops = benchmark.training_flops_per_image(model)
+    flops = rates.training_flops_per_image(model)
     assert flops["forward"] == conv + upconv + dense
     # The first layer reads the model input: no input gradient.
     assert flops["training"] == 2 * conv + 3 * (upconv + dense)
 
 
 def test_settings_reject_network_encoders_and_bad_counts():
-    from launch import benchmark
+    from benchmarks import throughput
 
     with pytest.raises(ValueError, match="feature representation"):
-        benchmark.BenchmarkSettings(representations=("alexnet/conv5",))
+        throughput.BenchmarkSettings(representations=("alexnet/conv5",))
     with pytest.raises(ValueError, match="rounds"):
-        benchmark.BenchmarkSettings(rounds=0)
+        throughput.BenchmarkSettings(rounds=0)
 
 
 def _summary_rows(printed):
@@ -65,14 +65,14 @@ def _check_report(path, names):
 
 
 def test_streaming_and_cached_representations_tiny_run(tmp_path, capsys):
-    from launch import benchmark
+    from benchmarks import throughput
 
-    settings = benchmark.BenchmarkSettings(
+    settings = throughput.BenchmarkSettings(
         representations=("lbp", "sift"), image_size=64, width=0.05, batch_size=4, steps=2,
         rounds=2, pipeline_batches=3, matmul_size=256,
     )  # fmt: skip
     path = tmp_path / "out" / "benchmark.json"
-    benchmark.run_benchmark(settings, cache_dir=str(tmp_path / "cache"), json_path=str(path))
+    throughput.run_benchmark(settings, cache_dir=str(tmp_path / "cache"), json_path=str(path))
     printed = capsys.readouterr().out
     assert "Estimated run time: about" in printed
     rows = _summary_rows(printed)

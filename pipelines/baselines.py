@@ -1,0 +1,63 @@
+"""The mean training image of a work dir: the constant prediction its model could learn.
+
+`keras_invert.evaluation` scores it beside the decoders (the "mean training
+image" rows of `launch.evaluate` and `launch.reconstruct`); reading the
+training photos is this module's part.
+
+Example:
+    >>> from pipelines import baselines
+    >>> mean, description = baselines.training_mean_image("runs/hog", 64, 64)
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from absl import logging
+
+from keras_invert import config as config_lib
+from keras_invert import images
+from pipelines import list_source_files, read_image
+
+
+def training_mean_image(model_path: str, image_size: int, size: int):
+    """The mean of a work dir's training targets: what a constant predictor could learn.
+
+    The photos are the model's own training data, the source and split in
+    its `config.json`, centre cropped at `image_size` and made targets of
+    side `size` (`keras_invert.images.target`), as the evaluated photos are.
+
+    Returns:
+        `(mean image [size, size, 3] in [0, 1], description)`, or None when
+        the training data is unknown (an export, which records none) or not
+        readable here (a TFDS source has no files to list; a folder that is
+        not on this machine), with a logged warning.
+    """
+    run = config_lib.load(model_path)
+    if run is None:
+        return None
+    try:
+        return _mean_target(run.data, run.train_split, image_size, size)
+    except (ValueError, OSError) as error:
+        logging.warning("No mean training image for %s: %s", model_path, error)
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def _mean_target(data: str, split: str, image_size: int, size: int):
+    """`training_mean_image` of a source: computed once for models trained on the same data."""
+    total, count = np.zeros((size, size, 3), np.float64), 0
+    for path in list_source_files(data, split):
+        try:
+            image = read_image(path)
+        except ValueError:
+            continue  # Training dropped it too (the pipelines skip undecodable photos).
+        total += images.target(images.center_crop(image, image_size), size).numpy()
+        count += 1
+    if not count:
+        raise ValueError(f"no photo of {data} (split {split}) decodes.")
+    mean = (total / count).astype(np.float32)
+    mean.flags.writeable = False  # Shared by every caller.
+    description = f"mean of {count} training photos ({data}, split {split})"
+    return mean, description
