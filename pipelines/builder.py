@@ -149,7 +149,7 @@ def build_dataset(
         seed: makes the whole stream reproducible (file order, crops, flips,
             order of cached crops); None: a random seed drawn now.
         cache_dir: when given, features of `crops_per_image` fixed crops per
-            photo are computed once and cached on disk here (see module doc).
+            photo are computed once and cached on disk here (see `pipelines.cache`).
         crops_per_image: crops per photo in the cache (training only).
         min_crop_scale: smallest crop side as a fraction of the short side, in (0, 1].
         color_jitter: strength of the random photometric change of training
@@ -173,8 +173,8 @@ def build_dataset(
             is then not the seeded order, see the module doc).
         cache_features: for a network encoder (`encode_in_model`, e.g.
             AlexNet) with `cache_dir`: cache and yield the frozen network's
-            features rather than the crops (see "Network features" in the
-            module doc). Train a bare decoder on them.
+            features rather than the crops (see "Network features" in
+            `pipelines.cache`). Train a bare decoder on them.
 
     Returns:
         A `tf.data.Dataset` of `(features, target)` for `model.fit`/`evaluate`.
