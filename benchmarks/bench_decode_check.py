@@ -3,10 +3,10 @@
     python -m benchmarks.bench_decode_check [--num_photos=400] [--repeats=3]
 
 Each listed file of a `samples` or `folder:` source is decoded once per
-process before the stream's positions are fixed (`pipelines.builder`, step
-1). Prints the seconds of a cold check (the remembered answers cleared) for
-the 29 bundled photos and for a temporary folder of 500x375 JPEGs cut from
-them (about the size of ImageNet photos), and of a warm one.
+process before the stream's positions are fixed (`pipelines.decode_check`).
+Prints the seconds of a cold check (the remembered answers cleared) for the
+29 bundled photos and for a temporary folder of 500x375 JPEGs cut from them
+(about the size of ImageNet photos), and of a warm one.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from pipelines import builder, sources  # noqa: E402
+from pipelines import decode_check, sources  # noqa: E402
 
 flags.DEFINE_integer("num_photos", 400, "JPEGs in the temporary folder.")
 flags.DEFINE_integer("repeats", 3, "Cold checks per source (all are printed).")
@@ -48,7 +48,7 @@ def _sample_files() -> list[str]:
 def _seconds(specs) -> float:
     start = time.perf_counter()
     for spec in specs:
-        builder._decodable(spec)
+        decode_check.decodable(spec)
     return time.perf_counter() - start
 
 
@@ -68,7 +68,7 @@ def main(argv):
             count = sum(len(spec.files) for spec in specs)
             cold = []
             for _ in range(FLAGS.repeats):
-                builder._DECODES.clear()
+                decode_check._DECODES.clear()
                 cold.append(_seconds(specs))
             warm = _seconds(specs)
             print(

@@ -154,7 +154,12 @@ class TrainConfig:
             )
         _check_loss(self)
         _check_execution(self)
-        _check_cache_features(self)
+        check_cache_features(
+            self.cache_features,
+            cache_dir=self.cache_dir,
+            autoencoder=self.autoencoder,
+            data_service=self.data_service,
+        )
         in_options = self.encoder_options.get("weights")
         if self.encoder_weights is not None and in_options not in (None, self.encoder_weights):
             raise ValueError(
@@ -197,17 +202,37 @@ def _check_execution(config: TrainConfig) -> None:
         )
 
 
-def _check_cache_features(config: TrainConfig) -> None:
-    """`cache_features` needs a cache and a fixed encoder computed in this process."""
-    if not isinstance(config.cache_features, bool):
-        raise ValueError(f"Expected a bool. Received: cache_features={config.cache_features!r}")
-    if not config.cache_features:
+def check_cache_features(
+    cache_features,
+    *,
+    cache_dir,
+    representation=None,
+    autoencoder: bool = False,
+    data_service: str | None = None,
+) -> None:
+    """The one rule for `cache_features`, of a run's config and of `pipelines.build_dataset`.
+
+    Cached features need a cache and a fixed network encoder computed in this
+    process. `representation`, a `registry.Representation`, is checked when
+    given (a `TrainConfig` names its representation, resolved later by
+    `training.check_config`).
+    """
+    if not isinstance(cache_features, bool):
+        raise ValueError(f"Expected a bool. Received: cache_features={cache_features!r}")
+    if not cache_features:
         return
+    if representation is not None and not representation.encode_in_model:
+        raise ValueError(
+            "cache_features applies to network encoders (alexnet/..., efficientnet-lite0/..., "
+            "keras:...), whose caches otherwise hold crops; other caches always hold "
+            f"features. Received: representation={representation.name!r}"
+        )
+    values = {"cache_dir": cache_dir, "autoencoder": autoencoder, "data_service": data_service}
     conflicts = {
-        "cache_dir": (config.cache_dir is None, "the features are computed once, into it"),
-        "autoencoder": (config.autoencoder, "a trained encoder's features change every step"),
+        "cache_dir": (cache_dir is None, "the features are computed once, into it"),
+        "autoencoder": (autoencoder, "a trained encoder's features change every step"),
         "data_service": (
-            config.data_service is not None,
+            data_service is not None,
             "the cached features are read here, not made by the service",
         ),
     }
@@ -215,7 +240,7 @@ def _check_cache_features(config: TrainConfig) -> None:
         if conflict:
             raise ValueError(
                 f"cache_features needs {'a' if name == 'cache_dir' else 'no'} {name}: {why}. "
-                f"Received: {name}={getattr(config, name)!r}"
+                f"Received: {name}={values[name]!r}"
             )
 
 

@@ -84,13 +84,10 @@ def check_config(config: TrainConfig) -> registry.Representation:
             "efficientnet-lite0/..., keras:...). "
             f"Received: representation={config.representation!r}"
         )
+    config_lib.check_cache_features(
+        config.cache_features, cache_dir=config.cache_dir, representation=representation
+    )
     if config.cache_features:
-        if not representation.encode_in_model:
-            raise ValueError(
-                "cache_features applies to network encoders (alexnet/..., efficientnet-lite0/..., "
-                "keras:...); the caches of other representations always hold features. "
-                f"Received: representation={config.representation!r}"
-            )
         weights = config_lib.encoder_options(config).get("weights")
         if representation.random_without_weights and weights is None:
             raise ValueError(

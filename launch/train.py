@@ -248,25 +248,7 @@ def main(argv):
     )
 
     def dataset_from(shard):
-        # The same seed on resume: the stream continues at the shard's batch
-        # `start_step`, exactly as the uninterrupted run would have read it.
-        return pipelines.build_dataset(
-            run.data,
-            run.train_split,
-            batch_size=shard.batch_size,
-            training=True,
-            seed=run.seed,
-            cache_dir=cache_dir,
-            crops_per_image=run.crops_per_image,
-            min_crop_scale=run.min_crop_scale,
-            color_jitter=run.color_jitter,
-            start_step=shard.start_step,
-            num_shards=shard.num_shards,
-            shard_index=shard.shard_index,
-            data_service=run.data_service,
-            cache_features=run.cache_features,
-            **options,
-        )
+        return pipelines.training_dataset(run, shard, cache_dir=cache_dir)
 
     sample_batch = None
     if run.summary_images and chief:

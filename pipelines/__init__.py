@@ -1,11 +1,15 @@
 """tf.data input pipelines of keras_invert: sources, per-example ops, one builder.
 
 - `build_dataset`: a source split -> `(features, target)` batches for `model.fit`
-  (see `pipelines.builder` for the step order, randomness and the cache). The
+  (see `pipelines.builder` for the step order and randomness, and the modules
+  of its parts: `dataset_config`, `decode_check`, `stream`, `ops`, `cache`). The
   stream is a function of element position, so `start_step` (resume),
   `num_shards`/`shard_index` (one pipeline per tf.distribute worker) are
   exact and cheap, and `data_service` runs the work on a tf.data service
   (`launch.data_service`).
+- `DatasetConfig`: `build_dataset`'s arguments, validated, defaults resolved.
+- `training_dataset`: a run's training stream for one input shard, from its
+  `TrainConfig` (what `keras_invert.training.train` takes).
 - `load_images`: centre crops of image files as a numpy batch, for the
   reconstruct and evaluate scripts; `read_image`: one file decoded, with an
   error that says whether it is missing, a folder or not an image.
@@ -19,14 +23,19 @@ Example:
     ...                         image_size=128, batch_size=8, seed=0)
 """
 
-from pipelines.builder import build_dataset, load_images, read_image
+from pipelines.builder import build_dataset
+from pipelines.dataset_config import DatasetConfig
+from pipelines.photos import load_images, read_image
 from pipelines.sources import SAMPLE_PHOTOS, SAMPLE_TEST_PHOTOS, list_source_files
+from pipelines.training_data import training_dataset
 
 __all__ = [
     "SAMPLE_PHOTOS",
     "SAMPLE_TEST_PHOTOS",
+    "DatasetConfig",
     "build_dataset",
     "list_source_files",
     "load_images",
     "read_image",
+    "training_dataset",
 ]

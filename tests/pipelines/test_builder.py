@@ -91,7 +91,7 @@ def test_a_source_where_no_file_decodes_fails_naming_the_files(tmp_path, encode_
 
 @pytest.mark.parametrize("image_format", ["JPEG", "PNG", "GIF", "BMP", "WEBP"])
 def test_large_sources_check_the_first_and_last_bytes(tmp_path, encode_image, image_format):
-    from pipelines import builder
+    from pipelines import decode_check
 
     array = np.random.default_rng(0).integers(0, 256, (40, 48, 3), np.uint8)
     data = encode_image(array, image_format)
@@ -99,21 +99,23 @@ def test_large_sources_check_the_first_and_last_bytes(tmp_path, encode_image, im
     for name, contents in [("whole", data), ("cut", data[: len(data) * 2 // 3]), ("empty", b"")]:
         paths[name] = tmp_path / f"{name}.{image_format.lower()}"
         paths[name].write_bytes(contents)
-    assert builder._complete(str(paths["whole"])) and builder._decodes(str(paths["whole"]))
-    assert not builder._complete(str(paths["cut"])) and not builder._decodes(str(paths["cut"]))
-    assert not builder._complete(str(paths["empty"]))
+    assert decode_check.complete(str(paths["whole"])) and decode_check.decodes(str(paths["whole"]))
+    assert not decode_check.complete(str(paths["cut"])) and not decode_check.decodes(
+        str(paths["cut"])
+    )
+    assert not decode_check.complete(str(paths["empty"]))
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
-    assert not builder._complete(str(text))
+    assert not decode_check.complete(str(text))
 
 
 def test_a_source_above_the_full_check_limit_is_checked_by_its_bytes(
     tmp_path, encode_image, monkeypatch
 ):
-    from pipelines import builder
+    from pipelines import decode_check
 
-    monkeypatch.setattr(builder, "FULL_DECODE_CHECK_LIMIT", 1)
-    monkeypatch.setattr(builder, "_decodes", None)  # Never called above the limit.
+    monkeypatch.setattr(decode_check, "FULL_DECODE_CHECK_LIMIT", 1)
+    monkeypatch.setattr(decode_check, "decodes", None)  # Never called above the limit.
     jpeg = encode_image(np.full((32, 32, 3), 100, np.uint8), "JPEG")
     for name in ("train/a.jpg", "train/b.jpg", "test/c.jpg"):
         (tmp_path / name).parent.mkdir(exist_ok=True)

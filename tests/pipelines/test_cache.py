@@ -190,7 +190,7 @@ def test_cache_features_needs_a_network_and_a_cache_dir(small_folder, cache_dir,
 
 
 def test_network_features_run_on_the_first_gpu_else_the_cpu(monkeypatch):
-    from pipelines import builder
+    from pipelines import cache
 
     class Device:
         def __init__(self, name):
@@ -201,4 +201,4 @@ def test_network_features_run_on_the_first_gpu_else_the_cpu(monkeypatch):
         monkeypatch.setattr(
             tf.config, "list_logical_devices", lambda kind, d=devices: d if kind == "GPU" else []
         )
-        assert builder._network_device() == expected
+        assert cache.network_device() == expected

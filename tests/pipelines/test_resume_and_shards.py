@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_invert import registry
-from pipelines import build_dataset, builder
+from pipelines import build_dataset, cache, sources
 
 
 def _batches(dataset, count=-1):
@@ -36,7 +36,7 @@ def build(request, small_folder, tmp_path, fake_numpy, monkeypatch):
     """`build(**overrides)` on the 4 training photos: seeded, batch 3, each path."""
     if request.param == "cached_streamed":
         # A cache "too large for memory": read through the shuffle buffer.
-        monkeypatch.setattr(builder, "_CACHE_IN_MEMORY_BYTES", 0)
+        monkeypatch.setattr(cache, "CACHE_IN_MEMORY_BYTES", 0)
     options = dict(
         representation=fake_numpy.representation,
         image_size=16,
@@ -127,11 +127,11 @@ def test_data_service_refuses_what_its_workers_cannot_run(small_folder, tmp_path
 
 def test_sift_backend_is_part_of_the_cache_key(monkeypatch):
     representation = registry.get("sift")
-    source = builder.sources.resolve("samples", "train")
+    source = sources.resolve("samples", "train")
 
     def key(encoder_options):
         options = registry.resolved_encoder_options(representation, encoder_options)
-        return builder._cache_key(representation, options, 32, source, True, 2, 0.5, 0)
+        return cache.cache_key(representation, options, 32, source, True, 2, 0.5, 0)
 
     monkeypatch.setattr(registry, "default_sift_backend", lambda: "vlfeat")
     on_vlfeat = key({})
