@@ -17,8 +17,6 @@ is refused with an error that says which.
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags, logging
 
 from launch import common
@@ -30,26 +28,6 @@ flags.DEFINE_string("data", None, "A pipeline source instead of --images, e.g. '
 flags.DEFINE_string("split", "test", "Split of --data.")
 flags.DEFINE_string("out", "reconstructions.png", "Output PNG grid.")
 flags.DEFINE_string("metrics_out", None, "Optional JSON file for the figures.")
-
-
-def write_grid(path: str, originals, reconstructions, labels=("original", "reconstruction")):
-    """Writes rows of `original | reconstruction` (floats in [0, 1]) as a PNG."""
-    import cv2
-    import numpy as np
-
-    size = originals.shape[1]
-    header = np.full((24, 2 * size, 3), 255, np.uint8)
-    for column, label in enumerate(labels):
-        cv2.putText(
-            header, label, (column * size + 4, 17), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1
-        )
-    rows = [np.concatenate([o, r], axis=1) for o, r in zip(originals, reconstructions, strict=True)]
-    grid = np.concatenate(
-        [header, (np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)], axis=0
-    )
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if not cv2.imwrite(path, cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise ValueError(f"Could not write the PNG. Received: out={path!r}")
 
 
 def warn_if_upsampled(paths, image_size: int) -> None:
@@ -76,7 +54,7 @@ def main(argv):
 
     import keras_invert
     import pipelines
-    from keras_invert import evaluation, files, images, metrics
+    from keras_invert import evaluation, figures, files, images, metrics
     from pipelines import baselines
 
     if FLAGS.images and FLAGS.data:
@@ -92,7 +70,10 @@ def main(argv):
     reconstructions = model.reconstruct(crops)
     size = reconstructions.shape[1]
     originals = np.asarray(images.target(crops, size))
-    write_grid(FLAGS.out, originals, reconstructions)
+    pairs = [list(pair) for pair in zip(originals, reconstructions, strict=True)]
+    labels = ["original", "reconstruction"]
+    grid = figures.figure(pairs, column_labels=labels, spacing=0, header_height=24)
+    figures.save_png(FLAGS.out, grid)
     training_mean = baselines.training_mean_image(FLAGS.model, image_size, size)
     rows = evaluation.reconstruction_rows(
         f"{representation} decoder", originals, reconstructions, training_mean

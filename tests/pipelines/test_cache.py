@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_invert import files
 from pipelines import build_dataset
 
 
@@ -27,6 +28,9 @@ def _build(folder, representation, cache_dir, **overrides):
 def _examples(dataset):
     batches = [(features.numpy(), target.numpy()) for features, target in dataset]
     return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+PARTIAL = files.PARTIAL_PREFIX  # How a build killed mid-way names its folder.
 
 
 def _folders(cache_dir):
@@ -68,7 +72,7 @@ def test_changed_parameters_use_another_cache(small_folder, cache_dir, make_fake
     _build(small_folder, fake.representation, cache_dir, seed=4)
     _build(small_folder, fake.representation, cache_dir, encoder_options={"scale": 2.0})
     folders = _folders(cache_dir)
-    assert len(folders) == 4 and not any(".tmp-" in name for name in folders)
+    assert len(folders) == 4 and not any(name.startswith(PARTIAL) for name in folders)
 
 
 def test_evaluation_cache_holds_one_centre_crop_per_photo(small_folder, cache_dir, make_fake):
@@ -95,7 +99,7 @@ def test_failed_build_leaves_no_cache_and_a_later_build_succeeds(
     assert _folders(cache_dir) == []  # Neither a final nor a temporary folder.
 
     # A build killed with SIGKILL leaves its temporary folder and tf.data lockfile.
-    stale = cache_dir / "stale.tmp-0123456789ab"
+    stale = cache_dir / f"{PARTIAL}12345-0123456789ab-stale"
     stale.mkdir(parents=True)
     (stale / "data_0.lockfile").write_text("")
     (stale / "data_0.data-00000-of-00001.tempstate").write_bytes(b"\x00" * 64)
@@ -103,7 +107,7 @@ def test_failed_build_leaves_no_cache_and_a_later_build_succeeds(
     working = make_fake()
     features, _ = _examples(_build(small_folder, working.representation, cache_dir))
     assert features.shape == (12, 4, 4, 3)
-    assert len([name for name in _folders(cache_dir) if ".tmp-" not in name]) == 1
+    assert len([name for name in _folders(cache_dir) if not name.startswith(PARTIAL)]) == 1
 
 
 def test_partly_read_dataset_keeps_the_complete_cache(small_folder, cache_dir, make_fake):
