@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_invert import vlfeat
 from keras_invert.features.hog import HOG, hog, hog_output_size
 
-MAX_ABS_TOLERANCE = 5e-3
+MAX_ABS_TOLERANCE = 1e-4
 MEAN_ABS_TOLERANCE = 1e-5
 
 
