@@ -1,4 +1,4 @@
-"""Input checks shared by the TensorFlow feature ops."""
+"""Input checks and compiler-proof rounding shared by the TensorFlow feature ops."""
 
 from __future__ import annotations
 
