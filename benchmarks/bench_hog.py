@@ -34,14 +34,14 @@ def main(argv):
     xla = tf.function(hog, jit_compile=True)
     rows = [
         (
-            "TF batched (XLA, as in the pipelines)",
+            "TF batched (XLA, as in the pipelines and exports)",
             FLAGS.batch_size / best_time(lambda: xla(tensor).numpy(), FLAGS.repeats),
         )
     ]
     graph = tf.function(hog)
     rows.append(
         (
-            "TF batched (graph, as in SavedModels)",
+            "TF batched (graph, no XLA)",
             FLAGS.batch_size / best_time(lambda: graph(tensor).numpy(), FLAGS.repeats),
         )
     )

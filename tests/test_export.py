@@ -281,3 +281,36 @@ def test_non_finite_images_and_empty_batches(served, sift_exports):
         for signature, key, batch in calls:
             output = model.signatures[signature](**{key: batch})["reconstruction"]
             assert output.shape == (0, size, size, 3), (name, signature)
+
+
+def test_served_features_equal_vlfeat_on_0_255_and_0_1_pixels(real_photos, tmp_path):
+    """HOG (XLA-compiled in the export) and LBP in the image signatures, as VLFeat computes them.
+
+    A pass-through "decoder" makes the reconstruction the features themselves (HOG
+    and LBP values lie in [0, 1], so the output clip keeps them); the batch and image
+    sizes are unknown when the signatures are traced, and the photos are already at
+    the image size, so the centre crop keeps them as they are.
+    """
+    import keras
+
+    from keras_invert import registry
+
+    photos = np.stack([real_photos[name][:64, :64] for name in ("astronaut", "coffee", "rocket")])
+    references = {
+        "hog": vlfeat.hog,
+        "lbp": lambda image: vlfeat.lbp(tf.image.rgb_to_grayscale(image)[..., 0].numpy(), 16),
+    }
+    for name, reference in references.items():
+        inputs = keras.Input(registry.get(name).feature_shape(64))
+        identity = keras.Model(inputs, keras.layers.Identity()(inputs))
+        path = export.export_saved_model(identity, name, str(tmp_path / name), image_size=64)
+        signatures = tf.saved_model.load(path).signatures
+        for signature, batch in [
+            ("serving_default", photos),
+            ("serve_float", photos.astype(np.float32)),
+            ("serve_float", photos.astype(np.float32) / np.float32(255)),
+        ]:
+            served = signatures[signature](images=tf.constant(batch))["reconstruction"].numpy()
+            expected = np.stack([reference(image.astype(np.float32)) for image in batch])
+            assert np.abs(served - expected).max() <= 1e-4, (name, signature, batch.max())
+            assert expected.max() > 0.1

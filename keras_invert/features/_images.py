@@ -1,7 +1,8 @@
-"""Input checks shared by the TensorFlow feature ops."""
+"""Input checks and compiler-proof rounding shared by the TensorFlow feature ops."""
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from keras_invert.images import check_finite
@@ -25,3 +26,16 @@ def as_image_batch(images: tf.Tensor) -> tuple[tf.Tensor, bool]:
         )
     images = check_finite(images)
     return (images if rank == 4 else images[tf.newaxis]), rank == 3
+
+
+def rounded(products: tf.Tensor) -> tf.Tensor:
+    """`products`, kept rounded to float32 when XLA compiles the sum they feed.
+
+    XLA contracts `a * b + c` into a fused multiply-add, which skips the
+    rounding of the product: a different last bit, enough to flip a
+    comparison of nearly equal values (an LBP neighbour against its centre, a
+    HOG colour channel or orientation against another). A select that maps
+    NaN to NaN changes nothing, but the compiler cannot see through it, so
+    the products stay rounded as in plain TensorFlow ops and in VLFeat's C.
+    """
+    return tf.where(tf.math.is_nan(products), tf.constant(np.nan, products.dtype), products)

@@ -65,7 +65,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_invert.features._images import as_image_batch
+from keras_invert.features._images import as_image_batch, rounded
 
 LBP_NUM_BINS = 58
 _NORM_EPSILON = 1e-10  # Added to sqrt(sum) per cell, as VLFeat.
@@ -137,14 +137,11 @@ def _segment_ids(gray: tf.Tensor, cell_size: int) -> tf.Tensor:
 def _gray_fused(images: tf.Tensor) -> tf.Tensor:
     """`[N, H, W, 3]` -> `[N, H, W]`, bit-identical to `tf.image.rgb_to_grayscale` under XLA.
 
-    `rgb_to_grayscale` rounds each product and sums left to right. XLA would
-    contract products and sums into fused multiply-adds (different rounding in
-    ~20% of the pixels, enough to flip comparisons of nearly equal neighbours);
-    a select on each product, which the compiler cannot remove (it changes NaN
-    to NaN, but the compiler does not know that), keeps the products rounded.
+    `rgb_to_grayscale` rounds each product and sums left to right; `rounded`
+    keeps XLA from fusing them into multiply-adds (different rounding in ~20%
+    of the pixels, enough to flip comparisons of nearly equal neighbours).
     """
-    products = images * tf.constant(_LUMA_WEIGHTS, tf.float32)
-    products = tf.where(tf.math.is_nan(products), tf.constant(np.nan, tf.float32), products)
+    products = rounded(images * tf.constant(_LUMA_WEIGHTS, tf.float32))
     return (products[..., 0] + products[..., 1]) + products[..., 2]
 
 

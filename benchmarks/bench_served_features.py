@@ -1,0 +1,126 @@
+"""HOG and LBP images/s where users run them: the pipelines, the SavedModel, against VLFeat.
+
+    python -m benchmarks.bench_served_features [--batch_size=64] [--image_size=256] [--repeats=5]
+
+For each representation, on the same crops of the bundled photos:
+- the pipelines: the encoder function `pipelines.builder` maps over batches;
+- served: the image signatures of an export (`keras_invert.export`) loaded with
+  `tf.saved_model.load`, whose decoder passes the features through, so the time
+  is the signature's centre crop plus the features (sizes unknown when traced);
+- the signature's centre crop alone (`keras_invert.images.prepare`, an
+  antialiased resize even at the same size), to tell the features' share;
+- VLFeat's C code, one image at a time on one core (its API is per image).
+Prints images/s, the ratio to VLFeat measured in the same run, and the largest
+difference of the served features to VLFeat on 0..255 and on 0..1 pixels.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+from benchmarks.common import best_time, photo_crops  # noqa: E402
+from keras_invert import export, registry, vlfeat  # noqa: E402
+from keras_invert.images import prepare  # noqa: E402
+from pipelines.builder import _batch_encoder  # noqa: E402
+
+flags.DEFINE_integer("batch_size", 64, "Images per TF call.")
+flags.DEFINE_integer("image_size", 256, "Square image side.")
+flags.DEFINE_integer("repeats", 5, "Timed repetitions (best is reported).")
+flags.DEFINE_list("representations", ["hog", "lbp"], "Representations to measure.")
+FLAGS = flags.FLAGS
+
+
+def _vlfeat(name: str):
+    """VLFeat's feature of one image, and the input it takes (LBP: the gray image)."""
+    if name == "hog":
+        return vlfeat.hog, lambda batch: batch
+    return (
+        lambda gray: vlfeat.lbp(gray, 16),
+        lambda batch: tf.image.rgb_to_grayscale(batch)[..., 0].numpy(),
+    )
+
+
+def _served(name: str, image_size: int, directory: str):
+    """The image signatures of an export whose decoder returns the features themselves."""
+    inputs = keras.Input(registry.get(name).feature_shape(image_size))
+    identity = keras.Model(inputs, keras.layers.Identity()(inputs))
+    path = export.export_saved_model(identity, name, directory, image_size=image_size)
+    return tf.saved_model.load(path).signatures
+
+
+def _rows(name: str, images: np.ndarray, directory: str):
+    spec = registry.get(name)
+    feature_shape = spec.feature_shape(FLAGS.image_size)
+    encode = _batch_encoder(spec, {}, feature_shape)
+    # The graph function tf.data maps (timed outside tf.data, whose prefetching
+    # would hide it from a best-of-N timing).
+    pipeline = tf.function(encode)
+    batch = tf.constant(images)
+    signatures = _served(name, FLAGS.image_size, directory)
+    as_uint8 = tf.constant(images.astype(np.uint8))
+    as_float = tf.constant(images)
+
+    def serve(signature, batch):
+        return signatures[signature](images=batch)["reconstruction"].numpy()
+
+    crop = tf.function(
+        lambda batch: prepare(batch, FLAGS.image_size),
+        input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8)],
+    )
+    seconds = {
+        "pipelines (the builder's batch encoder)": best_time(
+            lambda: pipeline(batch).numpy(), FLAGS.repeats
+        ),
+        "served crop alone (images.prepare, uint8)": best_time(
+            lambda: crop(as_uint8).numpy(), FLAGS.repeats
+        ),
+        "served, serving_default (uint8)": best_time(
+            lambda: serve("serving_default", as_uint8), FLAGS.repeats
+        ),
+        "served, serve_float": best_time(lambda: serve("serve_float", as_float), FLAGS.repeats),
+    }
+    reference, vlfeat_input = _vlfeat(name)
+    if not vlfeat.is_available():
+        return seconds, None, "VLFeat not installed"
+    # Timed on its own input (LBP's gray conversion is not counted).
+    inputs = vlfeat_input(images)
+    vlfeat_seconds = best_time(lambda: [reference(image) for image in inputs], FLAGS.repeats)
+    differences = []
+    for batch in (images, images / np.float32(255)):
+        expected = np.stack([reference(image) for image in vlfeat_input(batch)])
+        differences.append(np.abs(serve("serve_float", tf.constant(batch)) - expected).max())
+    parity = f"served max abs diff: 0..255 {differences[0]:.1e}, 0..1 {differences[1]:.1e}"
+    return seconds, vlfeat_seconds, parity
+
+
+def main(argv):
+    del argv
+    images = np.round(photo_crops(FLAGS.batch_size, FLAGS.image_size))
+    print(
+        f"\n{FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, "
+        f"{os.cpu_count()} CPU cores, TF {tf.__version__}"
+    )
+    with tempfile.TemporaryDirectory() as directory:
+        for name in FLAGS.representations:
+            seconds, vlfeat_seconds, parity = _rows(name, images, os.path.join(directory, name))
+            print(f"\n{name.upper()}: {parity}")
+            print("| implementation | images/s | ms/image | x VLFeat |")
+            print("|---|---|---|---|")
+            if vlfeat_seconds is not None:
+                seconds["VLFeat C, per image (1 core)"] = vlfeat_seconds
+            for row, time in seconds.items():
+                rate = FLAGS.batch_size / time
+                ratio = "" if vlfeat_seconds is None else f"{vlfeat_seconds / time:.2f}"
+                print(f"| {row} | {rate:.0f} | {1000 / rate:.2f} | {ratio} |")
+
+
+if __name__ == "__main__":
+    app.run(main)
