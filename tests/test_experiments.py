@@ -16,7 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class TinyModel:
-    """HOG and an untrained width-0.125 decoder: the interface of a loaded `keras_invert.load` model."""
+    """HOG and an untrained width-0.125 decoder, with the interface `keras_invert.load` gives."""
 
     representation = "hog"
     image_size = output_size = 64
