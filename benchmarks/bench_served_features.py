@@ -29,7 +29,6 @@ from absl import app, flags  # noqa: E402
 from benchmarks.common import best_time, photo_crops  # noqa: E402
 from keras_invert import export, registry, vlfeat  # noqa: E402
 from keras_invert.images import prepare  # noqa: E402
-from pipelines.builder import _batch_encoder  # noqa: E402
 
 flags.DEFINE_integer("batch_size", 64, "Images per TF call.")
 flags.DEFINE_integer("image_size", 256, "Square image side.")
@@ -58,8 +57,7 @@ def _served(name: str, image_size: int, directory: str):
 
 def _rows(name: str, images: np.ndarray, directory: str):
     spec = registry.get(name)
-    feature_shape = spec.feature_shape(FLAGS.image_size)
-    encode = _batch_encoder(spec, {}, feature_shape)
+    encode = spec.batch_encoder()
     # The graph function tf.data maps (timed outside tf.data, whose prefetching
     # would hide it from a best-of-N timing).
     pipeline = tf.function(encode)

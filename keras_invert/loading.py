@@ -159,7 +159,7 @@ def _load_work_dir(path: str, run) -> TrainedModel:
         encoder = _Lazy(lambda: network.encoder)
         decoder, source = network.decoder, "model"
     else:
-        encoder = _Lazy(lambda: representation.make_encoder(**options))
+        encoder = _Lazy(lambda: representation.batch_encoder(**options))
         decoder, source = network, "registry"
     return TrainedModel(
         encode=lambda crops: _call_encoder(encoder(), crops),
@@ -206,7 +206,7 @@ def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
         reconstruct, source = None, "registry"
     # The recorded options (SIFT: the backend its decoder was trained on).
     options = export.client_encoder_options(metadata, encoder_options)
-    encoder = _Lazy(lambda: representation.make_encoder(**options))
+    encoder = _Lazy(lambda: representation.batch_encoder(**options))
     return TrainedModel(
         encode=lambda crops: _call_encoder(encoder(), crops),
         decode=decode,

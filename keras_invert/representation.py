@@ -34,8 +34,9 @@ class Representation:
             `images -> encoder -> decoder` (`keras_invert.reconstructor`), on
             the accelerator and optionally trained jointly (autoencoder).
             The pipeline then yields the crops themselves as "features".
-        jit_compile: input pipelines compile `encode` with XLA (much faster
-            on CPUs for fused elementwise feature ops such as HOG).
+        jit_compile: `batch_encoder` compiles `encode` with XLA (much faster
+            on CPUs for fused elementwise feature ops such as HOG); only for
+            encoders without variables (plain functions, not Keras layers).
         random_without_weights: True when `make_encoder()` without a
             `weights` option draws random weights (AlexNet): such an encoder
             cannot be built again identically, so its features are not cached.
@@ -52,6 +53,21 @@ class Representation:
     encode_in_model: bool = False
     jit_compile: bool = False
     random_without_weights: bool = False
+
+    def batch_encoder(self, **encoder_options) -> Callable:
+        """`make_encoder(**encoder_options)` as batches are encoded: with XLA where `jit_compile`.
+
+        The input pipelines, the export's image signatures and
+        `keras_invert.load` all encode through this, so training, serving and
+        evaluation run the same compiled ops (exact to the plain ones:
+        docs/reference.md, HOG).
+        """
+        encode = self.make_encoder(**encoder_options)
+        if not self.jit_compile:
+            return encode
+        import tensorflow as tf
+
+        return tf.function(encode, jit_compile=True)
 
     def build_decoder(
         self, image_size: int | None = None, *, width: float = 1.0, negative_slope: float = 0.2

@@ -344,11 +344,7 @@ def _batch_encoder(representation, encoder_options: dict, feature_shape: tuple):
     """`images [B, S, S, 3] -> features [B, *feature_shape]`, in the graph or via numpy."""
     if representation.encode_in_model:
         return lambda images: images
-    encode = representation.make_encoder(**encoder_options)
-    if representation.jit_compile:
-        # XLA fuses the feature op into a few loops: HOG runs ~15x faster on a CPU.
-        encode = tf.function(encode, jit_compile=True)
-
+    encode = representation.batch_encoder(**encoder_options)
     if representation.in_graph:
 
         def features(images):
