@@ -22,8 +22,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from absl import app, flags  # noqa: E402
 
 import pipelines  # noqa: E402
+from keras_invert import building  # noqa: E402
 from keras_invert import config as config_lib  # noqa: E402
-from keras_invert import training  # noqa: E402
 from launch.benchmark import training_rates  # noqa: E402
 
 flags.DEFINE_string("representation", "hog", "Registered representation.")
@@ -54,7 +54,7 @@ def main(argv):
         training=True,
         seed=0,
     )
-    model = training.build_model(run)
+    model = building.build_model(run)
     figures = training_rates(
         model,
         dataset,

@@ -72,6 +72,7 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
 
     from keras_invert import config as config_lib
     from keras_invert import distribute, training
+    from keras_invert.checkpoints import Checkpoints, optimizer_step
 
     run = config_lib.TrainConfig(
         representation="hog", image_size=64, width=0.05, batch_size=4, steps=2,
@@ -120,8 +121,8 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
         assert isinstance(strategy, tf.distribute.MirroredStrategy)
         assert shards == [distribute.InputShard(batch_size=4)]
         assert type(model.trainable_variables[0].value).__name__ == "MirroredVariable"
-        assert training.optimizer_step(model) == 2
-        assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [2]
+        assert optimizer_step(model) == 2
+        assert Checkpoints(str(tmp_path / "checkpoints")).steps() == [2]
         # Two steps' crops, and prefetched ones: all of the seeded stream.
         assert set(range(8)) <= positions() <= set(range(64))
 
@@ -198,6 +199,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras, numpy as np
 import pipelines
 from keras_invert import config as config_lib, distribute, registry, training
+from keras_invert.checkpoints import optimizer_step
 from launch import data_service
 
 run = config_lib.TrainConfig(
@@ -287,7 +289,7 @@ model = training.train(run, dataset_function, work, strategy=strategy, callbacks
                        verbose=0)
 result.update(
     positions=positions(), shards=list(shards), losses=record.values,
-    tasks=worker._num_tasks() - tasks_before, steps=training.optimizer_step(model),
+    tasks=worker._num_tasks() - tasks_before, steps=optimizer_step(model),
     checkpoints=sorted(os.listdir(os.path.join(work, "checkpoints"))),
     final=os.path.isfile(os.path.join(work, "model.keras")),
     variable=type(model.trainable_variables[0].value).__name__,
