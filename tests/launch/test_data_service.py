@@ -12,8 +12,7 @@ import pytest
 
 from keras_invert import registry
 from keras_invert.features import hog
-from launch import data_service
-from pipelines import build_dataset
+from pipelines import build_dataset, service
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPTIONS = dict(representation="hog", image_size=32, batch_size=4, seed=3)
@@ -44,8 +43,8 @@ def _check_served(address, local_targets):
 
 
 def test_in_process_servers_serve_the_seeded_stream():
-    dispatcher = data_service.start_dispatcher()
-    worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+    dispatcher = service.start_dispatcher()
+    worker = service.start_worker(dispatcher.target, heartbeat_ms=200)
     try:
         _check_served(dispatcher.target, _local_targets())
     finally:
@@ -90,8 +89,8 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
         received.append(target.numpy())
         return target
 
-    dispatcher = data_service.start_dispatcher()
-    worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+    dispatcher = service.start_dispatcher()
+    worker = service.start_worker(dispatcher.target, heartbeat_ms=200)
 
     def dataset_function(shard):
         shards.append(shard)
@@ -200,16 +199,16 @@ import keras, numpy as np
 import pipelines
 from keras_invert import config as config_lib, distribute, registry, training
 from keras_invert.checkpoints import optimizer_step
-from launch import data_service
+from pipelines import service
 
 run = config_lib.TrainConfig(
     representation="hog", image_size=64, width=0.05, batch_size=4, steps=4,
     steps_per_epoch=2, learning_rate=1e-3, summary_images=0, seed=0,
     strategy="mirrored",
 )
-dispatcher = data_service.start_dispatcher()
+dispatcher = service.start_dispatcher()
 run = config_lib.replace(run, data_service=dispatcher.target)
-worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+worker = service.start_worker(dispatcher.target, heartbeat_ms=200)
 shards, received = [], []
 
 
