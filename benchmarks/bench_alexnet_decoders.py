@@ -63,8 +63,8 @@ def _cached_rate(name, run_fields, work_dir) -> tuple[float, float]:
     """`(cache build images/s, training images/s)` of `--cache_features` on the bundled photos."""
     import pipelines
     from benchmarks.rates import training_rates
+    from keras_invert import building
     from keras_invert import config as config_lib
-    from keras_invert import training
     from keras_invert.encoders import alexnet
 
     weights = os.path.join(work_dir, "random.weights.h5")
@@ -82,7 +82,7 @@ def _cached_rate(name, run_fields, work_dir) -> tuple[float, float]:
     )  # fmt: skip
     built = time.perf_counter() - start
     count = len(pipelines.list_source_files("samples", "train")) * FLAGS.crops_per_image
-    model = training.build_model(run)
+    model = building.build_model(run)
     # Alternated rounds against one batch held in memory: the machine's drift
     # (2 shared cores here) hits both feeds alike.
     figures = training_rates(
@@ -108,8 +108,8 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
+    from keras_invert import building, registry
     from keras_invert import config as config_lib
-    from keras_invert import registry, training
     from keras_invert.encoders import ALEXNET_LAYERS
 
     prefix = "alexnet" if FLAGS.variant == "caffe" else f"alexnet-{FLAGS.variant}"
@@ -158,12 +158,12 @@ def main(argv):
                 learning_rate=1e-4,
                 autoencoder=mode == "autoencoder",
             )
-            model = training.build_model(run)
+            model = building.build_model(run)
             inputs = images
             if mode == "decoder_only":
                 inputs = model.encoder(images)
                 model = model.decoder
-                model.compile(optimizer=training.build_optimizer(run), loss="mean_squared_error")
+                model.compile(optimizer=building.build_optimizer(run), loss="mean_squared_error")
             rate = _images_per_second(model, inputs, targets)
             rows.append((layer, _MODE_NAMES[mode], rate))
             del model

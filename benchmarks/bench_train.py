@@ -23,8 +23,8 @@ from absl import app, flags  # noqa: E402
 
 import pipelines  # noqa: E402
 from benchmarks.rates import training_rates  # noqa: E402
+from keras_invert import building  # noqa: E402
 from keras_invert import config as config_lib  # noqa: E402
-from keras_invert import training  # noqa: E402
 
 flags.DEFINE_string("representation", "hog", "Registered representation.")
 flags.DEFINE_integer("image_size", 256, "Input image side.")
@@ -54,7 +54,7 @@ def main(argv):
         training=True,
         seed=0,
     )
-    model = training.build_model(run)
+    model = building.build_model(run)
     figures = training_rates(
         model,
         dataset,

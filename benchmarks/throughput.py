@@ -137,8 +137,8 @@ def benchmark_representation(
 ) -> dict:
     """All figures of one representation (see the module docstring)."""
     import pipelines
+    from keras_invert import building
     from keras_invert import config as config_lib
-    from keras_invert import training
 
     load_before = os.getloadavg()
     batch_size = settings.batch_size
@@ -178,7 +178,7 @@ def benchmark_representation(
         steps=1_000_000,  # no learning-rate drop inside the benchmark
         learning_rate=1e-4,
     )
-    model = training.build_model(run)
+    model = building.build_model(run)
     result["parameters"] = int(model.count_params())
     flops = training_flops_per_image(model)
     result["flops_per_image"] = flops

@@ -215,7 +215,7 @@ def check_cache_features(
     Cached features need a cache and a fixed network encoder computed in this
     process. `representation`, a `registry.Representation`, is checked when
     given (a `TrainConfig` names its representation, resolved later by
-    `training.check_config`).
+    `building.check_config`).
     """
     if not isinstance(cache_features, bool):
         raise ValueError(f"Expected a bool. Received: cache_features={cache_features!r}")
@@ -304,13 +304,16 @@ def loss_weights(config: TrainConfig) -> tuple[float, float, float]:
     return config.loss_weights or DEFAULT_LOSS_WEIGHTS[config.loss]
 
 
-# Presets. "paper": the published settings (GPU, ImageNet); "demo": the README's
-# run on the bundled photos with 2 CPU cores (the lower rate: docs/reference.md, Training).
+# Each preset overrides `TrainConfig`'s defaults: the paper's optimiser, rate
+# schedule and batch (docs/reference.md, Training). "hog", "lbp" and "sift"
+# train at 256 px, for a GPU and a large photo set such as ImageNet; "demo" is
+# the README's run on the bundled photos with 2 CPU cores (docs/reference.md, Presets).
+_FULL_SIZE = dict(image_size=256, batch_size=64)
 _PRESETS = {
-    "hog": dict(representation="hog", image_size=256, batch_size=64),
-    "lbp": dict(representation="lbp", image_size=256, batch_size=64),
+    "hog": dict(representation="hog", **_FULL_SIZE),
+    "lbp": dict(representation="lbp", **_FULL_SIZE),
     # SIFT is a C call per image: its maps are computed once and cached.
-    "sift": dict(representation="sift", image_size=256, batch_size=64, cache_dir="cache"),
+    "sift": dict(representation="sift", **_FULL_SIZE, cache_dir="cache"),
     "demo": dict(
         representation="hog",
         data="samples",
@@ -377,13 +380,6 @@ def encoder_options(config: TrainConfig) -> dict:
     if config.encoder_weights is not None:
         options["weights"] = config.encoder_weights
     return options
-
-
-def resolve_cache_dir(config: TrainConfig, work_dir: str) -> str | None:
-    """The feature cache directory of a run (relative paths live in the work dir)."""
-    if config.cache_dir is None:
-        return None
-    return os.path.join(work_dir, config.cache_dir)
 
 
 def load(work_dir: str) -> TrainConfig | None:

@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from keras_invert import checkpoints, export, losses, registry
 from keras_invert import config as config_lib
-from keras_invert import export, losses, registry, training
 from keras_invert.images import prepare
 
 BATCH_SIZE = 16
@@ -137,12 +137,12 @@ def load_model(work_dir: str) -> keras.Model:
     Raises:
         ValueError: the work dir has neither yet.
     """
-    final = os.path.join(work_dir, training.FINAL_MODEL)
+    final = os.path.join(work_dir, checkpoints.FINAL_MODEL)
     if os.path.exists(final):
         return keras.saving.load_model(final)
     # A run may still be writing its next checkpoint: its partial file stays.
-    checkpoints = training.Checkpoints(os.path.join(work_dir, training.CHECKPOINT_DIR))
-    model = checkpoints.restore_latest(remove_partial=False)
+    saved = checkpoints.Checkpoints(os.path.join(work_dir, checkpoints.CHECKPOINT_DIR))
+    model = saved.restore_latest(remove_partial=False)
     if model is None:
         raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
     logging.warning("No final model in %s: using its latest checkpoint.", work_dir)

@@ -1,4 +1,4 @@
-"""Starts a tf.data service dispatcher or worker, for `build_dataset(data_service=...)`.
+"""Starts a tf.data service dispatcher or worker (`pipelines.service`) for `--data_service`.
 
     python -m launch.data_service --role=dispatcher --port=5050
     python -m launch.data_service --role=worker --dispatcher=HOST:5050 --port=5051
@@ -19,7 +19,7 @@ resumes its jobs (fault tolerance); without it the state is in memory only.
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from launch import common  # Also quiets TensorFlow's C++ logs.
 
@@ -44,51 +44,20 @@ flags.DEFINE_integer(
 flags.DEFINE_string("work_dir", None, "Dispatcher: folder of its journal (fault tolerance).")
 
 
-def start_dispatcher(port: int = 0, work_dir: str | None = None):
-    """Starts a `tf.data.experimental.service.DispatchServer`; returns it (running)."""
-    import tensorflow as tf
-
-    service = tf.data.experimental.service
-    config = service.DispatcherConfig(
-        port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None
-    )
-    server = service.DispatchServer(config)
-    # The address trainers pass to build_dataset(data_service=...).
-    logging.info("tf.data service dispatcher at %s", server.target)
-    return server
-
-
-def start_worker(
-    dispatcher: str, port: int = 0, worker_host: str = "localhost", heartbeat_ms: int | None = None
-):
-    """Starts a `tf.data.experimental.service.WorkerServer` of `dispatcher` (HOST:PORT)."""
-    import tensorflow as tf
-
-    service = tf.data.experimental.service
-    dispatcher = dispatcher.removeprefix("grpc://")
-    config = service.WorkerConfig(
-        dispatcher_address=dispatcher,
-        worker_address=f"{worker_host}:%port%",  # TF fills in the bound port.
-        port=port,
-        heartbeat_interval_ms=heartbeat_ms,
-    )
-    server = service.WorkerServer(config)
-    # `_address` ("localhost:PORT") is the only way TF offers to read the bound port.
-    bound_port = server._address.rsplit(":", 1)[1]
-    logging.info("tf.data service worker at %s:%s for %s", worker_host, bound_port, dispatcher)
-    return server
-
-
 def main(argv):
     del argv
+    from pipelines import service
+
     if FLAGS.role == "dispatcher":
         if FLAGS.dispatcher is not None:
             raise app.UsageError("--dispatcher is for --role=worker.")
-        server = start_dispatcher(FLAGS.port, FLAGS.work_dir)
+        server = service.start_dispatcher(FLAGS.port, FLAGS.work_dir)
     else:
         if not FLAGS.dispatcher:
             raise app.UsageError("--role=worker needs --dispatcher=HOST:PORT.")
-        server = start_worker(FLAGS.dispatcher, FLAGS.port, FLAGS.worker_host, FLAGS.heartbeat_ms)
+        server = service.start_worker(
+            FLAGS.dispatcher, FLAGS.port, FLAGS.worker_host, FLAGS.heartbeat_ms
+        )
     server.join()  # Serves until the process is killed.
 
 

@@ -31,14 +31,9 @@ batch.
 
 from __future__ import annotations
 
-import atexit
-import dataclasses
 import json
 import os
-import re
-import shutil
 import sys
-import tempfile
 
 from absl import app, flags, logging
 
@@ -140,170 +135,62 @@ common.validate("max_minutes", lambda minutes: minutes >= 0, ">= 0")
 common.validate("min_crop_scale", lambda scale: 0 < scale <= 1, "in (0, 1]")
 common.validate("divergence_factor", lambda factor: factor > 1, "> 1")
 
-_FIELDS = (
-    "representation", "data", "train_split", "test_split", "image_size", "width",
-    "negative_slope", "batch_size", "steps", "steps_per_epoch", "learning_rate",
-    "min_crop_scale", "seed", "cache_dir", "crops_per_image", "cache_features",
-    "divergence_factor",
-    "encoder_weights", "autoencoder", "max_minutes", "color_jitter",
-    "loss", "loss_weights", "comparator", "comparator_weights", "discriminator_learning_rate",
-    "strategy", "precision", "jit_compile", "data_service",
-)  # fmt: skip
 
+def _changes() -> dict:
+    """The config fields given as flags, with paths absolute and the loss weights as numbers."""
+    import dataclasses
 
-def resolve_config(work_dir: str):
-    """The stored config of `work_dir`, or the preset with flags applied."""
-    from keras_invert import config as config_lib
+    from keras_invert.config import TrainConfig
 
-    overrides = {name: FLAGS[name].value for name in _FIELDS if FLAGS[name].present}
+    fields = (field.name for field in dataclasses.fields(TrainConfig))
+    changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].present}
     for name in ("encoder_weights", "comparator_weights"):
-        if overrides.get(name):
+        if changes.get(name):
             # Absolute, so that the stored config still names the file from another directory.
-            overrides[name] = os.path.abspath(overrides[name])
-            if not os.path.isfile(overrides[name]):
-                raise app.UsageError(f"--{name}: no such file {overrides[name]}")
-    if overrides.get("representation"):
+            changes[name] = os.path.abspath(changes[name])
+            if not os.path.isfile(changes[name]):
+                raise app.UsageError(f"--{name}: no such file {changes[name]}")
+    if changes.get("representation"):
         try:
-            name = overrides["representation"]
-            overrides["representation"] = common.absolute_representation(name)
+            changes["representation"] = common.absolute_representation(changes["representation"])
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-    if overrides.get("loss_weights") is not None:
+    if changes.get("loss_weights") is not None:
         try:
-            overrides["loss_weights"] = tuple(float(w) for w in overrides["loss_weights"])
+            changes["loss_weights"] = tuple(float(w) for w in changes["loss_weights"])
         except ValueError as error:
             raise app.UsageError(f"--loss_weights: expected three numbers ({error})") from error
-    stored = config_lib.load(work_dir)
-    if stored is not None:
-        conflicts = {
-            name: (getattr(stored, name), value)
-            for name, value in overrides.items()
-            if name not in config_lib.RESUMABLE_CHANGES and getattr(stored, name) != value
-        }
-        if conflicts:
-            raise app.UsageError(
-                f"{work_dir} holds a run with a different config ({conflicts}, stored vs flag). "
-                "Use a new --work_dir, or drop the flags to resume."
-            )
-        return config_lib.replace(stored, **overrides)
-    name = FLAGS.preset or overrides.get("representation", "hog")
-    base = (
-        config_lib.preset(name) if name in config_lib.preset_names() else config_lib.TrainConfig()
-    )
-    return config_lib.replace(base, **overrides)
+    return changes
 
 
 def main(argv):
     del argv
-    import keras
-    import tensorflow as tf
-
     import pipelines
+    from keras_invert import callbacks, distribute, runs
     from keras_invert import config as config_lib
-    from keras_invert import distribute, losses, registry, training
     from pipelines import sources
 
-    # Everything a start can fail on is checked before anything is written.
     try:
-        run = resolve_config(FLAGS.work_dir)
-        training.check_config(run)
-        if run.loss != "pixel":
-            losses.comparator_representation(run.comparator or config_lib.DEFAULT_COMPARATOR)
-        # First, before any TensorFlow op: a multi-worker strategy configures
-        # this process's collective ops and starts its server.
-        strategy = distribute.make_strategy(run.strategy)
-        distribute.check_global_batch(strategy, run.batch_size)
-        sources.resolve(run.data, run.train_split)  # A split without photos is refused.
-        if config_lib.load(FLAGS.work_dir) is None:
-            # A new run: the image size for the representation, the weights files.
-            training.build_model(run)
+        run = runs.resolve_config(FLAGS.work_dir, _changes(), FLAGS.preset)
+        strategy = runs.check_start(
+            run, FLAGS.work_dir, check_data=lambda run: sources.resolve(run.data, run.train_split)
+        )
     except ValueError as error:
         raise app.UsageError(str(error)) from error
     chief = distribute.is_chief(strategy)
-    cache_dir = config_lib.resolve_cache_dir(run, FLAGS.work_dir)
-    if run.data_service and cache_dir is not None and not run.cache_features:
-        # The service's workers compute the features; a local cache would
-        # bypass them (and the builder refuses the two together).
-        logging.warning("--data_service is set: the feature cache %s is not used.", cache_dir)
-        cache_dir = None
-    if (
-        run.cache_dir
-        and not (run.cache_features or run.autoencoder)
-        and registry.get(run.representation).encode_in_model
-    ):
-        logging.info(
-            "The cache holds crops and the fixed encoder runs in every step; "
-            "--cache_features would cache its features and train the decoder alone."
-        )
-    if not chief and cache_dir is not None and not os.path.isabs(run.cache_dir):
-        # Only the chief writes into the work dir; the others cache their
-        # (identical, seeded) crops in a private folder removed at exit.
-        cache_dir = tempfile.mkdtemp(prefix="keras_invert-cache-")
-        atexit.register(shutil.rmtree, cache_dir, ignore_errors=True)
+    cache_dir = runs.cache_dir(run, FLAGS.work_dir, chief)
     logging.info("Config (%s):\n%s", FLAGS.work_dir, json.dumps(config_lib.to_dict(run), indent=2))
-    options = dict(
-        representation=run.representation,
-        image_size=run.image_size,
-        encoder_options=config_lib.encoder_options(run),
-    )
 
     def dataset_from(shard):
         return pipelines.training_dataset(run, shard, cache_dir=cache_dir)
 
-    sample_batch = None
-    if run.summary_images and chief:
-        # Cached features train a bare decoder: its sample batch holds features too.
-        cached = dict(cache_dir=cache_dir, cache_features=True) if run.cache_features else {}
-        test = pipelines.build_dataset(
-            run.data,
-            run.test_split,
-            batch_size=run.summary_images,
-            training=False,
-            seed=run.seed,  # Centre crops either way; a seed only saves a "drew seed" log line.
-            **cached,
-            **options,
-        )
-        sample_batch = next(iter(test.take(1)), None)
-        sample_batch = None if sample_batch is None else tuple(t.numpy() for t in sample_batch)
-
-    def save_config(batch, logs):
-        # At each epoch's first step: a start that fails before the first (its
-        # first batch, memory) leaves no config that would refuse the
-        # corrected command as a different run.
-        if batch == 0:
-            config_lib.save(run, FLAGS.work_dir)
-
-    callbacks = [keras.callbacks.LambdaCallback(on_train_batch_end=save_config)] if chief else []
-    # What a collective op raises when a peer died or hung.
-    errors = tf.errors
-    peer_errors = (errors.UnavailableError, errors.DeadlineExceededError, errors.AbortedError)
+    sample_batch = pipelines.sample_batch(run, cache_dir=cache_dir) if chief else None
     try:
-        training.train(
-            run,
-            dataset_from,
-            FLAGS.work_dir,
-            strategy=strategy,
-            sample_batch=sample_batch,
-            callbacks=callbacks,
-        )
-    except training.DivergenceError as error:
+        runs.run(run, dataset_from, FLAGS.work_dir, strategy=strategy, sample_batch=sample_batch)
+    except (callbacks.DivergenceError, runs.WorkerLostError) as error:
         print(f"\nERROR: {error}", file=sys.stderr)
-        sys.exit(2)
-    except peer_errors as error:
-        if distribute.num_workers(strategy) < 2:
-            raise
-        # A peer died or hung: the collective op failed (or timed out) here.
-        logging.debug("The failed collective:", exc_info=True)
-        reason = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error).strip().splitlines()[0])[:300]
-        print(
-            f"\nERROR: another worker of this multi-worker run stopped or became "
-            f"unreachable ({type(error).__name__}: {reason}). The checkpoints in "
-            f"{FLAGS.work_dir} are kept: start every worker again with the same command "
-            "to resume from the last one.",
-            file=sys.stderr,
-        )
-        sys.exit(3)
-    logging.info("Done: %s", dataclasses.asdict(run)["representation"])
+        sys.exit(3 if isinstance(error, runs.WorkerLostError) else common.USER_ERROR_STATUS)
+    logging.info("Done: %s", run.representation)
 
 
 if __name__ == "__main__":

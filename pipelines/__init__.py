@@ -9,7 +9,8 @@
   (`launch.data_service`).
 - `DatasetConfig`: `build_dataset`'s arguments, validated, defaults resolved.
 - `training_dataset`: a run's training stream for one input shard, from its
-  `TrainConfig` (what `keras_invert.training.train` takes).
+  `TrainConfig` (what `keras_invert.training.train` takes), and
+  `sample_batch`, the fixed test batch whose reconstructions it logs.
 - `load_images`: centre crops of image files as a numpy batch, for the
   reconstruct and evaluate scripts; `read_image`: one file decoded, with an
   error that says whether it is missing, a folder or not an image.
@@ -27,7 +28,7 @@ from pipelines.builder import build_dataset
 from pipelines.dataset_config import DatasetConfig
 from pipelines.photos import load_images, read_image
 from pipelines.sources import SAMPLE_PHOTOS, SAMPLE_TEST_PHOTOS, list_source_files
-from pipelines.training_data import training_dataset
+from pipelines.training_data import sample_batch, training_dataset
 
 __all__ = [
     "SAMPLE_PHOTOS",
@@ -37,5 +38,6 @@ __all__ = [
     "list_source_files",
     "load_images",
     "read_image",
+    "sample_batch",
     "training_dataset",
 ]

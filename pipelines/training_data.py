@@ -54,3 +54,29 @@ def training_dataset(
         data_service=run.data_service,
         cache_features=run.cache_features,
     )
+
+
+def sample_batch(run: config_lib.TrainConfig, *, cache_dir: str | None = None):
+    """The fixed batch whose reconstructions a run logs: `run.summary_images` test crops.
+
+    Returns:
+        `(features, targets)` as NumPy arrays, or None when the run logs no
+        images or its test split is empty. A run on cached network features
+        trains a bare decoder, so its sample batch holds features too.
+    """
+    if not run.summary_images:
+        return None
+    cached = dict(cache_dir=cache_dir, cache_features=True) if run.cache_features else {}
+    test = build_dataset(
+        run.data,
+        run.test_split,
+        representation=run.representation,
+        image_size=run.image_size,
+        encoder_options=config_lib.encoder_options(run),
+        batch_size=run.summary_images,
+        training=False,
+        seed=run.seed,  # Centre crops either way; a seed only saves a "drew seed" log line.
+        **cached,
+    )
+    batch = next(iter(test.take(1)), None)
+    return None if batch is None else tuple(tensor.numpy() for tensor in batch)

@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 
 import keras_invert
+from keras_invert import building, export, registry, training
 from keras_invert import config as config_lib
-from keras_invert import export, registry, training
+from keras_invert.checkpoints import Checkpoints
 from keras_invert.encoders import ALEXNET_IMAGE_SIZES, ALEXNET_LAYERS, ALEXNET_OUTPUT_SHAPES
 from keras_invert.encoders import alexnet as build_alexnet
 from keras_invert.reconstructor import Encoder, Reconstructor
@@ -46,7 +47,7 @@ def test_encoder_options_are_checked_and_random_weights_logged(caplog):
     assert encoder.output_shape == (None, 27, 27, 96)
     assert "RANDOM weights" in caplog.text and "--encoder_weights" in caplog.text
     with pytest.raises(ValueError, match="network encoder"):
-        training.build_model(config_lib.TrainConfig(representation="hog", autoencoder=True))
+        building.build_model(config_lib.TrainConfig(representation="hog", autoencoder=True))
 
 
 def test_frozen_encoder_runs_in_inference_mode():
@@ -110,7 +111,7 @@ def fixed_run(tmp_path_factory, weights_file, real_photos):
     work_dir = str(tmp_path_factory.mktemp("fixed"))
     run = _config(encoder_weights=weights_file[0])
     config_lib.save(run, work_dir)
-    initial = training.build_model(run)
+    initial = building.build_model(run)
     before = {"encoder": _weights(initial.encoder), "decoder": _weights(initial.decoder)}
     model = training.train(run, _dataset(_photos(real_photos), 192), work_dir, verbose=0)
     return run, work_dir, model, before
@@ -130,7 +131,7 @@ def test_fixed_encoder_loads_weights_and_only_the_decoder_learns(fixed_run, weig
 def test_autoencoder_trains_the_encoder(tmp_path, real_photos):
     # 64 x 64 crops: the encoder resizes them to 227 inside the model.
     run = _config(steps=1, autoencoder=True, image_size=64)
-    initial = training.build_model(run)
+    initial = building.build_model(run)
     before = _weights(initial.encoder)
     model = training.train(run, _dataset(_photos(real_photos, 64), 192), str(tmp_path), verbose=0)
     assert model.encoder.trainable
@@ -143,7 +144,7 @@ def test_resume_keeps_the_encoder_frozen(fixed_run, tmp_path, real_photos):
     run, work_dir, model, _ = fixed_run
     resumed_dir = str(tmp_path / "run")
     shutil.copytree(work_dir, resumed_dir)
-    restored = training.Checkpoints(os.path.join(resumed_dir, "checkpoints")).restore_latest()
+    restored = Checkpoints(os.path.join(resumed_dir, "checkpoints")).restore_latest()
     assert isinstance(restored, Reconstructor) and not restored.encoder.trainable
     assert len(restored.trainable_weights) == len(model.decoder.trainable_weights)
     with pytest.raises(ValueError, match="autoencoder"):
@@ -168,11 +169,11 @@ def test_cache_features_config_is_checked(weights_file):
     with pytest.raises(ValueError, match="needs no data_service"):
         _config(cache_features=True, cache_dir="cache", data_service="grpc://host:5050")
     with pytest.raises(ValueError, match="needs encoder_weights for alexnet/conv5"):
-        training.check_config(_config(cache_features=True, cache_dir="cache"))
+        building.check_config(_config(cache_features=True, cache_dir="cache"))
     with pytest.raises(ValueError, match="network encoders"):
-        training.check_config(_config(representation="hog", cache_features=True, cache_dir="cache"))
+        building.check_config(_config(representation="hog", cache_features=True, cache_dir="cache"))
     run = _config(cache_features=True, cache_dir="cache", encoder_weights=weights_file[0])
-    model = training.build_model(run)
+    model = building.build_model(run)
     assert not isinstance(model, Reconstructor) and model.input_shape[1:] == (6, 6, 256)
 
 

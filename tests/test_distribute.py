@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_invert import building, distribute, training
 from keras_invert import config as config_lib
-from keras_invert import distribute, training
+from keras_invert.checkpoints import Checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,7 +122,7 @@ def test_multi_worker_reduce_takes_what_keras_fit_gives():
 
 def test_mixed_float16_keeps_a_float32_output_and_scales_the_loss(tmp_path):
     run = _tiny_config(precision="mixed_float16", steps=3)
-    model = training.build_model(run)
+    model = building.build_model(run)
     assert keras.config.dtype_policy().name == "float32"  # Only the model is mixed.
     assert model.layers[1].compute_dtype == "float16"
     assert model.outputs[0].dtype == "float32"
@@ -131,8 +132,8 @@ def test_mixed_float16_keeps_a_float32_output_and_scales_the_loss(tmp_path):
     trained = training.train(run, data, str(tmp_path), verbose=0)
     assert int(trained.optimizer.iterations) == 3
     assert trained.predict(features[:2], verbose=0).dtype == np.float32
-    with training.precision_scope("mixed_float16"):
-        restored = training.Checkpoints(str(tmp_path / "checkpoints")).restore_latest()
+    with building.precision_scope("mixed_float16"):
+        restored = Checkpoints(str(tmp_path / "checkpoints")).restore_latest()
     assert isinstance(restored.optimizer, keras.optimizers.LossScaleOptimizer)
     assert int(restored.optimizer.iterations) == 3
     assert float(restored.optimizer.dynamic_scale) > 1  # The loss scale was in use.
@@ -143,7 +144,7 @@ def test_mixed_float16_keeps_a_float32_output_and_scales_the_loss(tmp_path):
 
 def test_bfloat16_trains_a_step_without_loss_scaling():
     """mixed_bfloat16: bfloat16 compute, float32 weights and output, one finite Adam step."""
-    model = training.build_model(_tiny_config(precision="mixed_bfloat16"))
+    model = building.build_model(_tiny_config(precision="mixed_bfloat16"))
     assert keras.config.dtype_policy().name == "float32"  # Only the model is mixed.
     *hidden, last = [layer for layer in model.layers if layer.weights]
     assert {layer.dtype_policy.name for layer in hidden} == {"mixed_bfloat16"}
@@ -153,7 +154,7 @@ def test_bfloat16_trains_a_step_without_loss_scaling():
     features, targets = _examples(4)
     # The first layer computes in bfloat16: the same weights in float32 give
     # other activations, by bfloat16's rounding (8 bits of mantissa) and no more.
-    reference = training.build_model(_tiny_config())
+    reference = building.build_model(_tiny_config())
     reference.set_weights(model.get_weights())
     mixed, exact = (
         keras.Model(m.input, m.get_layer(hidden[0].name).output)(features).numpy()
@@ -173,8 +174,8 @@ def test_bfloat16_trains_a_step_without_loss_scaling():
 
 
 def test_jit_compile_reaches_compile_and_a_resumed_model(tmp_path):
-    assert training.build_model(_tiny_config(jit_compile=True)).jit_compile is True
-    assert training.build_model(_tiny_config()).jit_compile is False
+    assert building.build_model(_tiny_config(jit_compile=True)).jit_compile is True
+    assert building.build_model(_tiny_config()).jit_compile is False
     features, targets = _examples(8)
     data = tf.data.Dataset.from_tensor_slices((features, targets)).repeat().batch(4)
     training.train(_tiny_config(steps=3), data, str(tmp_path), verbose=0)
@@ -199,7 +200,7 @@ def test_jit_compile_trains_a_small_decoder_like_the_graph_step(saved_network):
             representation=f"keras:{saved_network[1]}#conv2", image_size=32,
             jit_compile=jit_compile,
         )  # fmt: skip
-        model = training.build_model(run)
+        model = building.build_model(run)
         assert model.jit_compile is jit_compile
         history = model.fit(images, targets, batch_size=4, epochs=2, shuffle=False, verbose=0)
         losses.append(history.history["loss"])
@@ -216,7 +217,7 @@ def test_jit_compile_trains_like_the_graph_step():
     features, targets = _examples(8)
     losses = []
     for jit_compile in (False, True):
-        model = training.build_model(_tiny_config(jit_compile=jit_compile))
+        model = building.build_model(_tiny_config(jit_compile=jit_compile))
         assert model.jit_compile is jit_compile
         history = model.fit(features, targets, batch_size=4, epochs=2, shuffle=False, verbose=0)
         losses.append(history.history["loss"])
@@ -232,6 +233,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 
 import keras, numpy as np
 from keras_invert import config as config_lib, distribute, training
+from keras_invert.checkpoints import optimizer_step
 
 rng = np.random.default_rng(0)
 features = rng.uniform(0, 0.3, size=(24, 8, 8, 31)).astype(np.float32)
@@ -290,7 +292,7 @@ if mode == "compare":
     other = config_lib.replace(run, width=0.1, steps=3)
     model = training.train(other, dataset_function, f"{work}/other",
                            strategy=distribute.make_strategy("mirrored"), verbose=0)
-    result["second_model_steps"] = training.optimizer_step(model)
+    result["second_model_steps"] = optimizer_step(model)
 if mode == "resume":
     # Interrupted after its first epoch, then resumed: restored inside the scope.
     strategy = distribute.make_strategy("mirrored")

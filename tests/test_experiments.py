@@ -235,11 +235,12 @@ def _experiment(*args):
 
 
 def _hog_work_dir(work_dir):
-    from keras_invert import config, training
+    from keras_invert import config
+    from keras_invert.checkpoints import FINAL_MODEL
 
     run = config.replace(config.preset("demo"), image_size=64, width=0.125, cache_dir=None)
     config.save(run, str(work_dir))
-    TinyModel().decoder.save(str(work_dir / training.FINAL_MODEL))
+    TinyModel().decoder.save(str(work_dir / FINAL_MODEL))
     return work_dir
 
 
@@ -269,7 +270,8 @@ def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
     class scores of a small network (AlexNet's fc8 works the same way, at
     the cost of building and saving a 60-million-parameter network).
     """
-    from keras_invert import config, training
+    from keras_invert import building, config
+    from keras_invert.checkpoints import FINAL_MODEL
 
     network, path = saved_network
     run = config.TrainConfig(
@@ -277,7 +279,7 @@ def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
         summary_images=0,
     )  # fmt: skip
     config.save(run, str(tmp_path))
-    training.build_model(run).save(str(tmp_path / training.FINAL_MODEL))
+    building.build_model(run).save(str(tmp_path / FINAL_MODEL))
     parts = keras_invert.load(str(tmp_path))
     assert parts.encoder_source == "model" and parts.output_size == 32
     images = crops[:, :32, :32]
@@ -298,14 +300,15 @@ def test_dark_knowledge_and_single_neuron_on_a_work_dir_of_class_scores(
 
 @pytest.mark.slow  # Fast variant: the work dir of class scores above.
 def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
-    from keras_invert import config, training
+    from keras_invert import building, config
+    from keras_invert.checkpoints import FINAL_MODEL
 
     run = config.replace(
         config.preset("demo"), representation="alexnet/fc8", image_size=67, width=0.125,
         cache_dir=None,
     )  # fmt: skip
     config.save(run, str(tmp_path))
-    training.build_model(run).save(str(tmp_path / training.FINAL_MODEL))  # Random encoder.
+    building.build_model(run).save(str(tmp_path / FINAL_MODEL))  # Random encoder.
     parts = keras_invert.load(str(tmp_path))
     assert parts.encoder_source == "model" and parts.output_size == 128
     images = crops[:, :67, :67]
@@ -349,7 +352,8 @@ def test_perturbation_command_fine_tunes_a_decoder_per_perturbation(tmp_path):
 @pytest.fixture(scope="module")
 def conv1_work_dirs(tmp_path_factory):
     """Untrained alexnet/conv1 work dirs: fixed (random encoder) and autoencoder."""
-    from keras_invert import config, training
+    from keras_invert import building, config
+    from keras_invert.checkpoints import FINAL_MODEL
 
     work_dirs = {}
     for autoencoder in (False, True):
@@ -359,7 +363,7 @@ def conv1_work_dirs(tmp_path_factory):
             seed=int(autoencoder), autoencoder=autoencoder, summary_images=0,
         )  # fmt: skip
         config.save(run, str(path))
-        training.build_model(run).save(str(path / training.FINAL_MODEL))
+        building.build_model(run).save(str(path / FINAL_MODEL))
         work_dirs[autoencoder] = str(path)
     return work_dirs[False], work_dirs[True]
 

@@ -9,8 +9,9 @@ import tensorflow as tf
 from keras import layers
 
 import keras_invert
+from keras_invert import building, loading, losses, training
 from keras_invert import config as config_lib
-from keras_invert import loading, losses, training
+from keras_invert.checkpoints import CHECKPOINT_DIR, FINAL_MODEL, Checkpoints
 
 FEATURE_SHAPE = (4, 4, 5)
 IMAGE_SIZE = 16
@@ -242,7 +243,7 @@ def test_build_model_wires_the_configured_loss():
         loss_weights=(1.0, 0.5, 0.2),
         comparator="alexnet/conv1",  # the cheapest network tap (random weights here)
     )
-    model = training.build_model(run)
+    model = building.build_model(run)
     assert isinstance(model, losses.PerceptualModel)
     assert model.loss_weights == (1.0, 0.5, 0.2)
     assert model.generator.input_shape[1:] == (8, 8, 31)
@@ -250,7 +251,7 @@ def test_build_model_wires_the_configured_loss():
     assert not model.comparator.trainable and model.comparator.count_params() > 0
     rates = [float(o.learning_rate) for o in (model.optimizer, model.discriminator_optimizer)]
     np.testing.assert_allclose(rates, [1e-3, 2e-4])
-    perceptual = training.build_model(
+    perceptual = building.build_model(
         config_lib.replace(
             run, loss="perceptual", loss_weights=None, discriminator_learning_rate=None
         )
@@ -258,7 +259,7 @@ def test_build_model_wires_the_configured_loss():
     assert perceptual.discriminator is None
     assert perceptual.loss_weights == config_lib.DEFAULT_LOSS_WEIGHTS["perceptual"]
     with pytest.raises(ValueError, match="network representation"):
-        training.build_model(config_lib.replace(run, comparator="hog"))
+        building.build_model(config_lib.replace(run, comparator="hog"))
 
 
 def test_comparator_weights_come_from_the_given_file_and_survive_a_checkpoint(tmp_path):
@@ -275,12 +276,12 @@ def test_comparator_weights_come_from_the_given_file_and_survive_a_checkpoint(tm
         representation="hog", image_size=64, width=0.05, loss="perceptual",
         comparator="alexnet/conv1", comparator_weights=path,
     )  # fmt: skip
-    model = training.build_model(run)
+    model = building.build_model(run)
     np.testing.assert_array_equal(model.comparator.layer.get_layer("conv1").kernel, kernel)
     model.save(str(tmp_path / "model.keras"))
     restored = keras.saving.load_model(str(tmp_path / "model.keras"))
     np.testing.assert_array_equal(restored.comparator.layer.get_layer("conv1").kernel, kernel)
-    random = training.build_model(config_lib.replace(run, comparator_weights=None))
+    random = building.build_model(config_lib.replace(run, comparator_weights=None))
     assert not np.array_equal(random.comparator.layer.get_layer("conv1").kernel, kernel)
 
 
@@ -291,7 +292,7 @@ def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
     features, targets = batch(size=4)
     dataset = tf.data.Dataset.from_tensor_slices((features, targets)).batch(4).repeat()
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
-    checkpoints = training.Checkpoints(os.path.join(work_dir, training.CHECKPOINT_DIR))
+    checkpoints = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
     checkpoints.save(model, 2)
     run = config_lib.TrainConfig(steps=4, steps_per_epoch=2, summary_images=0, loss="deepsim")
     resumed = training.train(run, dataset, work_dir, verbose=0)
@@ -340,7 +341,7 @@ def test_training_a_deepsim_run_end_to_end_and_resuming(tmp_path):
     np.testing.assert_allclose(
         final.predict(features, verbose=0), resumed.predict(features, verbose=0)
     )
-    assert os.path.exists(os.path.join(work_dir, training.FINAL_MODEL))
+    assert os.path.exists(os.path.join(work_dir, FINAL_MODEL))
 
 
 def test_evaluation_and_export_use_the_generator(tmp_path):
@@ -352,7 +353,7 @@ def test_evaluation_and_export_use_the_generator(tmp_path):
     work_dir = tmp_path / "work"
     run = config_lib.TrainConfig(image_size=64, width=0.05, loss="perceptual")
     config_lib.save(run, str(work_dir))
-    model.save(str(work_dir / training.FINAL_MODEL))
+    model.save(str(work_dir / FINAL_MODEL))
     images = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype("float32")
     expected = np.clip(decoder.predict(registry.get("hog").make_encoder()(images), verbose=0), 0, 1)
     parts = keras_invert.load(str(work_dir))

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_invert import building, distribute, training
 from keras_invert import config as config_lib
-from keras_invert import distribute, training
+from keras_invert.callbacks import DivergenceError, DivergenceGuard
+from keras_invert.checkpoints import Checkpoints, optimizer_step
 from keras_invert.features import hog
 
 
@@ -53,7 +55,7 @@ def test_train_writes_checkpoints_and_final_model(tmp_path, real_photos):
     model = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
     assert int(model.optimizer.iterations) == 10
     assert os.path.exists(tmp_path / "model.keras")
-    assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [5, 10]
+    assert Checkpoints(str(tmp_path / "checkpoints")).steps() == [5, 10]
     assert any(
         name.startswith("events")
         for _, _, files in os.walk(tmp_path / "tensorboard")
@@ -67,14 +69,14 @@ def test_interrupted_run_resumes_step_and_loss(tmp_path, real_photos):
         training.train(
             run, _dataset(real_photos), str(tmp_path), callbacks=[_StopAfter(13)], verbose=0
         )
-    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
     assert checkpoints.steps() == [5, 10]
     restored = checkpoints.restore_latest()
     assert int(restored.optimizer.iterations) == 10
     # The optimiser state came back too: Adam's moments are not zero.
     assert any(np.abs(v.numpy()).sum() > 0 for v in restored.optimizer.variables[2:])
     features, targets = next(iter(_dataset(real_photos, seed=1)))
-    fresh = training.build_model(run)
+    fresh = building.build_model(run)
     assert restored.evaluate(features, targets, verbose=0) < fresh.evaluate(
         features, targets, verbose=0
     )
@@ -87,7 +89,7 @@ def test_interrupted_run_resumes_step_and_loss(tmp_path, real_photos):
 def test_half_written_checkpoint_is_skipped(tmp_path, real_photos):
     run = _tiny_config(steps=10)
     training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
-    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
     newest = checkpoints.path(10)
     with open(newest, "r+b") as file:
         file.truncate(os.path.getsize(newest) // 2)
@@ -100,25 +102,25 @@ def test_half_written_checkpoint_is_skipped(tmp_path, real_photos):
 
 def test_divergence_stops_with_clear_error(tmp_path, real_photos):
     run = _tiny_config(steps=10, learning_rate=1e6)
-    with pytest.raises(training.DivergenceError, match="learning_rate"):
+    with pytest.raises(DivergenceError, match="learning_rate"):
         training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
 
 
 def test_divergence_guard_detects_explosion():
-    guard = training.DivergenceGuard(factor=10)
-    guard.set_model(training.build_model(_tiny_config()))
+    guard = DivergenceGuard(factor=10)
+    guard.set_model(building.build_model(_tiny_config()))
     guard.on_epoch_end(0, {"loss": 0.01})
     guard.on_train_batch_end(0, {"loss": 0.05})
     # Both say the way out that works: a resume with another rate is refused.
-    with pytest.raises(training.DivergenceError, match="10 times.*new --work_dir"):
+    with pytest.raises(DivergenceError, match="10 times.*new --work_dir"):
         guard.on_train_batch_end(1, {"loss": 45.0})
-    with pytest.raises(training.DivergenceError, match="nan.*new --work_dir"):
+    with pytest.raises(DivergenceError, match="nan.*new --work_dir"):
         guard.on_train_batch_end(2, {"loss": float("nan")})
     assert "learning_rate" not in config_lib.RESUMABLE_CHANGES
 
 
 def test_learning_rate_is_lowered_towards_the_end():
-    optimizer = training.build_optimizer(_tiny_config(steps=100, learning_rate_drops=(0.5, 0.9)))
+    optimizer = building.build_optimizer(_tiny_config(steps=100, learning_rate_drops=(0.5, 0.9)))
     schedule = (
         optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
     )
@@ -141,7 +143,7 @@ def test_time_budget_stops_at_an_epoch_boundary_and_resumes(tmp_path, real_photo
     run = _tiny_config(steps=20, max_minutes=0.0)
     model = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
     assert int(model.optimizer.iterations) == 5
-    assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [5]
+    assert Checkpoints(str(tmp_path / "checkpoints")).steps() == [5]
     run = config_lib.replace(run, max_minutes=None)
     assert (
         int(
@@ -181,12 +183,12 @@ def test_steps_smaller_than_an_epoch_or_not_a_multiple_are_exact(tmp_path, real_
     dataset_function = _dataset_function(real_photos, shards)
     run = _tiny_config(steps=3, steps_per_epoch=5)
     model = training.train(run, dataset_function, str(tmp_path), verbose=0)
-    assert training.optimizer_step(model) == 3
-    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    assert optimizer_step(model) == 3
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
     assert checkpoints.steps() == [3]
     # More steps on resume: the partial epoch 3 -> 5, one whole epoch, 10 -> 12.
     model = training.train(config_lib.replace(run, steps=12), dataset_function, str(tmp_path))
-    assert training.optimizer_step(model) == 12
+    assert optimizer_step(model) == 12
     assert checkpoints.steps() == [10, 12]
     assert [shard.start_step for shard in shards] == [0, 3, 5, 10]
 
@@ -196,14 +198,14 @@ def test_run_killed_in_its_partial_last_epoch_resumes_to_the_same_weights(tmp_pa
     shards = []
     dataset_function = _dataset_function(real_photos, shards)
     whole = training.train(run, dataset_function, str(tmp_path / "whole"), verbose=0)
-    assert training.optimizer_step(whole) == 8
-    assert training.Checkpoints(str(tmp_path / "whole" / "checkpoints")).steps() == [6, 8]
+    assert optimizer_step(whole) == 8
+    assert Checkpoints(str(tmp_path / "whole" / "checkpoints")).steps() == [6, 8]
     assert [shard.start_step for shard in shards] == [0, 6]
     with pytest.raises(KeyboardInterrupt):
         training.train(
             run, dataset_function, str(tmp_path / "cut"), callbacks=[_StopAfter(7)], verbose=0
         )
-    assert training.Checkpoints(str(tmp_path / "cut" / "checkpoints")).steps() == [3, 6]
+    assert Checkpoints(str(tmp_path / "cut" / "checkpoints")).steps() == [3, 6]
     resumed = training.train(run, dataset_function, str(tmp_path / "cut"), verbose=0)
     # The resumed run asked for its stream from its checkpoint's step.
     assert shards[-1] == distribute.InputShard(batch_size=4, start_step=6)
@@ -211,7 +213,7 @@ def test_run_killed_in_its_partial_last_epoch_resumes_to_the_same_weights(tmp_pa
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
 
     # A corrupt newest checkpoint: the run resumes from the one before, to the same weights.
-    checkpoints = training.Checkpoints(str(tmp_path / "cut" / "checkpoints"))
+    checkpoints = Checkpoints(str(tmp_path / "cut" / "checkpoints"))
     _truncate(checkpoints.path(8))
     again = training.train(run, dataset_function, str(tmp_path / "cut"), verbose=0)
     assert shards[-1] == distribute.InputShard(batch_size=4, start_step=6)
@@ -236,21 +238,21 @@ class _CountSteps(keras.callbacks.Callback):
 def test_unreadable_checkpoints_resume_from_the_final_model_or_refuse(tmp_path, real_photos):
     run = _tiny_config(steps=4, steps_per_epoch=2)
     finished = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
-    checkpoints = training.Checkpoints(str(tmp_path / "checkpoints"))
+    checkpoints = Checkpoints(str(tmp_path / "checkpoints"))
     for step in checkpoints.steps():
         _truncate(checkpoints.path(step))
 
     # The finished model holds step 4: nothing to train, nothing restarted from 0.
     counter = _CountSteps()
     model = training.train(run, _dataset(real_photos), str(tmp_path), callbacks=[counter])
-    assert counter.count == 0 and training.optimizer_step(model) == 4
+    assert counter.count == 0 and optimizer_step(model) == 4
     for a, b in zip(model.get_weights(), finished.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     model = training.train(
         config_lib.replace(run, steps=6), _dataset(real_photos), str(tmp_path),
         callbacks=[counter], verbose=0,
     )  # fmt: skip
-    assert counter.count == 2 and training.optimizer_step(model) == 6
+    assert counter.count == 2 and optimizer_step(model) == 6
 
     # Nothing readable: refused, naming the files, which stay as they were.
     for step in checkpoints.steps():

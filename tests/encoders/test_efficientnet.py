@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import keras_invert
+from keras_invert import building, registry, training
 from keras_invert import config as config_lib
-from keras_invert import registry, training
 from keras_invert.encoders import (
     EFFICIENTNET_LITE0_OUTPUT_SHAPES,
     EFFICIENTNET_LITE0_TAPS,
@@ -132,7 +132,7 @@ def _run_and_batch(real_photos, tap):
 def test_training_model_has_the_fixed_imagenet_encoder(real_photos):
     # The stem: the shortest encoder to trace.
     run, images, targets = _run_and_batch(real_photos, "stem")
-    model = training.build_model(run)
+    model = building.build_model(run)
     stem = model.encoder.layer.get_layer("stem_conv").kernel.numpy()
     state = read_torch_state_dict(default_weights_path())
     np.testing.assert_array_equal(stem, state["_conv_stem.weight"].transpose(2, 3, 1, 0))

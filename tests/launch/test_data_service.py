@@ -12,8 +12,7 @@ import pytest
 
 from keras_invert import registry
 from keras_invert.features import hog
-from launch import data_service
-from pipelines import build_dataset
+from pipelines import build_dataset, service
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPTIONS = dict(representation="hog", image_size=32, batch_size=4, seed=3)
@@ -44,8 +43,8 @@ def _check_served(address, local_targets):
 
 
 def test_in_process_servers_serve_the_seeded_stream():
-    dispatcher = data_service.start_dispatcher()
-    worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+    dispatcher = service.start_dispatcher()
+    worker = service.start_worker(dispatcher.target, heartbeat_ms=200)
     try:
         _check_served(dispatcher.target, _local_targets())
     finally:
@@ -72,6 +71,7 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
 
     from keras_invert import config as config_lib
     from keras_invert import distribute, training
+    from keras_invert.checkpoints import Checkpoints, optimizer_step
 
     run = config_lib.TrainConfig(
         representation="hog", image_size=64, width=0.05, batch_size=4, steps=2,
@@ -89,8 +89,8 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
         received.append(target.numpy())
         return target
 
-    dispatcher = data_service.start_dispatcher()
-    worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+    dispatcher = service.start_dispatcher()
+    worker = service.start_worker(dispatcher.target, heartbeat_ms=200)
 
     def dataset_function(shard):
         shards.append(shard)
@@ -120,8 +120,8 @@ def test_service_feeds_fit_under_a_strategy_and_resumes_at_its_step(tmp_path):
         assert isinstance(strategy, tf.distribute.MirroredStrategy)
         assert shards == [distribute.InputShard(batch_size=4)]
         assert type(model.trainable_variables[0].value).__name__ == "MirroredVariable"
-        assert training.optimizer_step(model) == 2
-        assert training.Checkpoints(str(tmp_path / "checkpoints")).steps() == [2]
+        assert optimizer_step(model) == 2
+        assert Checkpoints(str(tmp_path / "checkpoints")).steps() == [2]
         # Two steps' crops, and prefetched ones: all of the seeded stream.
         assert set(range(8)) <= positions() <= set(range(64))
 
@@ -198,16 +198,17 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras, numpy as np
 import pipelines
 from keras_invert import config as config_lib, distribute, registry, training
-from launch import data_service
+from keras_invert.checkpoints import optimizer_step
+from pipelines import service
 
 run = config_lib.TrainConfig(
     representation="hog", image_size=64, width=0.05, batch_size=4, steps=4,
     steps_per_epoch=2, learning_rate=1e-3, summary_images=0, seed=0,
     strategy="mirrored",
 )
-dispatcher = data_service.start_dispatcher()
+dispatcher = service.start_dispatcher()
 run = config_lib.replace(run, data_service=dispatcher.target)
-worker = data_service.start_worker(dispatcher.target, heartbeat_ms=200)
+worker = service.start_worker(dispatcher.target, heartbeat_ms=200)
 shards, received = [], []
 
 
@@ -287,7 +288,7 @@ model = training.train(run, dataset_function, work, strategy=strategy, callbacks
                        verbose=0)
 result.update(
     positions=positions(), shards=list(shards), losses=record.values,
-    tasks=worker._num_tasks() - tasks_before, steps=training.optimizer_step(model),
+    tasks=worker._num_tasks() - tasks_before, steps=optimizer_step(model),
     checkpoints=sorted(os.listdir(os.path.join(work, "checkpoints"))),
     final=os.path.isfile(os.path.join(work, "model.keras")),
     variable=type(model.trainable_variables[0].value).__name__,

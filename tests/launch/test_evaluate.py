@@ -14,7 +14,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _work_dir(path, representation="hog", image_size=64, data="samples"):
     """A work dir with an untrained tiny decoder, as `launch.train` leaves it."""
-    from keras_invert import config, registry, training
+    from keras_invert import config, registry
+    from keras_invert.checkpoints import FINAL_MODEL
 
     run = config.replace(
         config.preset("demo"), representation=representation, image_size=image_size,
@@ -22,7 +23,7 @@ def _work_dir(path, representation="hog", image_size=64, data="samples"):
     )  # fmt: skip
     config.save(run, str(path))
     decoder = registry.get(representation).build_decoder(image_size, width=0.125)
-    decoder.save(os.path.join(str(path), training.FINAL_MODEL))
+    decoder.save(os.path.join(str(path), FINAL_MODEL))
     return decoder
 
 

@@ -74,11 +74,11 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
         assert worker.returncode == 0, log[-3000:]
     print(f"two-worker run (2 steps, 2 replicas): {seconds:.1f} s wall")
 
-    from keras_invert import training
+    from keras_invert.checkpoints import Checkpoints, optimizer_step
 
-    assert training.Checkpoints(os.path.join(chief_dir, "checkpoints")).steps() == [2]
+    assert Checkpoints(os.path.join(chief_dir, "checkpoints")).steps() == [2]
     model = keras_invert.load(chief_dir).model
-    assert training.optimizer_step(model) == 2
+    assert optimizer_step(model) == 2
     assert sorted(os.listdir(chief_dir)) == [
         "checkpoints",
         "config.json",
@@ -94,9 +94,9 @@ def test_survivor_of_a_killed_worker_fails_instead_of_hanging(tmp_path):
     # Unit test of the configuration: test_distribute's collective timeout.
     work_dirs = [str(tmp_path / "chief"), str(tmp_path / "other")]
     workers = _start_workers(work_dirs, [["--steps=100000"]] * 2)
-    from keras_invert import training
+    from keras_invert.checkpoints import Checkpoints
 
-    checkpoints = training.Checkpoints(os.path.join(work_dirs[0], "checkpoints"))
+    checkpoints = Checkpoints(os.path.join(work_dirs[0], "checkpoints"))
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and not checkpoints.steps():
         assert all(worker.poll() is None for worker in workers)

@@ -29,9 +29,9 @@ def _train(work_dir, **popen):
 
 
 def _checkpoint_steps(work_dir):
-    from keras_invert import training
+    from keras_invert.checkpoints import Checkpoints
 
-    return training.Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
+    return Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
 
 
 def _final_weights(work_dir):
@@ -50,6 +50,7 @@ import json, os, signal, sys
 import keras
 from absl import flags
 from keras_invert import training
+from keras_invert.checkpoints import optimizer_step
 from launch import train
 
 mode, kill_after, work_dirs, *argv = sys.argv[1:]
@@ -58,10 +59,10 @@ first_steps = []
 
 class Watch(keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
-        first_steps.append(training.optimizer_step(self.model))
+        first_steps.append(optimizer_step(self.model))
 
     def on_train_batch_end(self, batch, logs=None):
-        if mode == "kill" and training.optimizer_step(self.model) > int(kill_after):
+        if mode == "kill" and optimizer_step(self.model) > int(kill_after):
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -27,9 +27,9 @@ def _run(module, *args, check=True, timeout=300):
 
 
 def _steps(work_dir):
-    from keras_invert import training
+    from keras_invert.checkpoints import Checkpoints
 
-    return training.Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
+    return Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
 
 
 @pytest.fixture(scope="module")
@@ -136,6 +136,7 @@ from absl import app
 import keras_invert
 from launch import train
 from keras_invert import training
+from keras_invert.checkpoints import Checkpoints, optimizer_step
 
 work_dir, empty_folder = sys.argv[1:]
 config_file = os.path.join(work_dir, "config.json")
@@ -170,8 +171,8 @@ result = dict(
 with open(config_file) as file:
     result["stored_steps"] = json.load(file)["steps"]
 result["config_at_train"] = config_at_train
-result["checkpoints"] = training.Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
-result["final_step"] = training.optimizer_step(keras_invert.load(work_dir).model)
+result["checkpoints"] = Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
+result["final_step"] = optimizer_step(keras_invert.load(work_dir).model)
 print("RESULT " + json.dumps(result))
 """
 

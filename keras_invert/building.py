@@ -1,0 +1,218 @@
+"""Builds a run's compiled training model and its optimiser, in the run's precision.
+
+Implements docs/reference.md, Training: Adam on the squared Euclidean pixel
+loss (mean squared error: the same minimiser, a constant scale), the
+learning rate lowered towards the end. The training model is the decoder,
+the encoder and decoder (`Reconstructor`) for a network encoder computed in
+the train step, and either inside a `losses.PerceptualModel` for the
+"perceptual" and "deepsim" losses. `check_restored` refuses a restored model
+that another config trained.
+
+Example:
+    >>> from keras_invert import building, config
+    >>> model = building.build_model(config.preset("demo"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import keras
+import numpy as np
+
+from keras_invert import config as config_lib
+from keras_invert import losses, registry
+from keras_invert.config import TrainConfig
+from keras_invert.reconstructor import Encoder, Reconstructor
+
+
+def build_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam with the rate divided by 10 after each fraction in `learning_rate_drops`."""
+    boundaries = sorted({max(1, int(f * config.steps)) for f in config.learning_rate_drops})
+    if boundaries:
+        values = [config.learning_rate / 10**i for i in range(len(boundaries) + 1)]
+        rate = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    else:
+        rate = config.learning_rate
+    return keras.optimizers.Adam(rate, beta_1=config.beta_1, beta_2=config.beta_2)
+
+
+def check_config(config: TrainConfig) -> registry.Representation:
+    """Checks the fields that depend on the representation; returns the representation."""
+    representation = registry.get(config.representation)
+    if not representation.encode_in_model and (
+        config.autoencoder or config.encoder_weights is not None
+    ):
+        raise ValueError(
+            "autoencoder and encoder_weights need a network encoder (alexnet/..., "
+            "efficientnet-lite0/..., keras:...). "
+            f"Received: representation={config.representation!r}"
+        )
+    config_lib.check_cache_features(
+        config.cache_features, cache_dir=config.cache_dir, representation=representation
+    )
+    if config.cache_features:
+        weights = config_lib.encoder_options(config).get("weights")
+        if representation.random_without_weights and weights is None:
+            raise ValueError(
+                f"cache_features needs encoder_weights for {config.representation}: without "
+                "them the encoder is random, drawn anew whenever it is built, so the cached "
+                "features would not be those of the encoder rebuilt for export and evaluation. "
+                "Received: encoder_weights=None"
+            )
+    return representation
+
+
+def uses_reconstructor(config: TrainConfig, representation: registry.Representation) -> bool:
+    """Whether the training model holds the encoder (a network not fed from a feature cache)."""
+    return representation.encode_in_model and not config.cache_features
+
+
+@contextlib.contextmanager
+def precision_scope(precision: str):
+    """Layers created (and models compiled) inside compute in `precision`.
+
+    Sets Keras's global dtype policy for the duration only, so models built
+    elsewhere keep theirs. Under "mixed_float16" `compile` wraps the
+    optimiser in a `LossScaleOptimizer`; the decoders' output layer stays
+    float32 (`decoders.build_from_table`).
+
+    Example:
+        >>> with precision_scope("mixed_bfloat16"):
+        ...     model = build_model(run)
+    """
+    if precision not in config_lib.PRECISIONS:
+        raise ValueError(
+            f"Expected precision in {config_lib.PRECISIONS}. Received: precision={precision!r}"
+        )
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _in_precision(build):
+    """Runs `build(config, ...)` inside `precision_scope(config.precision)`."""
+
+    @functools.wraps(build)
+    def wrapper(config, *args, **kwargs):
+        with precision_scope(config.precision):
+            return build(config, *args, **kwargs)
+
+    return wrapper
+
+
+@_in_precision
+def build_model(config: TrainConfig) -> keras.Model:
+    """The compiled training model of `config`, freshly initialised.
+
+    For feature representations (HOG, LBP, SIFT) this is the decoder, fed
+    with features. For a network encoder (`encode_in_model`: AlexNet) it is a
+    `Reconstructor`, `images -> encoder -> decoder`, so that the network runs
+    on the accelerator inside the train step: the encoder starts from
+    `config.encoder_weights` (random without) and stays frozen, or with
+    `config.autoencoder` is trained jointly with the decoder (docs/reference.md,
+    Training, the paper's two modes). With `config.cache_features` the
+    fixed network's features come from the pipeline's cache, and the
+    training model is the decoder alone.
+    """
+    representation = check_config(config)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    image_size = config.image_size or representation.default_image_size
+    model = representation.build_decoder(
+        image_size, width=config.width, negative_slope=config.negative_slope
+    )
+    if uses_reconstructor(config, representation):
+        network = representation.make_encoder(**config_lib.encoder_options(config))
+        encoder = Encoder(network, trainable=config.autoencoder, name="encoder")
+        model = Reconstructor(encoder, model, image_size, name="reconstructor")
+    if config.loss == "pixel":
+        model.compile(
+            optimizer=build_optimizer(config),
+            loss="mean_squared_error",
+            jit_compile=config.jit_compile,
+        )
+        return model
+    return _perceptual_model(config, model)
+
+
+def _perceptual_model(config: TrainConfig, generator: keras.Model) -> keras.Model:
+    """`generator` inside a compiled `losses.PerceptualModel` ("perceptual", "deepsim")."""
+    comparator = losses.comparator_representation(
+        config.comparator or config_lib.DEFAULT_COMPARATOR
+    )
+    options = {} if config.comparator_weights is None else {"weights": config.comparator_weights}
+    model = losses.build_perceptual_model(
+        generator,
+        comparator.make_encoder(**options),
+        config_lib.loss_weights(config),
+        width=config.width,
+        negative_slope=config.negative_slope,
+    )
+    discriminator_optimizer = None
+    if model.discriminator is not None:
+        rate = config.discriminator_learning_rate or config.learning_rate
+        discriminator_optimizer = build_optimizer(config_lib.replace(config, learning_rate=rate))
+    model.compile(
+        optimizer=build_optimizer(config),
+        discriminator_optimizer=discriminator_optimizer,
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> None:
+    """Refuses a model restored from `work_dir` that `config` would not have built.
+
+    Raises:
+        ValueError: the model holds its encoder and `config` caches features
+            (or the reverse), or it was trained with another `autoencoder`
+            or `precision`.
+    """
+    representation = registry.get(config.representation)
+    # Unwrapped: a perceptual/deepsim run's generator holds the encoder.
+    network = losses.unwrap(model)
+    if isinstance(network, Reconstructor) != uses_reconstructor(config, representation):
+        held = "holds" if isinstance(network, Reconstructor) else "lacks"
+        raise ValueError(
+            f"The checkpoints in {work_dir} are of a model that {held} its encoder. "
+            f"Received: cache_features={config.cache_features!r}"
+        )
+    if isinstance(network, Reconstructor) and network.encoder.trainable != config.autoencoder:
+        raise ValueError(
+            f"The checkpoints in {work_dir} were trained with autoencoder="
+            f"{network.encoder.trainable}. Received: autoencoder={config.autoencoder!r}"
+        )
+    if _precision(model) != config.precision:
+        # Restored in another policy, the optimiser state would be silently dropped.
+        raise ValueError(
+            f"The checkpoints in {work_dir} were trained with precision="
+            f"{_precision(model)!r}. Received: precision={config.precision!r}"
+        )
+
+
+def _precision(model: keras.Model) -> str:
+    """The dtype policy the model's layers were built in (its output layer is float32)."""
+    mixed = {layer.dtype_policy.name for layer in model.layers} - {"float32"}
+    return mixed.pop() if len(mixed) == 1 else "float32"
+
+
+def describe(model: keras.Model, cached_network: bool = False) -> str:
+    """What a training model is, for the log: its parts and their parameter counts."""
+    generator = losses.unwrap(model)
+    if generator is not model:
+        kind = "deepsim" if model.discriminator is not None else "perceptual"
+        return f"{describe(generator, cached_network)}, {kind} loss"
+    on_cached = ", fed cached features of the fixed encoder" if cached_network else ""
+    trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
+    if not isinstance(model, Reconstructor):
+        return f"decoder ({trainable:,} parameters){on_cached}"
+    mode = "autoencoder, encoder trained" if model.encoder.trainable else "fixed encoder"
+    return (
+        f"encoder + decoder, {mode} ({model.encoder.count_params():,} encoder and "
+        f"{model.decoder.count_params():,} decoder parameters, {trainable:,} trained)"
+    )

@@ -1,0 +1,169 @@
+"""Starts or resumes a training run in a work dir: its config, the checks first, then `train`.
+
+The work dir's `config.json` is the run's single source of truth. A new run
+starts from a preset with the caller's changes; a work dir that holds a run
+resumes it, and a change to what it trains is refused as a different run
+(`config.RESUMABLE_CHANGES` may change: how it runs). Everything a start can
+fail on (the config, the strategy, the global batch, the data, the model's
+image size and weights files) is checked before anything is written, and
+`config.json` is written at the first training step, so a start that fails
+leaves the work dir as it was and the corrected start is a new run.
+
+Example:
+    >>> from keras_invert import runs
+    >>> config = runs.resolve_config("/tmp/work", {"steps": 200}, preset="demo")
+    >>> strategy = runs.check_start(config, "/tmp/work")
+    >>> model = runs.run(config, dataset, "/tmp/work", strategy=strategy)
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from keras_invert import building, distribute, losses, registry, training
+from keras_invert import config as config_lib
+from keras_invert.callbacks import ConfigWriter
+from keras_invert.config import TrainConfig
+
+# What a collective op raises when a peer died or hung.
+_PEER_ERRORS = (tf.errors.UnavailableError, tf.errors.DeadlineExceededError, tf.errors.AbortedError)
+
+
+class WorkerLostError(RuntimeError):
+    """Raised when another worker of a multi-worker run stopped or became unreachable."""
+
+
+def resolve_config(work_dir: str, changes: dict, preset: str | None = None) -> TrainConfig:
+    """The config a run in `work_dir` trains with: the stored one, or a preset, with `changes`.
+
+    Args:
+        work_dir: the run's directory.
+        changes: config fields to set.
+        preset: the starting point of a new run (None: the preset of
+            `changes["representation"]`, else "hog"; a name that is not a
+            preset: `TrainConfig`'s defaults).
+
+    Raises:
+        ValueError: `work_dir` holds a run and `changes` differ from its
+            config in a field outside `config.RESUMABLE_CHANGES`.
+    """
+    stored = config_lib.load(work_dir)
+    if stored is not None:
+        conflicts = {
+            name: (getattr(stored, name), value)
+            for name, value in changes.items()
+            if name not in config_lib.RESUMABLE_CHANGES and getattr(stored, name) != value
+        }
+        if conflicts:
+            raise ValueError(
+                f"{work_dir} holds a run with a different config ({conflicts}, stored vs flag). "
+                "Use a new --work_dir, or drop the flags to resume."
+            )
+        return config_lib.replace(stored, **changes)
+    name = preset or changes.get("representation", "hog")
+    base = (
+        config_lib.preset(name) if name in config_lib.preset_names() else config_lib.TrainConfig()
+    )
+    return config_lib.replace(base, **changes)
+
+
+def check_start(
+    config: TrainConfig, work_dir: str, check_data: Callable[[TrainConfig], object] | None = None
+):
+    """Checks everything a start of `config` can fail on; returns the run's strategy.
+
+    Writes nothing. The strategy is made before any TensorFlow op runs, as a
+    multi-worker strategy must be (it configures the collective ops and
+    starts this process's server).
+
+    Args:
+        config: the resolved config.
+        work_dir: the run's directory; a new run there (no `config.json`)
+            builds its model once, to check the image size and weights files.
+        check_data: called with `config` after the strategy is made; raises
+            `ValueError` for data the run cannot train on.
+
+    Raises:
+        ValueError: what would fail, in one message.
+    """
+    building.check_config(config)
+    if config.loss != "pixel":
+        losses.comparator_representation(config.comparator or config_lib.DEFAULT_COMPARATOR)
+    strategy = distribute.make_strategy(config.strategy)
+    distribute.check_global_batch(strategy, config.batch_size)
+    if check_data is not None:
+        check_data(config)
+    if config_lib.load(work_dir) is None:
+        building.build_model(config)
+    return strategy
+
+
+def cache_dir(config: TrainConfig, work_dir: str, chief: bool = True) -> str | None:
+    """The feature cache folder this process's pipeline uses (None: no cache).
+
+    A relative `config.cache_dir` lives in the work dir. A tf.data service
+    computes the features on its workers, so a local cache of them would be
+    bypassed: none then. Only the chief writes into the work dir; the other
+    workers cache their (identical, seeded) crops in a private folder removed
+    when the process exits.
+    """
+    if config.cache_dir is None:
+        return None
+    folder = os.path.join(work_dir, config.cache_dir)
+    if config.data_service and not config.cache_features:
+        logging.warning("--data_service is set: the feature cache %s is not used.", folder)
+        return None
+    if (
+        not (config.cache_features or config.autoencoder)
+        and registry.get(config.representation).encode_in_model
+    ):
+        logging.info(
+            "The cache holds crops and the fixed encoder runs in every step; "
+            "--cache_features would cache its features and train the decoder alone."
+        )
+    if not chief and not os.path.isabs(config.cache_dir):
+        folder = tempfile.mkdtemp(prefix="keras_invert-cache-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def run(config: TrainConfig, dataset, work_dir: str, *, strategy, sample_batch=None) -> keras.Model:
+    """`training.train` of a checked start (`check_start`), writing `config.json` at its first step.
+
+    Args:
+        config, dataset, work_dir, strategy, sample_batch: as `training.train`.
+
+    Raises:
+        callbacks.DivergenceError: the loss turned NaN/Inf or exploded.
+        WorkerLostError: a collective op failed or timed out because another
+            worker of a multi-worker run stopped; the checkpoints are kept.
+    """
+    chief = distribute.is_chief(strategy)
+    try:
+        return training.train(
+            config,
+            dataset,
+            work_dir,
+            strategy=strategy,
+            sample_batch=sample_batch,
+            callbacks=[ConfigWriter(config, work_dir)] if chief else [],
+        )
+    except _PEER_ERRORS as error:
+        if distribute.num_workers(strategy) < 2:
+            raise
+        logging.debug("The failed collective:", exc_info=True)
+        reason = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error).strip().splitlines()[0])[:300]
+        raise WorkerLostError(
+            f"another worker of this multi-worker run stopped or became unreachable "
+            f"({type(error).__name__}: {reason}). The checkpoints in {work_dir} are kept: "
+            "start every worker again with the same command to resume from the last one."
+        ) from error

@@ -1,0 +1,64 @@
+"""Starts the tf.data service servers that run `build_dataset(data_service=...)` pipelines.
+
+One dispatcher and any number of workers: the trainer sends the dataset graph
+to the dispatcher, the workers run it (read, decode, crop, features, batch)
+and stream the batches back. Workers must see the photos at the trainer's
+paths; they need this project's TensorFlow, not its Python code (the graph
+holds plain TensorFlow ops), so SIFT's NumPy encoder cannot run on one.
+
+Example:
+    >>> dispatcher = start_dispatcher(port=5050)
+    >>> worker = start_worker("localhost:5050")
+    >>> dataset = build_dataset(..., data_service=dispatcher.target)
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from absl import logging
+
+
+def start_dispatcher(port: int = 0, work_dir: str | None = None):
+    """Starts a `tf.data.experimental.service.DispatchServer`; returns it (running).
+
+    Args:
+        port: the port to listen on (0: a free one, logged).
+        work_dir: folder of the dispatcher's journal: a restarted dispatcher
+            resumes its jobs from it (None: state in memory only).
+    """
+    service = tf.data.experimental.service
+    config = service.DispatcherConfig(
+        port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None
+    )
+    server = service.DispatchServer(config)
+    # The address trainers pass to build_dataset(data_service=...).
+    logging.info("tf.data service dispatcher at %s", server.target)
+    return server
+
+
+def start_worker(
+    dispatcher: str, port: int = 0, worker_host: str = "localhost", heartbeat_ms: int | None = None
+):
+    """Starts a `tf.data.experimental.service.WorkerServer` of `dispatcher` (HOST:PORT).
+
+    Args:
+        dispatcher: the dispatcher's address, with or without "grpc://".
+        port: the port to listen on (0: a free one, logged).
+        worker_host: the host name under which the dispatcher and trainers
+            reach this worker.
+        heartbeat_ms: milliseconds between heartbeats to the dispatcher
+            (None: TensorFlow's default); lower picks new jobs up sooner.
+    """
+    service = tf.data.experimental.service
+    dispatcher = dispatcher.removeprefix("grpc://")
+    config = service.WorkerConfig(
+        dispatcher_address=dispatcher,
+        worker_address=f"{worker_host}:%port%",  # TF fills in the bound port.
+        port=port,
+        heartbeat_interval_ms=heartbeat_ms,
+    )
+    server = service.WorkerServer(config)
+    # `_address` ("localhost:PORT") is the only way TF offers to read the bound port.
+    bound_port = server._address.rsplit(":", 1)[1]
+    logging.info("tf.data service worker at %s:%s for %s", worker_host, bound_port, dispatcher)
+    return server

@@ -1,0 +1,44 @@
+"""Starting or resuming a run in a work dir: the config it trains with, its feature cache."""
+
+import os
+
+import pytest
+
+from keras_invert import config as config_lib
+from keras_invert import runs
+
+
+def test_a_new_run_starts_from_the_preset_of_its_representation(tmp_path):
+    run = runs.resolve_config(str(tmp_path), {"representation": "lbp", "steps": 7})
+    assert run == config_lib.replace(config_lib.preset("lbp"), steps=7)
+    demo = runs.resolve_config(str(tmp_path), {"width": 0.5}, preset="demo")
+    assert demo == config_lib.replace(config_lib.preset("demo"), width=0.5)
+    # A representation without a preset starts from the defaults.
+    plain = runs.resolve_config(str(tmp_path), {"representation": "alexnet/conv5"})
+    assert plain == config_lib.TrainConfig(representation="alexnet/conv5")
+
+
+def test_a_stored_run_resumes_and_refuses_a_different_config(tmp_path):
+    stored = config_lib.replace(config_lib.preset("demo"), steps=10)
+    config_lib.save(stored, str(tmp_path))
+    # The stored config wins over the preset; how the run runs may change.
+    resumed = runs.resolve_config(str(tmp_path), {"steps": 20, "jit_compile": True}, "hog")
+    assert resumed == config_lib.replace(stored, steps=20, jit_compile=True)
+    assert runs.resolve_config(str(tmp_path), {"width": 0.25}) == stored  # The stored value.
+    with pytest.raises(ValueError, match=r"different config \(\{'width': \(0\.25, 0\.5\)\}"):
+        runs.resolve_config(str(tmp_path), {"width": 0.5, "steps": 20})
+
+
+def test_the_feature_cache_folder(tmp_path):
+    work_dir = str(tmp_path)
+    run = config_lib.TrainConfig(cache_dir="cache")
+    assert runs.cache_dir(config_lib.TrainConfig(), work_dir) is None
+    assert runs.cache_dir(run, work_dir) == os.path.join(work_dir, "cache")
+    # The service's workers compute the features: a local cache would bypass them.
+    served = config_lib.replace(run, data_service="grpc://localhost:5050")
+    assert runs.cache_dir(served, work_dir) is None
+    # Only the chief writes into the work dir; another worker caches privately.
+    private = runs.cache_dir(run, work_dir, chief=False)
+    assert os.path.isdir(private) and not private.startswith(work_dir)
+    shared = config_lib.replace(run, cache_dir=str(tmp_path / "shared"))
+    assert runs.cache_dir(shared, work_dir, chief=False) == shared.cache_dir
