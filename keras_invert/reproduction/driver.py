@@ -1,0 +1,294 @@
+"""Runs a reproduction: train every planned decoder, evaluate, run the experiments, report.
+
+Each stage writes its result under `out_dir` and a rerun reuses what is
+finished: a run whose final model has its planned steps is not trained
+again (an unfinished one resumes from its last checkpoint), and an
+evaluation or experiment whose JSON is newer than every model it used is
+read back instead of measured again. Progress is logged stage by stage.
+
+The library reads no photo files: the caller passes the data access as a
+`Data` (`launch.reproduce` builds it from `pipelines`).
+
+Layout of `out_dir`:
+    runs/NAME/          one training work dir per job (`plan.jobs`)
+    measurements/*.json evaluations and experiment numbers, one file per stage
+    figures/*.png       the figures `results.md` shows
+    results.md, results.json
+
+Example:
+    >>> data = Data(training_dataset=..., sample_batch=..., check_source=...,
+    ...             crops=..., image_names=[...], training_mean=...)
+    >>> reproduce(ReproduceConfig(out_dir="results"), data)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import keras
+import numpy as np
+from absl import logging
+
+from keras_invert import checkpoints, evaluation, figures, files, images, loading, metrics, runs
+from keras_invert import config as config_lib
+from keras_invert.experiments import runners
+from keras_invert.reproduction import findings, report
+from keras_invert.reproduction.plan import Job, ReproduceConfig, jobs, tap_name
+
+COARSE_SIZE = 8
+"""Side of the block averages on which colour and rough layout are compared (finding 3)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Data:
+    """How a reproduction reads photos (the caller's pipelines).
+
+    Attributes:
+        training_dataset: `(run, shard, cache_dir) -> tf.data.Dataset`, a run's
+            training stream (`pipelines.training_dataset`).
+        check_source: `(run) -> None`, raises `ValueError` when the run's
+            source cannot be trained on.
+        crops: `image_size -> float32 [N, S, S, 3]` 0..255, the test photos'
+            centre crops.
+        image_names: one short name per test photo.
+        training_mean: `(work_dir, image_size, size) -> (mean image, description)`
+            or None, the mean of a run's training targets.
+    """
+
+    training_dataset: Callable
+    check_source: Callable
+    crops: Callable[[int], np.ndarray]
+    image_names: Sequence[str]
+    training_mean: Callable
+
+
+class _Progress:
+    """Numbered stage lines with the elapsed time."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.start = total, 0, time.time()
+
+    def __call__(self, message: str, *args) -> None:
+        self.done += 1
+        minutes = (time.time() - self.start) / 60
+        logging.info("[%d/%d, %.1f min] " + message, self.done, self.total, minutes, *args)
+
+
+def reproduce(config: ReproduceConfig, data: Data) -> dict:
+    """Trains, evaluates and reports (module docstring); returns the written paths.
+
+    Returns:
+        `{"results": results.md, "json": results.json, "figures": [PNG paths]}`.
+    """
+    planned = jobs(config)
+    optimised = sum(_optimised(config, job) for job in planned)
+    progress = _Progress(2 * len(planned) + optimised + 4 + 1)
+    start = time.time()
+    out = os.path.abspath(os.path.expanduser(config.out_dir))
+    training_minutes = {}
+    for job in planned:
+        progress("training %s", job.name)
+        training_minutes[job.name] = _train(job, _run_dir(out, job), data, out)
+        keras.backend.clear_session()  # Each job builds its own graphs: free the last one's.
+    models = {}
+    for job in planned:
+        models[job.name] = loading.load(_run_dir(out, job))
+    evaluations = {}
+    for job in planned:
+        progress("evaluating %s", job.name)
+        evaluations[job.name] = _cached(
+            out, f"evaluation-{job.name}", [models[job.name]],
+            lambda job=job: _evaluate_decoder(job, models[job.name], data),
+        )  # fmt: skip
+    optimizations = {}
+    for job in planned:
+        if _optimised(config, job):
+            progress("optimisation on %s", job.representation)
+            optimizations[job.name] = _cached(
+                out, f"optimization-{job.name}", [],
+                lambda job=job: _evaluate_optimization(config, job, models[job.name], data),
+            )  # fmt: skip
+    figure_paths, experiments = _experiments(config, planned, models, data, out, progress)
+    if "binarised_and_dropped" in experiments:
+        # The constant prediction at the same size: the bar binarised features must clear.
+        name = next(
+            job.name for job in planned if job.representation == tap_name(config.binarise_tap)
+        )
+        experiments["binarised_and_dropped"]["oracle_error"] = findings.oracle_error(
+            evaluations[name]
+        )
+    numbers = {
+        "config": dataclasses.asdict(config),
+        "jobs": [dataclasses.asdict(job) for job in planned],
+        "test_photos": list(data.image_names),
+        "evaluations": evaluations,
+        "optimizations": optimizations,
+        "experiments": experiments,
+        "training_minutes": training_minutes,
+        "minutes": (time.time() - start) / 60,
+    }
+    assessed = findings.assess(config, planned, numbers)
+    numbers["findings"] = [dataclasses.asdict(finding) for finding in assessed]
+    progress("writing results.md")
+    json_path = files.write_json(os.path.join(out, "results.json"), numbers)
+    results = report.write(out, config, planned, numbers, assessed, figure_paths)
+    logging.info("Results: %s", results)
+    return {"results": results, "json": json_path, "figures": figure_paths}
+
+
+def _run_dir(out: str, job: Job) -> str:
+    return os.path.join(out, "runs", job.name)
+
+
+def _finished(work_dir: str, steps: int) -> bool:
+    run = config_lib.load(work_dir)
+    final = os.path.join(work_dir, checkpoints.FINAL_MODEL)
+    return run is not None and run.steps == steps and os.path.exists(final)
+
+
+def _train(job: Job, work_dir: str, data: Data, out: str) -> float:
+    """Trains (or resumes) one job's run; returns its training minutes over all invocations.
+
+    A finished run is left as it is. The minutes (feature caches included) are
+    added up in `measurements/training-NAME.json` across resumed invocations.
+    """
+    path = os.path.join(out, "measurements", f"training-{job.name}.json")
+    spent = 0.0
+    if os.path.exists(path):
+        with open(path) as file:
+            spent = json.load(file)["minutes"]
+    if _finished(work_dir, job.changes["steps"]):
+        logging.info("%s: finished earlier (%d steps), reused.", job.name, job.changes["steps"])
+        return spent
+    start = time.time()
+    run = runs.resolve_config(work_dir, dict(job.changes), job.preset)
+    strategy = runs.check_start(run, work_dir, check_data=data.check_source)
+    cache_dir = runs.cache_dir(run, work_dir)
+
+    def dataset_from(shard):
+        return data.training_dataset(run, shard, cache_dir=cache_dir)
+
+    try:
+        runs.run(run, dataset_from, work_dir, strategy=strategy)
+    finally:
+        spent += (time.time() - start) / 60
+        files.write_json(path, {"minutes": spent, "steps": run.steps})
+    return spent
+
+
+def _cached(out: str, name: str, models, measure: Callable[[], dict]) -> dict:
+    """`measure()`, stored as `measurements/NAME.json`; reused while newer than `models`."""
+    path = os.path.join(out, "measurements", f"{name}.json")
+    newest = max((_model_time(model) for model in models), default=0.0)
+    if os.path.exists(path) and os.path.getmtime(path) >= newest:
+        with open(path) as file:
+            return json.load(file)
+    result = files.plain(measure())
+    files.write_json(path, result)
+    return result
+
+
+def _model_time(model) -> float:
+    final = os.path.join(model.path, checkpoints.FINAL_MODEL)
+    return os.path.getmtime(final) if os.path.exists(final) else time.time()
+
+
+def _optimised(config: ReproduceConfig, job: Job) -> bool:
+    if job.group == "shallow":
+        return job.representation == "hog"  # SIFT and LBP have no gradient.
+    taps = {tap_name(tap) for tap in config.optimization_taps}
+    return job.group == "tap" and job.representation in taps
+
+
+def _evaluate_decoder(job: Job, model, data: Data) -> dict:
+    """The decoder's row, its coarse (colour and layout) errors and the mean-image rows."""
+    row, originals, reconstructions = evaluation.evaluate_decoder(job.name, model, data.crops)
+    training_mean = data.training_mean(model.path, model.image_size, model.output_size)
+    means = evaluation.mean_image_rows(
+        originals, model.image_size, [training_mean] if training_mean else []
+    )
+    coarse = {"decoder": _coarse_error(originals, reconstructions)}
+    oracle = np.broadcast_to(originals.mean(axis=0), originals.shape)
+    coarse["mean image (of these photos)"] = _coarse_error(originals, oracle)
+    if training_mean is not None:
+        constant = np.broadcast_to(training_mean[0], originals.shape)
+        coarse["mean training image"] = _coarse_error(originals, constant)
+    return {"decoder": row, "means": means, "coarse_error": coarse}
+
+
+def _coarse_error(originals, reconstructions) -> float:
+    """The normalised error of `COARSE_SIZE` x `COARSE_SIZE` block averages: colour and layout."""
+    small = [
+        images.target(np.asarray(x) * 255.0, COARSE_SIZE).numpy()
+        for x in (originals, reconstructions)
+    ]
+    return float(metrics.normalized_reconstruction_error(*small))
+
+
+def _evaluate_optimization(config: ReproduceConfig, job: Job, model, data: Data) -> dict:
+    overrides = {"steps": config.optimization_steps}
+    row = evaluation.evaluate_optimization(
+        job.representation, model.image_size, data.crops, model.encoder_options,
+        overrides=overrides, seed=config.seed,
+    )  # fmt: skip
+    return {"optimization": row}
+
+
+def _experiments(config, planned, models, data, out, progress):
+    """The figures: every layer side by side, dark knowledge, robustness, fixed vs autoencoder."""
+    by_representation = {
+        job.representation: job.name for job in planned if job.group != "autoencoder"
+    }
+    names = list(data.image_names)
+    paths, numbers = [], {}
+
+    def run(stage, used, make):
+        progress("experiment: %s", stage)
+        png = os.path.join(out, "figures", f"{stage}.png")
+        used_models = [models[name] for name in used]
+        path = os.path.join(out, "measurements", f"experiment-{stage}.json")
+        if os.path.exists(png) and os.path.exists(path):
+            if os.path.getmtime(path) >= max((_model_time(m) for m in used_models), default=0):
+                with open(path) as file:
+                    numbers[stage] = json.load(file)
+                paths.append(png)
+                return
+        figure = make()
+        figures.save_png(png, figures.figure(
+            figure.rows, column_labels=figure.column_labels, row_labels=figure.row_labels,
+            cell_size=112,
+        ))  # fmt: skip
+        numbers[stage] = files.plain(figure.numbers)
+        files.write_json(path, numbers[stage])
+        paths.append(png)
+
+    layered = [job.name for job in planned if job.group in ("shallow", "tap", "alexnet")]
+    if layered:
+        run("layers", layered, lambda: runners.run_layers(
+            {name: models[name] for name in layered}, data.crops, names
+        ))  # fmt: skip
+    for stage, tap, make in (
+        ("dark_knowledge", config.dark_knowledge_tap, runners.run_dark_knowledge),
+        ("binarised_and_dropped", config.binarise_tap, runners.run_perturbation),
+    ):
+        if tap is None:
+            progress("experiment: %s (not run)", stage)
+            continue
+        name = by_representation[tap_name(tap)]
+        model = models[name]
+        run(stage, [name], lambda model=model, make=make: make(
+            model, data.crops(model.image_size), names
+        ))  # fmt: skip
+    if config.autoencoder_tap is not None:
+        fixed = by_representation[tap_name(config.autoencoder_tap)]
+        autoencoder = f"{fixed}-autoencoder"
+        run("fixed_vs_autoencoder", [fixed, autoencoder], lambda: runners.run_autoencoder_vs_fixed(
+            models[fixed], models[autoencoder], data.crops, names
+        ))  # fmt: skip
+    else:
+        progress("experiment: fixed_vs_autoencoder (not run)")
+    return paths, numbers

@@ -1,0 +1,229 @@
+"""What a reproduction trains and measures: its config and the list of training jobs.
+
+`ReproduceConfig` holds the few choices of a reproduction (data, scale,
+which taps, AlexNet weights); `jobs` turns it into one `Job` per decoder to
+train, each a set of `TrainConfig` fields over a preset. Two scales:
+
+- "cpu" (the default): the bundled photos on 2 CPU cores in about an hour.
+  Decoders at width 0.25, batch 16; the shallow features at 128 px with the
+  README demo's schedule; the network taps on cached features (the
+  encoder's weights stay fixed, so its features of 32 crops per photo are
+  computed once), with fewer steps for the early taps, whose decoders are
+  the most expensive (224 px maps all the way up).
+- "full": the paper's decoders (width 1.0, batch 64, 256 px shallow
+  features) and many more steps, for a GPU and a large photo set.
+
+`step_scale` multiplies every job's steps (quick looks, tests).
+
+Example:
+    >>> config = ReproduceConfig(out_dir="results")
+    >>> [job.name for job in jobs(config)][:3]
+    ['hog', 'sift', 'lbp']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from keras_invert.encoders import EFFICIENTNET_LITE0_TAPS
+from keras_invert.encoders.alexnet import ALEXNET_LAYERS
+
+SCALES = ("cpu", "full")
+SHALLOW = ("hog", "sift", "lbp")
+EFFICIENTNET = "efficientnet-lite0"
+
+# Steps per job at scale "cpu" (2 cores, about an hour in all). The early taps'
+# decoders upsample 112x112 or 56x56 maps to 224 px: a step costs 3-12 times
+# a late tap's, so they get fewer.
+_CPU_SHALLOW_STEPS = 5000
+_CPU_TAP_STEPS = {
+    "stem": 600,
+    "stage1": 600,
+    "stage2": 1500,
+    "stage3": 1500,
+    "stage4": 2000,
+    "stage5": 2000,
+    "stage6": 2500,
+    "stage7": 2500,
+    "head": 2500,
+    "logits": 2500,
+}
+_CPU_AUTOENCODER_STEPS = 1000
+# The taps each experiment uses by default, when they are trained.
+_DEFAULT_TAPS = {
+    "autoencoder_tap": "stage4",
+    "binarise_tap": "head",
+    "dark_knowledge_tap": "logits",
+}
+_DEFAULT_OPTIMIZATION_TAPS = ("stage2", "stage5", "logits")
+_CPU_ALEXNET_STEPS = 2000
+_FULL_STEPS = 60_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproduceConfig:
+    """The choices of one reproduction (docs/reference.md, Reproduction).
+
+    Args:
+        out_dir: where runs, evaluations, figures and `results.md` go; a
+            rerun with the same `out_dir` reuses what is finished.
+        data: the photo source ("samples", "folder:PATH", "tfds:NAME").
+        train_split, test_split: its splits; the test photos are never trained on.
+        scale: "cpu" or "full" (module docstring).
+        step_scale: multiplies every job's steps (> 0).
+        shallow: the shallow features to train ("hog", "sift", "lbp").
+        taps: the EfficientNet-Lite0 taps to train, in depth order.
+        alexnet_weights: an AlexNet weights file (Caffe, torchvision or
+            Keras): its eight layers are trained too. None: skipped (random
+            AlexNet weights would say nothing about the paper's network).
+        autoencoder_tap: the tap trained a second time with its encoder
+            (finding 6); None: not trained.
+        optimization_taps: the taps also inverted by optimisation (finding 1;
+            HOG always is); each costs minutes on a CPU.
+        The experiments' default taps that `taps` leaves out are not run.
+        binarise_tap: the tap of the binarised/dropped-features experiment.
+        dark_knowledge_tap: the tap of the top-5 experiment (the classifier's logits).
+        crops_per_image: crops per training photo in the network taps' feature caches.
+        shallow_crops_per_image: the same for the shallow features (the demo's).
+        optimization_steps: optimisation steps (None: the original method's).
+        num_test_images: test photos used (None: all of the split).
+        seed: of the training streams and the optimisation's noise.
+    """
+
+    out_dir: str
+    data: str = "samples"
+    train_split: str = "train"
+    test_split: str = "test"
+    scale: str = "cpu"
+    step_scale: float = 1.0
+    shallow: tuple[str, ...] = SHALLOW
+    taps: tuple[str, ...] = EFFICIENTNET_LITE0_TAPS
+    alexnet_weights: str | None = None
+    autoencoder_tap: str | None = _DEFAULT_TAPS["autoencoder_tap"]
+    optimization_taps: tuple[str, ...] = _DEFAULT_OPTIMIZATION_TAPS
+    binarise_tap: str | None = _DEFAULT_TAPS["binarise_tap"]
+    dark_knowledge_tap: str | None = _DEFAULT_TAPS["dark_knowledge_tap"]
+    crops_per_image: int = 32
+    shallow_crops_per_image: int = 128
+    optimization_steps: int | None = None
+    num_test_images: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.scale not in SCALES:
+            raise ValueError(f"Expected scale in {SCALES}. Received: scale={self.scale!r}")
+        if not (math.isfinite(self.step_scale) and self.step_scale > 0):
+            raise ValueError(f"Expected step_scale > 0. Received: step_scale={self.step_scale!r}")
+        for name in ("shallow", "taps", "optimization_taps"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        unknown = sorted(set(self.shallow) - set(SHALLOW))
+        if unknown:
+            raise ValueError(f"Expected shallow features among {SHALLOW}. Received: {unknown!r}")
+        # A default tap that is not trained drops out (the experiment is "not measured").
+        if self.optimization_taps == _DEFAULT_OPTIMIZATION_TAPS:
+            kept = tuple(tap for tap in self.optimization_taps if tap in self.taps)
+            object.__setattr__(self, "optimization_taps", kept)
+        for name, tap in _DEFAULT_TAPS.items():
+            if getattr(self, name) == tap and tap not in self.taps:
+                object.__setattr__(self, name, None)
+        for name in ("taps", "optimization_taps"):
+            unknown = sorted(set(getattr(self, name)) - set(EFFICIENTNET_LITE0_TAPS))
+            if unknown:
+                raise ValueError(
+                    f"Expected {name} among {EFFICIENTNET_LITE0_TAPS}. Received: {unknown!r}"
+                )
+        for name in ("autoencoder_tap", "binarise_tap", "dark_knowledge_tap"):
+            tap = getattr(self, name)
+            if tap is not None and tap not in self.taps:
+                raise ValueError(
+                    f"Expected {name} among the trained taps {self.taps}. Received: {tap!r}"
+                )
+        for name in (
+            "crops_per_image",
+            "shallow_crops_per_image",
+            "optimization_steps",
+            "num_test_images",
+        ):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, int) and value > 0):
+                raise ValueError(f"Expected {name} a positive integer. Received: {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One decoder to train: its name (a folder under `out_dir/runs`), preset and fields."""
+
+    name: str
+    group: str  # "shallow", "tap", "autoencoder" or "alexnet".
+    preset: str | None
+    changes: dict
+
+    @property
+    def representation(self) -> str:
+        return self.changes["representation"]
+
+
+def tap_name(tap: str) -> str:
+    """The registry name of an EfficientNet-Lite0 tap, e.g. "efficientnet-lite0/stage2"."""
+    return f"{EFFICIENTNET}/{tap}"
+
+
+def jobs(config: ReproduceConfig) -> list[Job]:
+    """The decoders `config` trains, in the order they train and are reported."""
+    common = dict(
+        data=config.data,
+        train_split=config.train_split,
+        test_split=config.test_split,
+        seed=config.seed,
+        max_minutes=None,  # A job ends at its steps: "finished" means the same on every rerun.
+        summary_images=0,
+    )
+    cpu = config.scale == "cpu"
+
+    def steps(count: int) -> int:
+        return max(1, round((count if cpu else _FULL_STEPS) * config.step_scale))
+
+    planned = []
+    for name in config.shallow:
+        changes = dict(
+            common,
+            representation=name,
+            steps=steps(_CPU_SHALLOW_STEPS),
+            crops_per_image=config.shallow_crops_per_image,
+        )
+        # "demo" is the README's CPU schedule; the representation presets are the paper's.
+        planned.append(Job(name, "shallow", "demo" if cpu else name, changes))
+    network = dict(
+        common,
+        cache_dir="cache",
+        cache_features=True,
+        crops_per_image=config.crops_per_image,
+        width=0.25 if cpu else 1.0,
+        batch_size=16 if cpu else 64,
+        learning_rate=6e-4 if cpu else 1e-3,
+        learning_rate_drops=(0.7,) if cpu else (0.7, 0.9),
+    )
+    for tap in config.taps:
+        changes = dict(network, representation=tap_name(tap), steps=steps(_CPU_TAP_STEPS[tap]))
+        planned.append(Job(f"{EFFICIENTNET}-{tap}", "tap", None, changes))
+    if config.autoencoder_tap is not None:
+        tap = config.autoencoder_tap
+        changes = dict(
+            network,
+            representation=tap_name(tap),
+            cache_features=False,  # The encoder trains: the cache holds crops.
+            autoencoder=True,
+            steps=steps(_CPU_AUTOENCODER_STEPS),
+        )
+        planned.append(Job(f"{EFFICIENTNET}-{tap}-autoencoder", "autoencoder", None, changes))
+    if config.alexnet_weights is not None:
+        for layer in ALEXNET_LAYERS:
+            changes = dict(
+                network,
+                representation=f"alexnet/{layer}",
+                encoder_weights=config.alexnet_weights,
+                steps=steps(_CPU_ALEXNET_STEPS),
+            )
+            planned.append(Job(f"alexnet-{layer}", "alexnet", None, changes))
+    return planned

@@ -1,0 +1,80 @@
+"""Reproduces the paper's findings: `python -m launch.reproduce --out_dir=results`.
+
+Trains the decoders it needs (HOG, SIFT, LBP; EfficientNet-Lite0 from `stem`
+to `logits`, its ImageNet weights standing in for AlexNet's; a fixed and an
+autoencoder run of one tap; AlexNet's eight layers with `--alexnet_weights`),
+evaluates them on held-out photos beside optimisation and the mean images,
+runs the experiments, and writes `OUT_DIR/results.md` (the paper's tables,
+the six findings with verdicts, the figures) and `results.json`.
+
+Running it again with the same `--out_dir` reuses every finished part; an
+interrupted run resumes. The defaults take about an hour on 2 CPU cores;
+`--scale=full --data=tfds:imagenet2012` (or `folder:PATH`) on a GPU is the
+paper's scale. What it trains and how the verdicts are reached:
+docs/reference.md, Reproduction.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from absl import flags
+
+from launch import common
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("out_dir", None, "Where runs, figures and results.md go.", required=True)
+flags.DEFINE_string("data", "samples", "Photo source: 'samples', 'folder:PATH', 'tfds:NAME'.")
+flags.DEFINE_string("train_split", "train", "Split the decoders train on.")
+flags.DEFINE_string("test_split", "test", "Held-out split every figure is measured on.")
+flags.DEFINE_enum("scale", "cpu", ["cpu", "full"], "cpu: ~1 hour on 2 cores; full: a GPU.")
+flags.DEFINE_float("step_scale", 1.0, "Multiplies every job's training steps.")
+flags.DEFINE_list("shallow", ["hog", "sift", "lbp"], "Shallow features to train.")
+flags.DEFINE_list("taps", None, "EfficientNet-Lite0 taps (default: stem to logits).")
+flags.DEFINE_string("alexnet_weights", None, "AlexNet weights: also train its eight layers.")
+flags.DEFINE_integer("optimization_steps", None, "Optimisation steps (default: the method's).")
+flags.DEFINE_integer("num_test_images", None, "Use the first N test photos.", lower_bound=2)
+flags.DEFINE_integer("seed", 0, "Seed of the training streams and the optimisation.")
+common.validate("step_scale", lambda scale: scale > 0, "> 0")
+
+
+def main(argv):
+    del argv
+    import pipelines
+    from keras_invert import reproduction
+    from pipelines import baselines, sources
+
+    options = dict(
+        out_dir=FLAGS.out_dir,
+        data=FLAGS.data,
+        train_split=FLAGS.train_split,
+        test_split=FLAGS.test_split,
+        scale=FLAGS.scale,
+        step_scale=FLAGS.step_scale,
+        shallow=tuple(FLAGS.shallow),
+        alexnet_weights=FLAGS.alexnet_weights and os.path.abspath(FLAGS.alexnet_weights),
+        optimization_steps=FLAGS.optimization_steps,
+        num_test_images=FLAGS.num_test_images,
+        seed=FLAGS.seed,
+    )
+    if FLAGS.taps is not None:
+        options["taps"] = tuple(FLAGS.taps)
+    config = reproduction.ReproduceConfig(**options)
+    photos = pipelines.list_source_files(config.data, config.test_split)
+    photos = photos[: config.num_test_images] if config.num_test_images else photos
+    if len(photos) < 2:
+        raise ValueError(f"Expected two test photos or more. Received: {len(photos)} photos")
+    data = reproduction.Data(
+        training_dataset=pipelines.training_dataset,
+        check_source=lambda run: sources.resolve(run.data, run.train_split),
+        crops=functools.lru_cache(maxsize=4)(functools.partial(pipelines.load_images, photos)),
+        image_names=[os.path.splitext(os.path.basename(path))[0] for path in photos],
+        training_mean=baselines.training_mean_image,
+    )
+    written = reproduction.reproduce(config, data)
+    print(written["results"])
+
+
+if __name__ == "__main__":
+    common.run(main)
