@@ -1,0 +1,190 @@
+"""The reproduction: its plan, the verdict rules, and one tiny end-to-end run that resumes."""
+
+import functools
+import json
+import os
+
+import numpy as np
+import pytest
+
+from keras_invert import reproduction
+from keras_invert.reproduction import findings
+from keras_invert.reproduction.plan import Job, ReproduceConfig, jobs
+
+HOLDS, FAILS, MISSING = findings.HOLDS, findings.DOES_NOT_HOLD, findings.NOT_MEASURED
+
+
+def test_the_cpu_plan_trains_every_feature_and_tap_in_depth_order():
+    planned = jobs(ReproduceConfig(out_dir="out"))
+    names = [job.name for job in planned]
+    assert names[:3] == ["hog", "sift", "lbp"]
+    taps = [job.representation.split("/")[1] for job in planned if job.group == "tap"]
+    assert taps == ["stem", *(f"stage{i}" for i in range(1, 8)), "head", "logits"]
+    assert names[-1] == "efficientnet-lite0-stage4-autoencoder"
+    autoencoder = planned[-1].changes
+    assert autoencoder["autoencoder"] and not autoencoder["cache_features"]
+    assert all(job.changes["max_minutes"] is None for job in planned)
+    assert all(job.changes["cache_features"] for job in planned if job.group == "tap")
+
+
+def test_alexnet_layers_join_with_weights_and_steps_scale():
+    planned = jobs(ReproduceConfig(out_dir="o", alexnet_weights="/w.h5", step_scale=0.5))
+    alexnet = [job for job in planned if job.group == "alexnet"]
+    assert [job.representation for job in alexnet] == [
+        f"alexnet/{layer}" for layer in ("conv1", "conv2", "conv3", "conv4", "conv5")
+    ] + ["alexnet/fc6", "alexnet/fc7", "alexnet/fc8"]
+    assert {job.changes["encoder_weights"] for job in alexnet} == {"/w.h5"}
+    assert planned[0].changes["steps"] == 2500
+
+
+def test_default_experiment_taps_drop_out_when_not_trained_and_bad_choices_are_refused():
+    config = ReproduceConfig(out_dir="o", taps=("stage6", "logits"))
+    assert config.autoencoder_tap is None and config.binarise_tap is None
+    assert config.dark_knowledge_tap == "logits" and config.optimization_taps == ("logits",)
+    with pytest.raises(ValueError, match="autoencoder_tap"):
+        ReproduceConfig(out_dir="o", taps=("stage6",), autoencoder_tap="stage2")
+    with pytest.raises(ValueError, match="scale"):
+        ReproduceConfig(out_dir="o", scale="tpu")
+    with pytest.raises(ValueError, match="shallow"):
+        ReproduceConfig(out_dir="o", shallow=("hog", "surf"))
+
+
+def _numbers(errors, *, optimisation=None, coarse=(0.3, 0.5), dark=(0.6, 0.5), binarised=0.5,
+             autoencoder=(0.4, 0.2)):  # fmt: skip
+    """`reproduce`'s numbers for jobs with the given decoder errors (name -> error)."""
+    oracle = {"method": findings.ORACLE, "normalized_error": 0.64}
+    evaluations = {
+        name: {
+            "decoder": {"normalized_error": error, "seconds_per_image": 0.01},
+            "means": [oracle],
+            "coarse_error": {"decoder": coarse[0], findings.ORACLE: coarse[1]},
+        }
+        for name, error in errors.items()
+    }
+    optimizations = {
+        name: {"optimization": {"normalized_error": error, "seconds_per_image": 5.0}}
+        for name, error in (optimisation or {}).items()
+    }
+    experiments = {
+        "dark_knowledge": {"k": 5, "errors": {
+            "all": {"normalized_error": 0.5}, "top 5 only": {"normalized_error": dark[0]},
+            "all but top 5": {"normalized_error": dark[1]},
+        }},
+        "binarised_and_dropped": {"dropout_rate": 0.5, "oracle_error": 0.64, "errors": {
+            "features": {"normalized_error": 0.4}, "binarised": {"normalized_error": binarised},
+            "dropout": {"normalized_error": 0.5},
+        }},
+        "fixed_vs_autoencoder": {"models": {
+            "fixed": {"normalized_error": autoencoder[0]},
+            "autoencoder": {"normalized_error": autoencoder[1]},
+        }},
+    }  # fmt: skip
+    return {"evaluations": evaluations, "optimizations": optimizations, "experiments": experiments}
+
+
+def _plan(names):
+    shallow = [Job(n, "shallow", None, {"representation": n, "steps": 1}) for n in names[:3]]
+    taps = [
+        Job(n, "tap", None, {"representation": f"efficientnet-lite0/{n}", "steps": 1})
+        for n in names[3:]
+    ]
+    return shallow + taps
+
+
+def _verdicts(errors, **options):
+    config = ReproduceConfig(out_dir="o")
+    return [
+        f.verdict for f in findings.assess(config, _plan(list(errors)), _numbers(errors, **options))
+    ]
+
+
+def test_every_finding_holds_on_numbers_like_the_papers():
+    errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5, "stage2": 0.1, "stage5": 0.3, "logits": 0.6}
+    verdicts = _verdicts(errors, optimisation={"hog": 0.6, "stage5": 0.5})
+    assert verdicts == [HOLDS] * 6
+
+
+def test_each_finding_fails_on_numbers_against_it():
+    errors = {"hog": 0.5, "sift": 0.4, "lbp": 0.3, "stage2": 0.6, "stage5": 0.3, "logits": 0.1}
+    verdicts = _verdicts(
+        errors, optimisation={"hog": 0.4}, coarse=(0.7, 0.5), dark=(0.4, 0.5), binarised=0.7,
+        autoencoder=(0.2, 0.4),
+    )  # fmt: skip
+    assert verdicts == [FAILS] * 6
+
+
+def test_a_finding_without_its_measurement_says_so():
+    errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5, "logits": 0.6}
+    numbers = _numbers(errors)
+    numbers["experiments"] = {}
+    found = findings.assess(ReproduceConfig(out_dir="o"), _plan(list(errors)), numbers)
+    assert [f.verdict for f in found] == [MISSING, HOLDS, MISSING, MISSING, MISSING, MISSING]
+
+
+@pytest.fixture(scope="module")
+def tiny_reproduction(tmp_path_factory):
+    """Two shallow features and three taps (one also as an autoencoder), a few steps each."""
+    import pipelines
+    from pipelines import baselines, sources
+
+    photos = pipelines.list_source_files("samples", "test")[:3]
+    data = reproduction.Data(
+        training_dataset=pipelines.training_dataset,
+        check_source=lambda run: sources.resolve(run.data, run.train_split),
+        crops=functools.lru_cache(maxsize=4)(functools.partial(pipelines.load_images, photos)),
+        image_names=[os.path.splitext(os.path.basename(p))[0] for p in photos],
+        training_mean=baselines.training_mean_image,
+    )
+    config = ReproduceConfig(
+        out_dir=str(tmp_path_factory.mktemp("reproduction")),
+        shallow=("hog", "lbp"),
+        taps=("stage6", "head", "logits"),
+        autoencoder_tap="stage6",
+        step_scale=0.0005,
+        crops_per_image=1,
+        shallow_crops_per_image=1,
+        optimization_steps=2,
+    )
+    return config, data, reproduction.reproduce(config, data)
+
+
+def test_a_tiny_reproduction_writes_the_findings_tables_and_figures(tiny_reproduction):
+    config, _, written = tiny_reproduction
+    text = open(written["results"]).read()
+    for number in range(1, 7):
+        line = next(line for line in text.splitlines() if line.startswith(f"{number}. **"))
+        assert any(verdict in line for verdict in (HOLDS, FAILS, MISSING)), line
+    assert "| efficientnet-lite0/stage6 (autoencoder) |" in text
+    assert "| decoder | " in text and "| optimisation (Mahendran & Vedaldi) |" in text
+    stems = sorted(os.path.splitext(os.path.basename(p))[0] for p in written["figures"])
+    assert stems == ["binarised_and_dropped", "dark_knowledge", "fixed_vs_autoencoder", "layers"]
+    for path in written["figures"]:
+        assert f"]({os.path.relpath(path, config.out_dir)})" in text
+    numbers = json.load(open(written["json"]))
+    assert set(numbers["evaluations"]) == {job.name for job in jobs(config)}
+    assert set(numbers["optimizations"]) == {"hog", "efficientnet-lite0-logits"}
+    assert len(numbers["findings"]) == 6
+    fixed = numbers["experiments"]["fixed_vs_autoencoder"]["models"]
+    assert np.isfinite(fixed["autoencoder"]["normalized_error"])
+
+
+def test_a_rerun_reuses_every_finished_part(tiny_reproduction):
+    config, data, written = tiny_reproduction
+    out = config.out_dir
+    kept = {
+        path: os.path.getmtime(path)
+        for folder in ("measurements", "figures")
+        for path in (
+            os.path.join(out, folder, name) for name in os.listdir(os.path.join(out, folder))
+        )
+    }
+    models = {
+        job.name: os.path.getmtime(os.path.join(out, "runs", job.name, "model.keras"))
+        for job in jobs(config)
+    }
+    again = reproduction.reproduce(config, data)
+    assert again["figures"] == written["figures"]
+    assert {path: os.path.getmtime(path) for path in kept} == kept
+    assert {
+        name: os.path.getmtime(os.path.join(out, "runs", name, "model.keras")) for name in models
+    } == models
