@@ -4,7 +4,7 @@ Trains the decoders it needs (HOG, SIFT, LBP; EfficientNet-Lite0 from `stem`
 to `logits`, its ImageNet weights standing in for AlexNet's; a fixed and an
 autoencoder run of one tap; AlexNet's eight layers with `--alexnet_weights`),
 evaluates them on held-out photos beside optimisation and the mean images,
-runs the experiments, and writes `OUT_DIR/results.md` (the paper's tables,
+runs the experiments, and writes `results.md` into `--out_dir` (the paper's tables,
 the six findings with verdicts, the figures) and `results.json`.
 
 Running it again with the same `--out_dir` reuses every finished part; an

@@ -25,7 +25,7 @@ _FIGURE_TITLES = {
 
 
 def write(out_dir, config: ReproduceConfig, planned, numbers, found: list[Finding], figures):
-    """Writes `out_dir/results.md` (atomically) and returns its path."""
+    """Writes `results.md` into `out_dir` (atomically) and returns its path."""
     lines = [
         "# Inverting visual representations: reproduction",
         "",
