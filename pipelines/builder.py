@@ -57,10 +57,11 @@ Two paths, selected by `cache_dir`, with this fixed step order:
 
 - streaming (no cache): 1 list files (those that decode) -> 2 positions
   `range(start, end, n)` (start_step, shard) -> 3 each position's photo
-  (per-epoch file order) and key -> 4 read -> 5 decode (drop undecodable) ->
-  6 crop/resize + target -> 7 batch (per pipeline, drop_remainder) -> 8
-  features on whole batches (batched feature ops are much faster) ->
-  [tf.data service] -> prefetch. Each photo is read and decoded once per crop.
+  (per-epoch file order) and key -> 4 read -> 5 decode (drop undecodable;
+  training JPEGs: only the crop's window) -> 6 crop/resize + target -> 7
+  batch (per pipeline, drop_remainder) -> 8 features on whole batches
+  (batched feature ops are much faster) -> [tf.data service] -> prefetch.
+  Each photo is read and decoded once per crop.
 - cached: 1 list files (those that decode) -> 2 fixed order -> 3 keys (seed,
   file index) -> 4 read -> 5 decode -> 6 `crops_per_image` crops per photo
   (evaluation: the one centre crop) + target -> 7 batch (encoder batches) -> 8 features -> unbatch
