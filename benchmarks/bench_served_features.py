@@ -1,14 +1,16 @@
 """HOG and LBP images/s where users run them: the pipelines, the SavedModel, against VLFeat.
 
     python -m benchmarks.bench_served_features [--batch_size=64] [--image_size=256] [--repeats=5]
+        [--photo_size=480x640]
 
 For each representation, on the same crops of the bundled photos:
 - the pipelines: the encoder function `pipelines.builder` maps over batches;
 - served: the image signatures of an export (`keras_invert.export`) loaded with
   `tf.saved_model.load`, whose decoder passes the features through, so the time
-  is the signature's centre crop plus the features (sizes unknown when traced);
-- the signature's centre crop alone (`keras_invert.images.prepare`, an
-  antialiased resize even at the same size), to tell the features' share;
+  is the signature's centre crop plus the features (sizes unknown when traced;
+  `--photo_size` sends larger photos, which the signature crops and resizes);
+- the signature's centre crop alone (`keras_invert.images.prepare`; a photo
+  already at the crop size is not resampled), to tell the features' share;
 - VLFeat's C code, one image at a time on one core (its API is per image).
 Prints images/s, the ratio to VLFeat measured in the same run, and the largest
 difference of the served features to VLFeat on 0..255 and on 0..1 pixels.
@@ -34,6 +36,12 @@ flags.DEFINE_integer("batch_size", 64, "Images per TF call.")
 flags.DEFINE_integer("image_size", 256, "Square image side.")
 flags.DEFINE_integer("repeats", 5, "Timed repetitions (best is reported).")
 flags.DEFINE_list("representations", ["hog", "lbp"], "Representations to measure.")
+flags.DEFINE_string(
+    "photo_size",
+    None,
+    "HEIGHTxWIDTH of the photos sent to the served rows (the crops resized to it; the "
+    "signature crops and resizes them back); default: the crops themselves.",
+)
 FLAGS = flags.FLAGS
 
 
@@ -63,8 +71,12 @@ def _rows(name: str, images: np.ndarray, directory: str):
     pipeline = tf.function(encode)
     batch = tf.constant(images)
     signatures = _served(name, FLAGS.image_size, directory)
-    as_uint8 = tf.constant(images.astype(np.uint8))
-    as_float = tf.constant(images)
+    photos = images
+    if FLAGS.photo_size:
+        height, width = (int(side) for side in FLAGS.photo_size.split("x"))
+        photos = np.round(tf.image.resize(images, [height, width]).numpy().clip(0, 255))
+    as_uint8 = tf.constant(photos.astype(np.uint8))
+    as_float = tf.constant(photos)
 
     def serve(signature, batch):
         return signatures[signature](images=batch)["reconstruction"].numpy()
@@ -102,8 +114,9 @@ def _rows(name: str, images: np.ndarray, directory: str):
 def main(argv):
     del argv
     images = np.round(photo_crops(FLAGS.batch_size, FLAGS.image_size))
+    served = f"; served photos {FLAGS.photo_size}" if FLAGS.photo_size else ""
     print(
-        f"\n{FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, "
+        f"\n{FLAGS.image_size}x{FLAGS.image_size}{served}, batch {FLAGS.batch_size}, "
         f"{os.cpu_count()} CPU cores, TF {tf.__version__}"
     )
     with tempfile.TemporaryDirectory() as directory:

@@ -15,7 +15,14 @@ representation, a Markdown table with:
   in memory / pipeline-fed. On a machine whose cores the training step keeps
   busy it equals the images/s ratio, and it stays meaningful when other
   processes load the machine, which makes the wall-clock figures noisy;
-- the achieved FLOP/s of the training step against a float32 matmul.
+- the achieved FLOP/s of the training step against a float32 matmul;
+- CPU cores per accelerator: the cores of this input pipeline one
+  accelerator needs to keep up, the pipeline's CPU seconds per image (this
+  process, all threads; images/s per core is its inverse) times the
+  accelerator's training images/s. That rate is `accelerator_rate` when given,
+  else the one measured on one H200 for the representation's full-width
+  decoder at 256 px (`ACCELERATOR_RATES`); the training step measured here
+  runs on this machine's CPU and would never wait for its own pipeline.
 
 Both training feeds run the step `model.fit` runs (`model.train_function`,
 traced by a warm-up `fit`) on persistent iterators, alternated in one process
@@ -60,6 +67,12 @@ from benchmarks.rates import (  # noqa: E402
     training_rates,
 )
 
+# Training images/s of the full-width decoders at 256 px on one NVIDIA H200,
+# Keras on JAX in mixed bfloat16, batch 64, input free (BUILD.md, "Figures
+# measured on an accelerator": `python -m benchmarks.bench_decoder_step`).
+ACCELERATOR_RATES = {"hog": 2250.0, "lbp": 2187.0, "sift": 2003.0}
+ACCELERATOR = "one H200, full-width decoder at 256 px, bf16, batch 64"
+
 # Share of the matmul rate a training step is assumed to reach, for the
 # up-front run-time estimate only (the full-width decoders reach 30-65%).
 _ASSUMED_EFFICIENCY = 0.4
@@ -90,6 +103,9 @@ class BenchmarkSettings:
         pipeline_batches: batches timed for the pipeline alone (in 3 chunks).
         data: pipeline source.
         matmul_size: side of the float32 matmul that gives the machine's rate.
+        accelerator_rate: training images/s of one accelerator for the cores
+            per accelerator; 0: each representation's `ACCELERATOR_RATES`
+            figure (measured for full-width decoders at 256 px only).
 
     Example:
         >>> settings = BenchmarkSettings(representations=("hog",), width=0.25, steps=4)
@@ -105,6 +121,7 @@ class BenchmarkSettings:
     pipeline_batches: int = 12
     data: str = "samples"
     matmul_size: int = 2048
+    accelerator_rate: float = 0.0
 
     def __post_init__(self):
         from keras_invert import registry
@@ -115,6 +132,12 @@ class BenchmarkSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Expected a positive integer {name}. Received: {name}={value!r}")
+        rate = self.accelerator_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate >= 0:
+            raise ValueError(
+                "Expected accelerator_rate >= 0 (images/s; 0: the measured H200 rates). "
+                f"Received: accelerator_rate={rate!r}"
+            )
         if not self.representations:
             raise ValueError("Expected at least one representation. Received: representations=()")
         for name in self.representations:
@@ -123,6 +146,16 @@ class BenchmarkSettings:
                     "Expected a feature representation (hog, lbp, sift): network encoders run "
                     f"inside the training model. Received: representation={name!r}"
                 )
+            if not rate and name not in ACCELERATOR_RATES:
+                raise ValueError(
+                    f"Expected accelerator_rate > 0 for {name!r}: no accelerator rate was "
+                    f"measured for it (only {sorted(ACCELERATOR_RATES)}). "
+                    f"Received: accelerator_rate={rate!r}"
+                )
+
+    def accelerator_images_per_second(self, name: str) -> float:
+        """The accelerator's training images/s the cores per accelerator are for."""
+        return float(self.accelerator_rate or ACCELERATOR_RATES[name])
 
 
 def _uses_cache(name: str) -> bool:
@@ -204,8 +237,20 @@ def benchmark_representation(
     achieved = [flops["training"] * rate for rate in memory["rates"]]
     result["achieved_flops"] = _summary(achieved)
     result["matmul_fraction"] = _summary([a / matmul["median"] for a in achieved])
+    accelerator = settings.accelerator_images_per_second(name)
+    result["accelerator_rate"] = accelerator
+    result["cores_per_accelerator"] = result["pipeline_cpu"]["median"] * accelerator
+    if cached:
+        uncached = result["pipeline_uncached_cpu"]["median"] * accelerator
+        result["cores_per_accelerator_uncached"] = uncached
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     return result
+
+
+def _accelerator(settings: BenchmarkSettings) -> str:
+    if settings.accelerator_rate:
+        return f"an accelerator training {settings.accelerator_rate:g} images/s"
+    return ACCELERATOR
 
 
 def _spread(summary: dict, digits: int = 1, scale: float = 1.0) -> str:
@@ -251,17 +296,27 @@ def format_table(result: dict, settings: BenchmarkSettings, matmul: dict) -> str
         f"{_spread(achieved, 1, 1e-9)} | |",
         f"| share of the {matmul['size']}^2 matmul rate ({matmul['median'] / 1e9:.1f} GFLOP/s) | "
         f"{100 * fraction['median']:.0f}% | {_spread(fraction, 0, 100)}% | |",
+        f"| CPU cores per accelerator ({_accelerator(settings)}: "
+        f"{result['accelerator_rate']:,.0f} images/s) | {_cores(result)} | | |",
     ]
     return "\n".join(lines)
 
 
-def format_summary(results: list, matmul: dict) -> str:
+def _cores(result: dict) -> str:
+    cores = f"{result['cores_per_accelerator']:.1f}"
+    if result["cached"]:
+        cores += f" cached ({result['cores_per_accelerator_uncached']:.1f} uncached)"
+    return cores
+
+
+def format_summary(results: list, matmul: dict, settings: BenchmarkSettings) -> str:
     """One row per representation (medians; the ratio's range over rounds)."""
     lines = [
         "| representation | pipeline images/s | training images/s, pipeline-fed | in memory | "
         "ratio (range) | CPU ratio | training GFLOP/image | achieved GFLOP/s | "
-        f"of matmul ({matmul['median'] / 1e9:.1f} GFLOP/s) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"of matmul ({matmul['median'] / 1e9:.1f} GFLOP/s) | "
+        f"CPU cores per accelerator ({_accelerator(settings)}) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         pipeline = f"{result['pipeline']['median']:.1f}"
@@ -274,7 +329,7 @@ def format_summary(results: list, matmul: dict) -> str:
             f"{result['cpu_ratio']['median']:.3f} | "
             f"{result['flops_per_image']['training'] / 1e9:.2f} | "
             f"{result['achieved_flops']['median'] / 1e9:.1f} | "
-            f"{100 * result['matmul_fraction']['median']:.0f}% |"
+            f"{100 * result['matmul_fraction']['median']:.0f}% | {_cores(result)} |"
         )
     return "\n".join(lines)
 
@@ -337,7 +392,7 @@ def run_benchmark(
             result["seconds"] = time.perf_counter() - started
             results.append(result)
             print(f"\n{format_table(result, settings, matmul)}\n", flush=True)
-        print(format_summary(results, matmul))
+        print(format_summary(results, matmul, settings))
         print(f"\nTotal {time.perf_counter() - start:.0f} s.", flush=True)
     finally:
         if temporary:

@@ -14,7 +14,8 @@ the same way.
   RGBA images is dropped (not composited). Animated GIFs give their first frame.
 - `center_crop`: the centre square of the full short side, resized (evaluation,
   serving); `random_crop`: a random square at a random scale, resized and
-  randomly flipped (training).
+  randomly flipped (training); `decode_random_crop`: the same crop of encoded
+  bytes, decoding only its window of a JPEG.
 - `resize`: antialiased bilinear, clipped to 0..255: the one filter of the
   crops, downscaling and upscaling alike (images of any size, even 1 pixel,
   work: small ones are upscaled).
@@ -111,14 +112,47 @@ def decode(contents) -> tf.Tensor:
     return tf.cond(webp, lambda: decoded(tf.uint8), lambda: decoded(tf.uint16))
 
 
-def resize(images, size: int) -> tf.Tensor:
+def resize(images, size: int, *, in_range: bool = False) -> tf.Tensor:
     """Square resize of `[H, W, 3]` or `[N, H, W, 3]` images: antialiased bilinear, 0..255.
 
     The antialiased filter widens with the downscaling factor (it averages
-    like area resizing) and is plain bilinear when upscaling.
+    like area resizing) and is plain bilinear when upscaling. At the same size
+    it is an exact identity, so images already `size` x `size` are only
+    clipped (the resize kernel costs ~1 ms per 256x256 image on a CPU core),
+    and not even that when `in_range` says they are in 0..255 already
+    (converted integer photos).
     """
-    resized = tf.image.resize(images, [size, size], method="bilinear", antialias=True)
-    return tf.clip_by_value(resized, 0.0, 255.0)
+    images = tf.convert_to_tensor(images)
+
+    def same():
+        return images if in_range else tf.clip_by_value(images, 0.0, 255.0)
+
+    def resized():
+        values = tf.image.resize(images, [size, size], method="bilinear", antialias=True)
+        return tf.clip_by_value(values, 0.0, 255.0)
+
+    height, width = images.shape[-3], images.shape[-2]
+    if height == size and width == size:
+        return same()
+    if height is not None and width is not None:
+        return resized()
+    shape = tf.shape(images)
+    output = tf.cond(
+        tf.logical_and(tf.equal(shape[-3], size), tf.equal(shape[-2], size)), same, resized
+    )
+    # The static side, as the resize alone gives it: the feature ops trace
+    # their fast path for a known image size.
+    output.set_shape(images.shape[:-3].concatenate([size, size]).concatenate(images.shape[-1:]))
+    return output
+
+
+def _center_square(images) -> tf.Tensor:
+    """The centre square of the full short side of `[H, W, C]` or `[N, H, W, C]` images."""
+    shape = tf.shape(images)
+    height, width = shape[-3], shape[-2]
+    side = tf.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    return images[..., top : top + side, left : left + side, :]
 
 
 def center_crop(images, size: int) -> tf.Tensor:
@@ -128,23 +162,11 @@ def center_crop(images, size: int) -> tf.Tensor:
         images: float `[H, W, 3]` or `[N, H, W, 3]` in 0..255, finite.
         size: side of the output.
     """
-    images = check_finite(images)
-    shape = tf.shape(images)
-    height, width = shape[-3], shape[-2]
-    side = tf.minimum(height, width)
-    top, left = (height - side) // 2, (width - side) // 2
-    return resize(images[..., top : top + side, left : left + side, :], size)
+    return resize(_center_square(check_finite(images)), size)
 
 
-def random_crop(image, size: int, seed, min_crop_scale: float, flip: bool = True) -> tf.Tensor:
-    """A random square crop of `[H, W, 3]`, resized to `size`, randomly flipped (training).
-
-    Side = uniform(min_crop_scale, 1) x short side, at a uniform position;
-    horizontal flip with probability 1/2. All draws are stateless, keyed by
-    `seed` (`[2]` integers), so the crop is a pure function of the image and the key.
-    """
-    image = check_finite(image)
-    height, width = tf.shape(image)[0], tf.shape(image)[1]
+def _random_window(height, width, seed, min_crop_scale: float):
+    """`random_crop`'s draws for an image of `height` x `width`: top, left, side, flipped."""
     draws = tf.random.stateless_uniform([4], seed=seed)
     short = tf.minimum(height, width)
     scale = min_crop_scale + (1.0 - min_crop_scale) * draws[0]
@@ -155,11 +177,62 @@ def random_crop(image, size: int, seed, min_crop_scale: float, flip: bool = True
         room = extent - side
         return tf.minimum(tf.cast(draw * tf.cast(room + 1, tf.float32), tf.int32), room)
 
-    top, left = offset(height, draws[1]), offset(width, draws[2])
-    crop = resize(image[top : top + side, left : left + side], size)
+    return offset(height, draws[1]), offset(width, draws[2]), side, draws[3] < 0.5
+
+
+def _resized_window(window, size: int, flipped, flip: bool) -> tf.Tensor:
+    crop = resize(window, size)
     if flip:
-        crop = tf.cond(draws[3] < 0.5, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
+        crop = tf.cond(flipped, lambda: tf.reverse(crop, axis=[1]), lambda: crop)
     return crop
+
+
+def random_crop(image, size: int, seed, min_crop_scale: float, flip: bool = True) -> tf.Tensor:
+    """A random square crop of `[H, W, 3]`, resized to `size`, randomly flipped (training).
+
+    Side = uniform(min_crop_scale, 1) x short side, at a uniform position;
+    horizontal flip with probability 1/2. All draws are stateless, keyed by
+    `seed` (`[2]` integers), so the crop is a pure function of the image and the key.
+    """
+    image = check_finite(image)
+    top, left, side, flipped = _random_window(
+        tf.shape(image)[0], tf.shape(image)[1], seed, min_crop_scale
+    )
+    return _resized_window(image[top : top + side, left : left + side], size, flipped, flip)
+
+
+def decode_random_crop(
+    contents, size: int, seed, min_crop_scale: float, flip: bool = True
+) -> tf.Tensor:
+    """`random_crop(decode(contents), ...)`, decoding only the crop's window of a JPEG.
+
+    A JPEG's size is read from its header, the window drawn as `random_crop`
+    draws it, and only the window is decoded (`tf.io.decode_and_crop_jpeg`),
+    bit-identical to decoding the whole photo and cropping it. Other formats
+    are decoded whole. Raises `tf.errors.InvalidArgumentError` for data that
+    does not decode.
+    """
+    contents = tf.convert_to_tensor(contents, tf.string)
+
+    def jpeg():
+        shape = tf.io.extract_jpeg_shape(contents)
+        top, left, side, flipped = _random_window(shape[0], shape[1], seed, min_crop_scale)
+        # One column more on each side where the photo has it: libjpeg upsamples
+        # the chroma of a window's first and last columns as if they were the
+        # photo's edge (off by up to ~20 levels), so those are decoded and dropped.
+        first = tf.maximum(left - 1, 0)
+        last = tf.minimum(left + side + 1, shape[1])
+        window = tf.io.decode_and_crop_jpeg(contents, tf.stack([top, first, side, last - first]))
+        window = window[:, left - first : left - first + side]
+        # Widened as `decode` widens a JPEG (`decode_image` to 16 bits), so the
+        # values are those of the whole photo's decode.
+        window = tf.image.convert_image_dtype(window, tf.uint16)
+        return _resized_window(to_rgb(window), size, flipped, flip)
+
+    def other():
+        return random_crop(decode(contents), size, seed, min_crop_scale, flip)
+
+    return tf.cond(tf.io.is_jpeg(contents), jpeg, other)
 
 
 def target(crops, size: int) -> tf.Tensor:
@@ -202,4 +275,8 @@ def prepare(images, size: int) -> tf.Tensor:
     ]
     with tf.control_dependencies(checks):
         images = tf.identity(images)
-    return center_crop(to_rgb(images), size)
+    # Cut the square first and convert only it: `center_crop(to_rgb(images))`
+    # to the value, without casting and checking the pixels the crop drops
+    # (the finiteness check still sees every pixel of a float image).
+    square = to_rgb(_center_square(check_finite(images)))
+    return resize(square, size, in_range=images.dtype in (tf.uint8, tf.uint16))

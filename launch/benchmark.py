@@ -5,7 +5,8 @@
 
 For each representation: the input pipeline alone, training fed by it and on
 one batch held in memory (their ratio: near 1 means the pipeline keeps up),
-and the training step's FLOP/s against a float32 matmul. The measurement is
+the training step's FLOP/s against a float32 matmul, and the CPU cores of
+this pipeline one accelerator needs to keep up. The measurement is
 `benchmarks.throughput.run_benchmark`'s; its docstring says how each figure
 is taken.
 """
@@ -31,6 +32,12 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string("data", _DEFAULTS.data, "Pipeline source.")
 flags.DEFINE_integer("matmul_size", _DEFAULTS.matmul_size, "Side of the timed float32 matmul.")
+flags.DEFINE_float(
+    "accelerator_rate",
+    _DEFAULTS.accelerator_rate,
+    "Training images/s of one accelerator, for the CPU cores per accelerator row; 0: the "
+    "rates measured on one H200 for full-width decoders at 256 px.",
+)
 flags.DEFINE_string(
     "cache_dir",
     None,
@@ -55,6 +62,7 @@ def main(argv):
             pipeline_batches=flag_values.pipeline_batches,
             data=flag_values.data,
             matmul_size=flag_values.matmul_size,
+            accelerator_rate=flag_values.accelerator_rate,
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from error

@@ -57,10 +57,11 @@ Two paths, selected by `cache_dir`, with this fixed step order:
 
 - streaming (no cache): 1 list files (those that decode) -> 2 positions
   `range(start, end, n)` (start_step, shard) -> 3 each position's photo
-  (per-epoch file order) and key -> 4 read -> 5 decode (drop undecodable) ->
-  6 crop/resize + target -> 7 batch (per pipeline, drop_remainder) -> 8
-  features on whole batches (batched feature ops are much faster) ->
-  [tf.data service] -> prefetch. Each photo is read and decoded once per crop.
+  (per-epoch file order) and key -> 4 read -> 5 decode (drop undecodable;
+  training JPEGs: only the crop's window) -> 6 crop/resize + target -> 7
+  batch (per pipeline, drop_remainder) -> 8 features on whole batches
+  (batched feature ops are much faster) -> [tf.data service] -> prefetch.
+  Each photo is read and decoded once per crop.
 - cached: 1 list files (those that decode) -> 2 fixed order -> 3 keys (seed,
   file index) -> 4 read -> 5 decode -> 6 `crops_per_image` crops per photo
   (evaluation: the one centre crop) + target -> 7 batch (encoder batches) -> 8 features -> unbatch
@@ -320,14 +321,23 @@ def _crops(config: DatasetConfig, records: tf.data.Dataset, copies: int) -> tf.d
     if "path" in records.element_spec:
         dataset = dataset.map(ops.read, num_parallel_calls=AUTOTUNE)
     # 5. Decode. Files that do not decode were left out at step 1; what still
-    #    fails (a TFDS record, a file changed since) is dropped here.
-    dataset = dataset.map(ops.decode, num_parallel_calls=AUTOTUNE)
+    #    fails (a TFDS record, a file changed since) is dropped here. One
+    #    training crop per photo decodes only its window of a JPEG (the same
+    #    crop, without the CPU time of the pixels it drops).
+    cropped = config.training and copies == 1
+
+    def decode(example):
+        if cropped:
+            return ops.decode_random_crop(example, config.image_size, config.min_crop_scale)
+        return ops.decode(example)
+
+    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
     dataset = dataset.ignore_errors(log_warning=True)
     # 6. Crop, resize to image_size (training: random scale, position, flip); target.
     if copies > 1:
         dataset = dataset.flat_map(lambda example: _copies(example, copies))
     return dataset.map(
-        lambda example: _crop_and_target(example, config), num_parallel_calls=AUTOTUNE
+        lambda example: _crop_and_target(example, config, cropped), num_parallel_calls=AUTOTUNE
     )
 
 
@@ -373,9 +383,10 @@ def _copies(example: dict, count: int) -> tf.data.Dataset:
     )
 
 
-def _crop_and_target(example: dict, config: DatasetConfig) -> dict:
+def _crop_and_target(example: dict, config: DatasetConfig, cropped: bool) -> dict:
     if config.training:
-        example = ops.random_crop(example, config.image_size, config.min_crop_scale)
+        if not cropped:
+            example = ops.random_crop(example, config.image_size, config.min_crop_scale)
         if config.color_jitter > 0:
             example = ops.color_jitter(example, config.color_jitter)
     else:

@@ -49,6 +49,21 @@ def random_crop(example: dict, image_size: int, min_crop_scale: float, flip: boo
     return {**example, "image": crop}
 
 
+def decode_random_crop(
+    example: dict, image_size: int, min_crop_scale: float, flip: bool = True
+) -> dict:
+    """Replaces "bytes" by `random_crop`'s "image", decoding only its window of a JPEG.
+
+    The same crop as `random_crop(decode(example))` (`images.decode_random_crop`).
+    """
+    example = dict(example)
+    contents = example.pop("bytes")
+    example["image"] = images.decode_random_crop(
+        contents, image_size, example["seed"], min_crop_scale, flip
+    )
+    return example
+
+
 def color_jitter(example: dict, strength: float) -> dict:
     """Random photometric change of the crop (training), keyed by `example["seed"]`.
 

@@ -101,3 +101,41 @@ def test_non_finite_values_are_refused_eagerly_and_in_graphs():
         images.center_crop(image, 2)
     with pytest.raises(ValueError, match="finite"):
         images.random_crop(image, 2, tf.constant([0, 1], tf.int64), 0.5)
+
+
+def test_prepare_keeps_a_photo_at_the_crop_size_and_the_static_side():
+    photo = np.random.default_rng(4).integers(0, 256, (2, 8, 8, 3), dtype=np.uint8)
+    prepare = tf.function(
+        lambda batch: images.prepare(batch, 8),
+        input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8)],
+    )
+    crops = prepare(photo)
+    assert prepare.get_concrete_function().structured_outputs.shape.as_list() == [None, 8, 8, 3]
+    np.testing.assert_array_equal(crops.numpy(), photo.astype(np.float32))
+    # Float pixels outside 0..255 are clipped at the crop size as after a resize.
+    values = np.array([[-3.0, 300.0]], np.float32).repeat(3, axis=0)[None, ..., None]
+    clipped = images.prepare(np.repeat(values, 3, axis=-1), 2).numpy()
+    np.testing.assert_array_equal(clipped[0, :, :, 0], [[0.0, 255.0]] * 2)
+
+
+def test_decode_random_crop_is_the_random_crop_of_the_decoded_photo():
+    rng = np.random.default_rng(5)
+    # Noise makes any chroma upsampling difference at a window's edges visible.
+    photo = rng.integers(0, 256, (70, 93, 3), dtype=np.uint8)
+    files = {
+        "jpeg 4:2:0": tf.io.encode_jpeg(photo, chroma_downsampling=True).numpy(),
+        "gray jpeg": tf.io.encode_jpeg(photo[..., :1]).numpy(),
+        "png": _png(photo),
+    }
+    whole = tf.function(lambda contents, seed, scale: images.random_crop(
+        images.decode(contents), 24, seed, scale))  # fmt: skip
+    window = tf.function(lambda contents, seed, scale: images.decode_random_crop(
+        contents, 24, seed, scale))  # fmt: skip
+    for name, contents in files.items():
+        for key in range(8):
+            for scale in (tf.constant(0.1), tf.constant(1.0)):
+                seed = tf.constant([key, 3])
+                expected = whole(contents, seed, scale).numpy()
+                np.testing.assert_array_equal(
+                    window(contents, seed, scale).numpy(), expected, err_msg=f"{name} {key}"
+                )

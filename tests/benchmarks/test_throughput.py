@@ -40,6 +40,8 @@ def test_settings_reject_network_encoders_and_bad_counts():
         throughput.BenchmarkSettings(representations=("alexnet/conv5",))
     with pytest.raises(ValueError, match="rounds"):
         throughput.BenchmarkSettings(rounds=0)
+    with pytest.raises(ValueError, match="accelerator_rate"):
+        throughput.BenchmarkSettings(accelerator_rate=-1.0)
 
 
 def _summary_rows(printed):
@@ -82,6 +84,15 @@ def test_streaming_and_cached_representations_tiny_run(tmp_path, capsys):
     lbp, sift = _check_report(path, ["lbp", "sift"])["representations"]
     assert not lbp["cached"] and "pipeline_uncached" not in lbp
     assert sift["cached"] and sift["pipeline_uncached"]["median"] > 0
+    # Cores per accelerator: the pipeline's CPU seconds per image x the H200's images/s.
+    assert lbp["accelerator_rate"] == throughput.ACCELERATOR_RATES["lbp"]
+    assert lbp["cores_per_accelerator"] == pytest.approx(
+        lbp["pipeline_cpu"]["median"] * throughput.ACCELERATOR_RATES["lbp"]
+    )
+    assert sift["cores_per_accelerator_uncached"] == pytest.approx(
+        sift["pipeline_uncached_cpu"]["median"] * throughput.ACCELERATOR_RATES["sift"]
+    )
+    assert f"{lbp['cores_per_accelerator']:.1f} |" in rows["lbp"]
     # The SIFT cache stays in the given folder, to be reused.
     assert any((tmp_path / "cache").iterdir())
 
