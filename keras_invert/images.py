@@ -107,9 +107,12 @@ def decode(contents) -> tf.Tensor:
         image = tf.io.decode_image(contents, channels=0, dtype=dtype, expand_animations=False)
         return to_rgb(image)
 
-    # TensorFlow decodes WebP at 8 bits only (16 bits is an error, not a widening).
-    webp = tf.strings.substr(contents, 8, 4) == "WEBP"
-    return tf.cond(webp, lambda: decoded(tf.uint8), lambda: decoded(tf.uint16))
+    # Only PNG holds 16-bit photos. The other formats are decoded at their 8
+    # bits: widened to 16, TensorFlow scales them by 256 (not 257), which would
+    # darken every value by up to one level against the same photo sent as
+    # uint8 (and WebP at 16 bits is an error, not a widening).
+    png = tf.strings.substr(contents, 0, 8) == b"\x89PNG\r\n\x1a\n"
+    return tf.cond(png, lambda: decoded(tf.uint16), lambda: decoded(tf.uint8))
 
 
 def resize(images, size: int, *, in_range: bool = False) -> tf.Tensor:
@@ -224,9 +227,6 @@ def decode_random_crop(
         last = tf.minimum(left + side + 1, shape[1])
         window = tf.io.decode_and_crop_jpeg(contents, tf.stack([top, first, side, last - first]))
         window = window[:, left - first : left - first + side]
-        # Widened as `decode` widens a JPEG (`decode_image` to 16 bits), so the
-        # values are those of the whole photo's decode.
-        window = tf.image.convert_image_dtype(window, tf.uint16)
         return _resized_window(to_rgb(window), size, flipped, flip)
 
     def other():

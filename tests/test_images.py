@@ -23,6 +23,21 @@ def test_decode_rgb_png_keeps_exact_values(rgb):
     np.testing.assert_array_equal(decoded, rgb.astype(np.float32))
 
 
+@pytest.mark.parametrize("encode", ["jpeg", "bmp", "gif"])
+def test_decode_8_bit_formats_keeps_the_decoders_values(rgb, encode):
+    """JPEG, BMP and GIF values are the 8-bit decoder's own, as a photo sent as uint8 has them."""
+    import cv2
+
+    if encode == "jpeg":
+        contents = tf.io.encode_jpeg(tf.constant(rgb), quality=90).numpy()
+    else:  # OpenCV writes BMP and GIF (palette: whatever it keeps is what decodes).
+        ok, buffer = cv2.imencode(f".{encode}", rgb[..., ::-1])
+        assert ok
+        contents = buffer.tobytes()
+    expected = tf.io.decode_image(contents, channels=3, expand_animations=False).numpy()
+    np.testing.assert_array_equal(images.decode(contents).numpy(), expected.astype(np.float32))
+
+
 def test_decode_grayscale_is_repeated_and_alpha_dropped(rgb):
     gray = images.decode(_png(rgb[..., 0])).numpy()
     np.testing.assert_array_equal(gray, np.repeat(rgb[..., :1], 3, axis=-1))
