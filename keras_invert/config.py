@@ -41,7 +41,14 @@ class TrainConfig:
         steps_per_epoch: steps between checkpoints (and epoch-level logs).
         learning_rate: Adam step size (paper: about 1e-3 on ImageNet with a GPU).
         learning_rate_drops: fractions of `steps` after which the rate is divided
-            by 10 ("lowered towards the end", paper).
+            by 10 ("lowered towards the end", paper); the "step" schedule's.
+        schedule: "step" (the rate divided by 10 at `learning_rate_drops`) or
+            "cosine" (a linear warm-up from 0 over `warmup_steps`, then a
+            cosine decay to 0 at `steps`; `learning_rate_drops` unused).
+        warmup_steps: the "cosine" schedule's warm-up, in steps (< `steps`).
+        ema_momentum: keep an exponential moving average of the trained
+            weights with this momentum (e.g. 0.999); training goes on with
+            the raw weights, the final model holds the averages. None: off.
         beta_1, beta_2: Adam moments (paper: 0.9, 0.999).
         min_crop_scale: smallest random crop side as a fraction of the short side.
         color_jitter: strength in [0, 1] of the random photometric change of
@@ -72,6 +79,9 @@ class TrainConfig:
             feature loss in a comparator network's space) or "deepsim" (pixel
             + feature + adversarial, Dosovitskiy & Brox, NIPS 2016); see
             `keras_invert.losses`.
+        discriminator_pause_ratio: "deepsim" skips the discriminator's update
+            on a step where its loss is below this multiple of the generator's
+            adversarial loss (it is far ahead; DeepSiM: 0.1). 0: never paused.
         loss_weights: `(pixel, feature, adversarial)` weights of "perceptual"
             or "deepsim" (None: `DEFAULT_LOSS_WEIGHTS[loss]`).
         comparator: registry name of the frozen network whose features the
@@ -108,6 +118,9 @@ class TrainConfig:
     steps_per_epoch: int = 500
     learning_rate: float = 1e-3
     learning_rate_drops: tuple[float, ...] = (0.7, 0.9)
+    schedule: str = "step"
+    warmup_steps: int = 0
+    ema_momentum: float | None = None
     beta_1: float = 0.9
     beta_2: float = 0.999
     min_crop_scale: float = 0.35
@@ -127,6 +140,7 @@ class TrainConfig:
     comparator: str | None = None
     comparator_weights: str | None = None
     discriminator_learning_rate: float | None = None
+    discriminator_pause_ratio: float = 0.1
     strategy: str = "default"
     precision: str = "float32"
     jit_compile: bool = False
@@ -141,6 +155,13 @@ class TrainConfig:
             "width": (self.width > 0, "> 0"),
             "min_crop_scale": (0 < self.min_crop_scale <= 1, "in (0, 1]"),
             "divergence_factor": (self.divergence_factor > 1, "> 1"),
+            "schedule": (self.schedule in SCHEDULES, f"in {SCHEDULES}"),
+            "warmup_steps": (
+                isinstance(self.warmup_steps, int) and 0 <= self.warmup_steps < self.steps,
+                "a whole number in [0, steps)",
+            ),
+            "ema_momentum": (self.ema_momentum is None or 0 < self.ema_momentum < 1, "in (0, 1)"),
+            "discriminator_pause_ratio": (0 <= self.discriminator_pause_ratio < math.inf, ">= 0"),
         }
         for name, (valid, expected) in checks.items():
             if not valid:
@@ -151,6 +172,11 @@ class TrainConfig:
             raise ValueError(
                 "Expected learning_rate_drops as fractions in (0, 1). "
                 f"Received: learning_rate_drops={self.learning_rate_drops!r}"
+            )
+        if self.warmup_steps and self.schedule != "cosine":
+            raise ValueError(
+                "warmup_steps belongs to schedule='cosine'. "
+                f"Received: schedule={self.schedule!r}, warmup_steps={self.warmup_steps!r}"
             )
         _check_loss(self)
         _check_execution(self)
@@ -169,6 +195,7 @@ class TrainConfig:
             )
 
 
+SCHEDULES = ("step", "cosine")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 RESUMABLE_CHANGES = ("steps", "max_minutes", "strategy", "jit_compile", "data_service")

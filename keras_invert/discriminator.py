@@ -10,8 +10,8 @@ being inverted); the two joined and passed through a fully connected layer
 of 512 and a single logit (choice: one logit instead of a two-way softmax,
 leaky ReLU 0.2 as in the decoders, no dropout). For a `Reconstructor` the
 conditioning features are its encoder's output. The paper also paused the
-discriminator when it got too far ahead of the generator; that is not done
-here (choice).
+discriminator while it was far ahead of the generator: `losses.PerceptualModel`
+does (`pause_ratio`).
 
 Example:
     >>> from keras_invert.discriminator import build_discriminator

@@ -314,6 +314,34 @@ def _gather(strategy, value: int) -> list[int]:
     return [int(v) for v in strategy.gather(per_replica, axis=0).numpy()]
 
 
+def apply_gradients_unless(skip, optimizer, gradients, variables) -> None:
+    """`optimizer.apply_gradients` unless `skip`, a boolean equal on all replicas.
+
+    A skipped step leaves the variables, the moments and the step count as
+    they were. Under a strategy that updates variables through `merge_call`,
+    the condition is taken in the cross-replica context, as Keras's
+    `LossScaleOptimizer` skips non-finite steps: a branch of a condition in
+    the replica context may not call `merge_call`.
+    """
+
+    def apply(gradients):
+        optimizer.apply_gradients(zip(gradients, variables, strict=True))
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(skip, lambda: None, lambda: apply(gradients))
+        return
+
+    def cross_replica(distribution, skip, gradients):
+        skip = distribution.experimental_local_results(skip)[0]
+        tf.cond(
+            skip,
+            lambda: None,
+            lambda: distribution.extended.call_for_each_replica(apply, args=(gradients,)),
+        )
+
+    tf.distribute.get_replica_context().merge_call(cross_replica, args=(skip, gradients))
+
+
 class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     """`MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3 `fit` gives it.
 

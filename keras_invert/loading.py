@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from keras_invert import checkpoints, export, losses, registry
+from keras_invert import building, checkpoints, export, losses, registry
 from keras_invert import config as config_lib
 from keras_invert.images import prepare
 
@@ -146,7 +146,8 @@ def load_model(work_dir: str) -> keras.Model:
     if model is None:
         raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
     logging.warning("No final model in %s: using its latest checkpoint.", work_dir)
-    return model
+    # A checkpoint holds the raw weights; the final model would hold their average.
+    return building.use_averaged_weights(model)
 
 
 def _load_work_dir(path: str, run) -> TrainedModel:

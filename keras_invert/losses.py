@@ -20,6 +20,11 @@ the plausible images and so blurs them:
   optimiser.
 
 `loss="perceptual"` is pixel + feature (no GAN); `loss="deepsim"` all three.
+As in DeepSiM, the discriminator's update is skipped on a step where it is
+far ahead: its loss below `pause_ratio` (0.1) times the generator's
+adversarial loss on the same batch. The rule reads only the step's batch and
+weights, so a resumed run pauses where the uninterrupted one did; the logged
+`paused` is the fraction of the epoch's steps skipped.
 `PerceptualModel` wraps the generator (a decoder, or a `Reconstructor` for
 AlexNet), the comparator and the discriminator, and overrides `train_step`,
 so Keras `fit`, callbacks, checkpoints and resumption work unchanged. Calling
@@ -53,6 +58,7 @@ import keras
 from keras import ops
 from keras.saving import deserialize_keras_object, serialize_keras_object
 
+from keras_invert import distribute
 from keras_invert.discriminator import build_discriminator
 from keras_invert.reconstructor import Encoder
 
@@ -110,6 +116,8 @@ class PerceptualModel(keras.Model):
             generator input features]`; needed when the adversarial weight
             is positive, refused otherwise.
         loss_weights: `(pixel, feature, adversarial)`, non-negative.
+        pause_ratio: the discriminator skips its update while its loss is
+            below this multiple of the generator's adversarial loss (0: never).
         **kwargs: standard model arguments (`name`).
 
     Attributes:
@@ -122,13 +130,24 @@ class PerceptualModel(keras.Model):
         ...               discriminator_optimizer=keras.optimizers.Adam(6e-4))
         >>> history = model.fit(dataset, steps_per_epoch=50, epochs=4)
         >>> sorted(history.history)
-        ['adversarial', 'discriminator', 'feature', 'loss', 'pixel']
+        ['adversarial', 'discriminator', 'feature', 'loss', 'paused', 'pixel']
     """
 
     def __init__(
-        self, generator, comparator, discriminator=None, loss_weights=(1.0, 1.0, 0.0), **kwargs
+        self,
+        generator,
+        comparator,
+        discriminator=None,
+        loss_weights=(1.0, 1.0, 0.0),
+        pause_ratio=0.1,
+        **kwargs,
     ):
         super().__init__(**kwargs)
+        if not (isinstance(pause_ratio, float | int) and 0 <= pause_ratio < math.inf):
+            raise ValueError(
+                "Expected pause_ratio as a finite number >= 0. "
+                f"Received: pause_ratio={pause_ratio!r}"
+            )
         if not isinstance(comparator, Encoder):
             comparator = Encoder(comparator, trainable=False, name="comparator")
         if comparator.trainable:
@@ -150,10 +169,11 @@ class PerceptualModel(keras.Model):
         self.comparator = comparator
         self.discriminator = discriminator
         self.pixel_weight, self.feature_weight, self.adversarial_weight = weights
+        self.pause_ratio = float(pause_ratio)
         self.discriminator_optimizer = None
         names = ["loss", "pixel", "feature"]
         if discriminator is not None:
-            names += ["adversarial", "discriminator"]
+            names += ["adversarial", "discriminator", "paused"]
         self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
         # The parts are functional models, built at construction.
         self.built = True
@@ -290,8 +310,21 @@ class PerceptualModel(keras.Model):
         )
         return reconstructions, losses
 
-    def discriminator_step(self, targets, reconstructions, condition):
-        """One optimiser step of the discriminator only; returns its loss."""
+    def discriminator_step(self, targets, reconstructions, condition, adversarial=None):
+        """One optimiser step of the discriminator, skipped while it is far ahead.
+
+        Args:
+            targets, reconstructions, condition: the batch, the generator's
+                output for it and the discriminator's conditioning features.
+            adversarial: the generator's adversarial loss on this batch; the
+                step is skipped when the discriminator's loss is below
+                `pause_ratio` times it (averaged over replicas, so that all
+                replicas decide alike). None: never skipped.
+
+        Returns:
+            `(loss, paused)`: the discriminator's loss before the step, and
+            1.0 where the step was skipped, else 0.0.
+        """
         import tensorflow as tf
 
         variables = self.discriminator.trainable_variables
@@ -299,10 +332,16 @@ class PerceptualModel(keras.Model):
             loss = self.discriminator_loss(targets, reconstructions, condition)
             scaled = loss / tf.distribute.get_strategy().num_replicas_in_sync
             scaled = self.discriminator_optimizer.scale_loss(scaled)
-        self.discriminator_optimizer.apply_gradients(
-            zip(tape.gradient(scaled, variables), variables, strict=True)
-        )
-        return loss
+        gradients = tape.gradient(scaled, variables)
+        if adversarial is None or self.pause_ratio == 0:
+            paused = ops.zeros((), "bool")
+        else:
+            paused = _mean_over_replicas(loss) < self.pause_ratio * _mean_over_replicas(
+                ops.cast(adversarial, "float32")
+            )
+        optimizer = self.discriminator_optimizer
+        distribute.apply_gradients_unless(paused, optimizer, gradients, variables)
+        return loss, ops.cast(paused, "float32")
 
     def _report(self, losses):
         for name, value in losses.items():
@@ -316,7 +355,9 @@ class PerceptualModel(keras.Model):
         # stands; the discriminator then learns from that same output.
         reconstructions, losses = self.generator_step(inputs, targets, condition)
         if self.discriminator is not None:
-            losses["discriminator"] = self.discriminator_step(targets, reconstructions, condition)
+            losses["discriminator"], losses["paused"] = self.discriminator_step(
+                targets, reconstructions, condition, losses["adversarial"]
+            )
         return self._report(losses)
 
     def test_step(self, data):
@@ -341,6 +382,7 @@ class PerceptualModel(keras.Model):
             if self.discriminator is None
             else serialize_keras_object(self.discriminator),
             "loss_weights": list(self.loss_weights),
+            "pause_ratio": self.pause_ratio,
         }
 
     @classmethod
@@ -381,6 +423,7 @@ def build_perceptual_model(
     *,
     width: float = 1.0,
     negative_slope: float = 0.2,
+    pause_ratio: float = 0.1,
 ) -> PerceptualModel:
     """A `PerceptualModel` around `generator`, with a discriminator when it is needed.
 
@@ -391,6 +434,7 @@ def build_perceptual_model(
             weight adds `build_discriminator(...)`, conditioned on the
             generator's input features.
         width, negative_slope: the discriminator's (the decoder's settings).
+        pause_ratio: see `PerceptualModel`.
     """
     weights = _check_weights(loss_weights)
     discriminator = None
@@ -402,4 +446,6 @@ def build_perceptual_model(
         discriminator = build_discriminator(
             generator.output_shape[1:], condition[1:], width=width, negative_slope=negative_slope
         )
-    return PerceptualModel(generator, comparator, discriminator, weights, name="perceptual")
+    return PerceptualModel(
+        generator, comparator, discriminator, weights, pause_ratio, name="perceptual"
+    )

@@ -16,6 +16,12 @@ again on the same work dir continues at the saved step (losing at most one
 checkpoint interval, `steps_per_epoch` steps), from the newest readable
 checkpoint or the final model (`checkpoints.restore`).
 
+With `ema_momentum` the optimiser keeps a moving average of the weights
+(Keras's `use_ema`, in the optimiser state, so checkpoints resume it exactly).
+Training goes on with the raw weights across all its `fit` calls and the
+checkpoints hold them; the final model holds the averages
+(`building.use_averaged_weights`), which export and evaluation then use.
+
 A loss that turns NaN/Inf or explodes raises `callbacks.DivergenceError`
 (docs/reference.md, Training: Adam at 1e-3 diverged on small data) instead of
 training on.
@@ -28,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -88,8 +95,9 @@ def train(
 
     Returns:
         The trained model (also saved as `work_dir/model.keras` by the
-        chief): the decoder, or for AlexNet a `Reconstructor` whose
-        `.decoder` is the decoder (the decoder alone with `cache_features`).
+        chief), with the averaged weights when `config.ema_momentum` is
+        set: the decoder, or for AlexNet a `Reconstructor` whose `.decoder`
+        is the decoder (the decoder alone with `cache_features`).
 
     Raises:
         callbacks.DivergenceError: the loss turned NaN/Inf or exploded.
@@ -132,12 +140,34 @@ def train(
     # collectives that every worker has to join in the same order.
     output_dir = work_dir if chief else tempfile.mkdtemp(prefix="keras_invert-worker-")
     try:
-        _fit(config, model, step, strategy, dataset, output_dir, sample_batch, callbacks, verbose)
-        checkpoints.save_final(model, output_dir)
+        with _raw_weights_between_fits(model):
+            _fit(
+                config, model, step, strategy, dataset, output_dir, sample_batch, callbacks, verbose
+            )
+        checkpoints.save_final(building.use_averaged_weights(model), output_dir)
     finally:
         if not chief:
             shutil.rmtree(output_dir, ignore_errors=True)
     return model
+
+
+@contextlib.contextmanager
+def _raw_weights_between_fits(model: keras.Model):
+    """Keeps `fit` from ending on the averaged weights: the next `fit` trains the raw ones.
+
+    `fit` ends by copying an EMA optimiser's averages into the model
+    (`finalize_variable_values`, on all of the model's trainable weights,
+    which for a `losses.PerceptualModel` include the discriminator's that the
+    optimiser does not average). A run makes several `fit` calls (`fit_calls`),
+    and a resumed run others than an uninterrupted one, so each call would go
+    on from other weights. The averages go into the model once, at the end.
+    """
+    optimizer = model.optimizer
+    optimizer.finalize_variable_values = lambda variables: None
+    try:
+        yield
+    finally:
+        del optimizer.finalize_variable_values
 
 
 def fit_calls(step: int, steps: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:

@@ -55,6 +55,18 @@ flags.DEFINE_integer("batch_size", None, "Global batch size.", lower_bound=1)
 flags.DEFINE_integer("steps", None, "Total optimiser steps.", lower_bound=1)
 flags.DEFINE_integer("steps_per_epoch", None, "Steps between checkpoints.", lower_bound=1)
 flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
+flags.DEFINE_enum(
+    "schedule",
+    None,
+    ["step", "cosine"],
+    "Learning rate: step (divided by 10 at the preset's drops) or cosine (warm-up, decay to 0).",
+)
+flags.DEFINE_integer(
+    "warmup_steps", None, "Linear warm-up steps of --schedule=cosine.", lower_bound=0
+)
+flags.DEFINE_float(
+    "ema_momentum", None, "Average the weights (EMA, e.g. 0.999); the final model holds them."
+)
 flags.DEFINE_float("min_crop_scale", None, "Smallest random crop as a fraction of the short side.")
 flags.DEFINE_integer("seed", None, "Random seed (data order, crops, initialisation).")
 flags.DEFINE_string("cache_dir", None, "Directory for the on-disk feature cache.")
@@ -111,6 +123,13 @@ flags.DEFINE_string(
     "without: random AlexNet weights).",
 )
 flags.DEFINE_float("discriminator_learning_rate", None, "Adam rate of the deepsim discriminator.")
+flags.DEFINE_float(
+    "discriminator_pause_ratio",
+    None,
+    "deepsim: skip the discriminator's step while its loss is below this multiple of the "
+    "generator's adversarial loss (0: never).",
+    lower_bound=0,
+)
 
 flags.DEFINE_enum(
     "strategy",
@@ -134,6 +153,7 @@ for _name in ("width", "learning_rate", "discriminator_learning_rate"):
 common.validate("max_minutes", lambda minutes: minutes >= 0, ">= 0")
 common.validate("min_crop_scale", lambda scale: 0 < scale <= 1, "in (0, 1]")
 common.validate("divergence_factor", lambda factor: factor > 1, "> 1")
+common.validate("ema_momentum", lambda momentum: 0 < momentum < 1, "in (0, 1)")
 
 
 def _changes() -> dict:

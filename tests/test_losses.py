@@ -43,13 +43,24 @@ def batch(seed=0, size=4):
     return features, targets
 
 
-def make_model(weights=(1.0, 0.5, 0.1), learning_rate=1e-3):
-    model = losses.build_perceptual_model(tiny_decoder(), tiny_comparator(), weights, width=0.05)
+def make_model(
+    weights=(1.0, 0.5, 0.1),
+    learning_rate=1e-3,
+    pause_ratio=0.1,
+    discriminator_learning_rate=None,
+    ema_momentum=None,
+):
+    model = losses.build_perceptual_model(
+        tiny_decoder(), tiny_comparator(), weights, width=0.05, pause_ratio=pause_ratio
+    )
     discriminator_optimizer = None
     if weights[2] > 0:
-        discriminator_optimizer = keras.optimizers.Adam(learning_rate)
+        discriminator_optimizer = keras.optimizers.Adam(
+            learning_rate if discriminator_learning_rate is None else discriminator_learning_rate
+        )
+    averaging = dict(use_ema=True, ema_momentum=ema_momentum) if ema_momentum else {}
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=keras.optimizers.Adam(learning_rate, **averaging),
         discriminator_optimizer=discriminator_optimizer,
         jit_compile=False,
     )
@@ -106,7 +117,8 @@ def test_each_step_updates_only_its_network():
     assert changed == {"generator": True, "discriminator": False, "comparator": False}
 
     before = {name: _values(v) for name, v in networks.items()}
-    model.discriminator_step(targets, reconstructions, features)
+    _, paused = model.discriminator_step(targets, reconstructions, features)
+    assert float(paused) == 0.0
     changed = {name: _changed(before[name], v) for name, v in networks.items()}
     assert changed == {"generator": False, "discriminator": True, "comparator": False}
     assert int(model.optimizer.iterations) == 1
@@ -133,8 +145,11 @@ def test_deepsim_fit_reports_all_components():
     features, targets = batch(size=8)
     dataset = tf.data.Dataset.from_tensor_slices((features, targets)).batch(4).repeat()
     history = model.fit(dataset, steps_per_epoch=3, epochs=1, verbose=0)
-    assert sorted(history.history) == ["adversarial", "discriminator", "feature", "loss", "pixel"]
+    assert sorted(history.history) == [
+        "adversarial", "discriminator", "feature", "loss", "paused", "pixel"
+    ]  # fmt: skip
     assert all(np.isfinite(v).all() for v in history.history.values())
+    assert history.history["paused"] == [0.0]  # An untrained discriminator is not ahead.
     # The reported loss is the weighted sum (1.0, 0.5, 0.1) of the reported terms.
     logged = {name: np.array(values) for name, values in history.history.items()}
     np.testing.assert_allclose(
@@ -147,6 +162,50 @@ def test_deepsim_fit_reports_all_components():
     assert 0.3 < logged["adversarial"][0] < 1.5 and 0.6 < logged["discriminator"][0] < 3
     assert int(model.optimizer.iterations) == 3
     assert int(model.discriminator_optimizer.iterations) == 3
+
+
+def test_discriminator_step_is_skipped_while_far_ahead():
+    model = make_model()  # pause_ratio 0.1
+    features, targets = batch()
+    reconstructions = model.generator(features)
+    loss = float(model.discriminator_loss(targets, reconstructions, features))
+    weights = _values(model.discriminator.trainable_variables)
+    # Its loss below 0.1 times the generator's adversarial loss: skipped.
+    _, paused = model.discriminator_step(targets, reconstructions, features, 11.0 * loss)
+    assert float(paused) == 1.0 and int(model.discriminator_optimizer.iterations) == 0
+    assert not _changed(weights, model.discriminator.trainable_variables)
+    _, paused = model.discriminator_step(targets, reconstructions, features, 9.0 * loss)
+    assert float(paused) == 0.0 and int(model.discriminator_optimizer.iterations) == 1
+    assert _changed(weights, model.discriminator.trainable_variables)
+
+
+class _DiscriminatorSteps(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.iterations = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.iterations.append(int(self.model.discriminator_optimizer.iterations))
+
+
+def test_discriminator_pauses_once_it_wins_and_trains_until_then():
+    """A generator that does not learn: the discriminator wins, then stops training."""
+    features, targets = batch(size=8)
+    dataset = tf.data.Dataset.from_tensors((features, targets)).repeat()
+    steps = {}
+    for ratio in (0.1, 0.0):
+        model = make_model(learning_rate=0.0, discriminator_learning_rate=1e-2, pause_ratio=ratio)
+        record = _DiscriminatorSteps()
+        history = model.fit(
+            dataset, steps_per_epoch=40, epochs=1, callbacks=[record], verbose=0, shuffle=False
+        )
+        steps[ratio] = record.iterations, history.history["paused"][0]
+    trained, paused = steps[0.1]
+    # It trains at every step until it is far ahead, and is paused from then on.
+    first = trained[-1]
+    assert 0 < first < 40 and trained == list(range(1, first + 1)) + [first] * (40 - first)
+    np.testing.assert_allclose(paused, (40 - first) / 40)
+    assert steps[0.0] == (list(range(1, 41)), 0.0)
 
 
 def test_pixel_weight_alone_trains_as_the_compiled_mse_model():
@@ -172,7 +231,7 @@ def test_save_load_round_trip_keeps_outputs_and_both_optimisers(tmp_path):
     model.save(path)
     loaded = keras.saving.load_model(path)
     assert isinstance(loaded, losses.PerceptualModel)
-    assert loaded.loss_weights == (1.0, 0.5, 0.1)
+    assert loaded.loss_weights == (1.0, 0.5, 0.1) and loaded.pause_ratio == 0.1
     np.testing.assert_allclose(
         loaded.predict(features, verbose=0), model.predict(features, verbose=0)
     )
@@ -241,11 +300,12 @@ def test_build_model_wires_the_configured_loss():
         discriminator_learning_rate=2e-4,
         loss="deepsim",
         loss_weights=(1.0, 0.5, 0.2),
+        discriminator_pause_ratio=0.3,
         comparator="alexnet/conv1",  # the cheapest network tap (random weights here)
     )
     model = building.build_model(run)
     assert isinstance(model, losses.PerceptualModel)
-    assert model.loss_weights == (1.0, 0.5, 0.2)
+    assert model.loss_weights == (1.0, 0.5, 0.2) and model.pause_ratio == 0.3
     assert model.generator.input_shape[1:] == (8, 8, 31)
     assert model.discriminator.input_shape == [(None, 64, 64, 3), (None, 8, 8, 31)]
     assert not model.comparator.trainable and model.comparator.count_params() > 0
@@ -286,9 +346,12 @@ def test_comparator_weights_come_from_the_given_file_and_survive_a_checkpoint(tm
 
 
 def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
-    """`training.train` restores a PerceptualModel checkpoint and continues its step count."""
+    """`training.train` restores a PerceptualModel checkpoint and continues its step count.
+
+    The generator's optimiser averages its weights: the final model holds the averages.
+    """
     work_dir = str(tmp_path / "work")
-    model = make_model()
+    model = make_model(ema_momentum=0.5)
     features, targets = batch(size=4)
     dataset = tf.data.Dataset.from_tensor_slices((features, targets)).batch(4).repeat()
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
@@ -304,6 +367,11 @@ def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
     np.testing.assert_allclose(
         final.predict(features, verbose=0), resumed.predict(features, verbose=0)
     )
+    averages = resumed.optimizer._model_variables_moving_average
+    for weight, average in zip(resumed.generator.trainable_variables, averages, strict=True):
+        np.testing.assert_array_equal(weight.numpy(), average.numpy())
+    raw = checkpoints.restore_latest().generator
+    assert not np.allclose(raw.trainable_variables[0].numpy(), averages[0].numpy())
 
 
 # Fast variants: test_losses_distribute (DeepSiM runs built from their config,

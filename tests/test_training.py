@@ -262,3 +262,59 @@ def test_unreadable_checkpoints_resume_from_the_final_model_or_refuse(tmp_path, 
     with pytest.raises(ValueError, match=r"ckpt-000000006\.keras .*model\.keras"):
         training.train(run, _dataset(real_photos), str(tmp_path), callbacks=[counter])
     assert counter.count == 2 and os.path.getsize(tmp_path / "model.keras") == size
+
+
+def _averages(model):
+    """The optimiser's moving averages of the trained weights."""
+    return [v.numpy() for v in model.optimizer._model_variables_moving_average]
+
+
+def test_cosine_and_averaged_run_resumes_exactly_and_ends_on_the_averages(tmp_path, real_photos):
+    dataset_function = _dataset_function(real_photos, [])
+    plain = _tiny_config(steps=8, steps_per_epoch=3, schedule="cosine", warmup_steps=2)
+    run = config_lib.replace(plain, ema_momentum=0.6)
+    # Two `fit` calls (epochs end at 3, 6 and 8): the second must go on from raw weights.
+    assert len(training.fit_calls(0, 8, 3)) == 2
+    whole = training.train(run, dataset_function, str(tmp_path / "whole"), verbose=0)
+    raw = Checkpoints(str(tmp_path / "whole" / "checkpoints")).restore_latest()
+    assert optimizer_step(raw) == 8
+
+    # Training itself runs on the raw weights: the same as without averaging.
+    unaveraged = training.train(plain, dataset_function, str(tmp_path / "plain"), verbose=0)
+    for a, b in zip(raw.get_weights(), unaveraged.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+    # The final model holds the averages, which differ from the raw weights.
+    for a, b in zip(whole.get_weights(), _averages(raw), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not np.allclose(whole.get_weights()[0], raw.get_weights()[0])
+
+    # Killed at step 7 and resumed from its step-6 checkpoint: the same raw
+    # weights, averages (in the optimiser state) and final model.
+    with pytest.raises(KeyboardInterrupt):
+        training.train(
+            run, dataset_function, str(tmp_path / "cut"), callbacks=[_StopAfter(7)], verbose=0
+        )
+    resumed = training.train(run, dataset_function, str(tmp_path / "cut"), verbose=0)
+    resumed_raw = Checkpoints(str(tmp_path / "cut" / "checkpoints")).restore_latest()
+    for a, b in zip(resumed_raw.get_weights(), raw.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+    for a, b in zip(resumed.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_loaded_decoder_uses_the_averaged_weights(tmp_path, real_photos):
+    import keras_invert
+    from keras_invert import loading
+
+    run = _tiny_config(steps=4, steps_per_epoch=2, ema_momentum=0.5)
+    config_lib.save(run, str(tmp_path))
+    whole = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    features, _ = next(iter(_dataset(real_photos, seed=1)))
+    expected = np.clip(whole.predict(features, verbose=0), 0, 1)
+    np.testing.assert_allclose(keras_invert.load(str(tmp_path)).decode(features), expected)
+    # A run without its final model yet: the newest checkpoint, with its averages applied.
+    os.remove(tmp_path / "model.keras")
+    loaded = loading.load_model(str(tmp_path))
+    for a, b in zip(loaded.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
