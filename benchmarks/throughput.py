@@ -160,9 +160,9 @@ class BenchmarkSettings:
 
 def _uses_cache(name: str) -> bool:
     """True when the representation's preset trains from the on-disk feature cache."""
-    from keras_invert import config as config_lib
+    from keras_invert import presets
 
-    return name in config_lib.preset_names() and config_lib.preset(name).cache_dir is not None
+    return name in presets.preset_names() and presets.preset(name).cache_dir is not None
 
 
 def benchmark_representation(

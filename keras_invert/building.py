@@ -11,7 +11,7 @@ that another config trained.
 
 Example:
     >>> from keras_invert import building, config
-    >>> model = building.build_model(config.preset("demo"))
+    >>> model = building.build_model(presets.preset("demo"))
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from keras_invert import config as config_lib
 from keras_invert import losses, registry
 from keras_invert.config import TrainConfig
+from keras_invert.discriminator import build_discriminator
 from keras_invert.reconstructor import Encoder, Reconstructor
 
 
@@ -187,11 +188,9 @@ def build_model(config: TrainConfig) -> keras.Model:
 
 def _perceptual_model(config: TrainConfig, generator: keras.Model) -> keras.Model:
     """`generator` inside a compiled `losses.PerceptualModel` ("perceptual", "deepsim")."""
-    comparator = losses.comparator_representation(
-        config.comparator or config_lib.DEFAULT_COMPARATOR
-    )
+    comparator = comparator_representation(config.comparator or config_lib.DEFAULT_COMPARATOR)
     options = {} if config.comparator_weights is None else {"weights": config.comparator_weights}
-    model = losses.build_perceptual_model(
+    model = build_perceptual_model(
         generator,
         comparator.make_encoder(**options),
         config_lib.loss_weights(config),
@@ -263,4 +262,54 @@ def describe(model: keras.Model, cached_network: bool = False) -> str:
     return (
         f"encoder + decoder, {mode} ({model.encoder.count_params():,} encoder and "
         f"{model.decoder.count_params():,} decoder parameters, {trainable:,} trained)"
+    )
+
+
+def comparator_representation(name: str):
+    """The registry entry of comparator `name`, which must be a network (`encode_in_model`).
+
+    Example:
+        >>> network = comparator_representation("alexnet/conv5").make_encoder(weights=...)
+    """
+    representation = registry.get(name)
+    if not representation.encode_in_model:
+        raise ValueError(
+            "The comparator must be a network representation (e.g. alexnet/conv5). "
+            f"Received: comparator={name!r}"
+        )
+    return representation
+
+
+def build_perceptual_model(
+    generator: keras.Model,
+    comparator,
+    loss_weights,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+    pause_ratio: float = 0.1,
+) -> losses.PerceptualModel:
+    """A `PerceptualModel` around `generator`, with a discriminator when it is needed.
+
+    Args:
+        generator: a decoder or a `Reconstructor`.
+        comparator: the frozen network (`Encoder` or `keras.Model`, RGB 0..255 in).
+        loss_weights: `(pixel, feature, adversarial)`; a positive adversarial
+            weight adds `build_discriminator(...)`, conditioned on the
+            generator's input features.
+        width, negative_slope: the discriminator's (the decoder's settings).
+        pause_ratio: see `PerceptualModel`.
+    """
+    weights = config_lib.check_loss_weights(loss_weights)
+    discriminator = None
+    if weights[2] > 0:
+        encoder = getattr(generator, "encoder", None)
+        condition = generator.input_shape
+        if encoder is not None:
+            condition = encoder.compute_output_shape(generator.input_shape)
+        discriminator = build_discriminator(
+            generator.output_shape[1:], condition[1:], width=width, negative_slope=negative_slope
+        )
+    return losses.PerceptualModel(
+        generator, comparator, discriminator, weights, pause_ratio, name="perceptual"
     )

@@ -1,14 +1,14 @@
-"""One configuration object per training run, with presets.
+"""One configuration object per training run: `TrainConfig`, its checks, its file.
 
-`TrainConfig` holds every choice of a run; `preset(name)` gives the starting
-point (the paper's settings per representation, or the CPU demo), the launch
+`TrainConfig` holds every choice of a run; `presets.preset(name)` gives the
+starting point (the paper's settings per representation, or the CPU demo), the launch
 scripts override fields from flags, and the resolved config is written into
 the work dir as `config.json`. That file is the single source of truth: a run
 started again with the same work dir reads it back and resumes.
 
 Example:
-    >>> from keras_invert import config
-    >>> run = config.preset("demo")
+    >>> from keras_invert import config, presets
+    >>> run = presets.preset("demo")
     >>> run = config.replace(run, steps=200)
     >>> config.save(run, "/tmp/work")  # writes /tmp/work/config.json
 """
@@ -278,6 +278,20 @@ DEFAULT_COMPARATOR = "efficientnet-lite0/stage4"
 """The comparator network of the feature loss when `comparator` is None."""
 
 
+def check_loss_weights(loss_weights) -> tuple[float, float, float]:
+    """`(pixel, feature, adversarial)` as floats; refuses anything but three finite values >= 0."""
+    try:
+        weights = tuple(float(w) for w in loss_weights)
+    except (TypeError, ValueError):
+        weights = ()
+    if len(weights) != 3 or not all(math.isfinite(w) and w >= 0 for w in weights):
+        raise ValueError(
+            "Expected loss_weights as three finite non-negative numbers (pixel, feature, "
+            f"adversarial). Received: loss_weights={loss_weights!r}"
+        )
+    return weights
+
+
 def _check_loss(config: TrainConfig) -> None:
     """Validates the loss fields; stores `loss_weights` as a tuple of floats."""
     if config.loss not in LOSSES:
@@ -300,15 +314,7 @@ def _check_loss(config: TrainConfig) -> None:
             )
         return
     if config.loss_weights is not None:
-        try:
-            weights = tuple(float(w) for w in config.loss_weights)
-        except (TypeError, ValueError):
-            weights = ()
-        if len(weights) != 3 or not all(math.isfinite(w) and w >= 0 for w in weights):
-            raise ValueError(
-                "Expected loss_weights as three finite non-negative numbers (pixel, feature, "
-                f"adversarial). Received: loss_weights={config.loss_weights!r}"
-            )
+        weights = check_loss_weights(config.loss_weights)
         if (weights[2] > 0) != (config.loss == "deepsim") or weights[1] + weights[2] == 0:
             raise ValueError(
                 "loss='perceptual' takes an adversarial weight of 0 and a positive feature "
@@ -329,50 +335,6 @@ def loss_weights(config: TrainConfig) -> tuple[float, float, float]:
     if config.loss == "pixel":
         return (1.0, 0.0, 0.0)
     return config.loss_weights or DEFAULT_LOSS_WEIGHTS[config.loss]
-
-
-# Each preset overrides `TrainConfig`'s defaults: the paper's optimiser, rate
-# schedule and batch (docs/reference.md, Training). "hog", "lbp" and "sift"
-# train at 256 px, for a GPU and a large photo set such as ImageNet; "demo" is
-# the README's run on the bundled photos with 2 CPU cores (docs/reference.md, Presets).
-_FULL_SIZE = dict(image_size=256, batch_size=64)
-_PRESETS = {
-    "hog": dict(representation="hog", **_FULL_SIZE),
-    "lbp": dict(representation="lbp", **_FULL_SIZE),
-    # SIFT is a C call per image: its maps are computed once and cached.
-    "sift": dict(representation="sift", **_FULL_SIZE, cache_dir="cache"),
-    "demo": dict(
-        representation="hog",
-        data="samples",
-        image_size=128,
-        width=0.25,
-        batch_size=16,
-        steps=5000,
-        steps_per_epoch=250,
-        max_minutes=8.0,
-        learning_rate=6e-4,
-        learning_rate_drops=(0.7,),
-        min_crop_scale=0.25,
-        color_jitter=0.4,
-        # Features of 128 crops per photo computed once: on 2 cores, computing
-        # them alongside training would take cores from the training step.
-        cache_dir="cache",
-        crops_per_image=128,
-    ),
-}
-
-
-def preset_names() -> list[str]:
-    return sorted(_PRESETS)
-
-
-def preset(name: str) -> TrainConfig:
-    """The preset `name` (a representation name or "demo")."""
-    if name not in _PRESETS:
-        raise ValueError(
-            f"Unknown preset; expected one of {preset_names()}. Received: name={name!r}"
-        )
-    return TrainConfig(**_PRESETS[name])
 
 
 def replace(config: TrainConfig, **changes) -> TrainConfig:

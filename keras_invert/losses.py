@@ -36,7 +36,8 @@ lambda_img = 2e-6 (paper) on its unnormalised sums (Caffe pixel values,
 AlexNet activations); they do not carry over to the normalised terms here.
 The defaults of `config.DEFAULT_LOSS_WEIGHTS` are a choice.
 
-The discriminator is `keras_invert.discriminator.build_discriminator`.
+The discriminator is `keras_invert.discriminator.build_discriminator`;
+`keras_invert.building.build_perceptual_model` puts the three together.
 
 TensorFlow is used for the gradient tapes of `train_step`, the TF backend's
 documented way ("Customizing what happens in fit() with TensorFlow").
@@ -59,7 +60,7 @@ from keras import ops
 from keras.saving import deserialize_keras_object, serialize_keras_object
 
 from keras_invert import distribute
-from keras_invert.discriminator import build_discriminator
+from keras_invert.config import check_loss_weights
 from keras_invert.reconstructor import Encoder
 
 # Keeps the relative feature loss finite for an all-zero target (e.g. a dark crop).
@@ -87,19 +88,6 @@ def _mean_over_replicas(values):
         "SUM", [ops.sum(values), ops.cast(ops.size(values), values.dtype)]
     )
     return total / count
-
-
-def _check_weights(loss_weights) -> tuple[float, float, float]:
-    try:
-        weights = tuple(float(w) for w in loss_weights)
-    except (TypeError, ValueError):
-        weights = ()
-    if len(weights) != 3 or not all(math.isfinite(w) and w >= 0 for w in weights):
-        raise ValueError(
-            "Expected loss_weights as three finite non-negative numbers (pixel, feature, "
-            f"adversarial). Received: loss_weights={loss_weights!r}"
-        )
-    return weights
 
 
 @keras.saving.register_keras_serializable(package="keras_invert")
@@ -155,7 +143,7 @@ class PerceptualModel(keras.Model):
                 "The comparator must be frozen (trainable=False). "
                 f"Received: comparator={comparator.name!r}"
             )
-        weights = _check_weights(loss_weights)
+        weights = check_loss_weights(loss_weights)
         if (weights[2] > 0) != (discriminator is not None):
             raise ValueError(
                 "A discriminator goes with a positive adversarial weight, and only then. "
@@ -394,58 +382,6 @@ class PerceptualModel(keras.Model):
         return cls(**config)
 
 
-def comparator_representation(name: str):
-    """The registry entry of comparator `name`, which must be a network (`encode_in_model`).
-
-    Example:
-        >>> network = comparator_representation("alexnet/conv5").make_encoder(weights=...)
-    """
-    from keras_invert import registry
-
-    representation = registry.get(name)
-    if not representation.encode_in_model:
-        raise ValueError(
-            "The comparator must be a network representation (e.g. alexnet/conv5). "
-            f"Received: comparator={name!r}"
-        )
-    return representation
-
-
 def unwrap(model: keras.Model) -> keras.Model:
     """The trained generator of a `PerceptualModel`; any other model as it is."""
     return model.generator if isinstance(model, PerceptualModel) else model
-
-
-def build_perceptual_model(
-    generator: keras.Model,
-    comparator,
-    loss_weights,
-    *,
-    width: float = 1.0,
-    negative_slope: float = 0.2,
-    pause_ratio: float = 0.1,
-) -> PerceptualModel:
-    """A `PerceptualModel` around `generator`, with a discriminator when it is needed.
-
-    Args:
-        generator: a decoder or a `Reconstructor`.
-        comparator: the frozen network (`Encoder` or `keras.Model`, RGB 0..255 in).
-        loss_weights: `(pixel, feature, adversarial)`; a positive adversarial
-            weight adds `build_discriminator(...)`, conditioned on the
-            generator's input features.
-        width, negative_slope: the discriminator's (the decoder's settings).
-        pause_ratio: see `PerceptualModel`.
-    """
-    weights = _check_weights(loss_weights)
-    discriminator = None
-    if weights[2] > 0:
-        encoder = getattr(generator, "encoder", None)
-        condition = generator.input_shape
-        if encoder is not None:
-            condition = encoder.compute_output_shape(generator.input_shape)
-        discriminator = build_discriminator(
-            generator.output_shape[1:], condition[1:], width=width, negative_slope=negative_slope
-        )
-    return PerceptualModel(
-        generator, comparator, discriminator, weights, pause_ratio, name="perceptual"
-    )

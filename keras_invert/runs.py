@@ -29,7 +29,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_invert import building, distribute, losses, registry, training
+from keras_invert import building, distribute, presets, registry, training
 from keras_invert import config as config_lib
 from keras_invert.callbacks import ConfigWriter
 from keras_invert.config import TrainConfig
@@ -70,9 +70,7 @@ def resolve_config(work_dir: str, changes: dict, preset: str | None = None) -> T
             )
         return config_lib.replace(stored, **changes)
     name = preset or changes.get("representation", "hog")
-    base = (
-        config_lib.preset(name) if name in config_lib.preset_names() else config_lib.TrainConfig()
-    )
+    base = presets.preset(name) if name in presets.preset_names() else config_lib.TrainConfig()
     return config_lib.replace(base, **changes)
 
 
@@ -97,7 +95,7 @@ def check_start(
     """
     building.check_config(config)
     if config.loss != "pixel":
-        losses.comparator_representation(config.comparator or config_lib.DEFAULT_COMPARATOR)
+        building.comparator_representation(config.comparator or config_lib.DEFAULT_COMPARATOR)
     strategy = distribute.make_strategy(config.strategy)
     distribute.check_global_batch(strategy, config.batch_size)
     if check_data is not None:

