@@ -18,8 +18,6 @@ Example:
 
 import importlib
 
-from keras_invert import decoders
-
 __version__ = "0.1.0"
 
 __all__ = ["build_decoder", "decoders", "features", "hog", "load", "registry"]
@@ -28,8 +26,10 @@ __all__ = ["build_decoder", "decoders", "features", "hog", "load", "registry"]
 def __getattr__(name):
     # Imported on first use: the decoders need Keras alone, so they build and
     # train on any Keras backend (JAX on an accelerator without TensorFlow),
-    # while the features and the registry need TensorFlow.
-    if name in ("features", "registry"):
+    # while the features and the registry need TensorFlow; and a script that
+    # reads only the config (`keras_invert.config`) checks its flags before
+    # either loads.
+    if name in ("decoders", "features", "registry"):
         return importlib.import_module(f"keras_invert.{name}")
     if name == "build_decoder":
         return importlib.import_module("keras_invert.registry").build_decoder

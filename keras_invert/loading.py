@@ -83,17 +83,17 @@ class TrainedModel:
 
     def encode(self, images) -> np.ndarray:
         """The features of `images` (`[N, H, W, C]`, any size: centre cropped to S)."""
-        return _batched(self._encode, self._crops(images))
+        return batched(self._encode, self._crops(images))
 
     def decode(self, features) -> np.ndarray:
         """Reconstructions `[N, T, T, 3]` in [0, 1] of features `[N, *feature_shape]`."""
         features = np.asarray(features, np.float32)
-        return np.clip(_batched(self._decode, features), 0.0, 1.0)
+        return np.clip(batched(self._decode, features), 0.0, 1.0)
 
     def reconstruct(self, images) -> np.ndarray:
         """Reconstructions `[N, T, T, 3]` in [0, 1] of `images` (`[N, H, W, C]`, any size)."""
         if self._reconstruct is not None:
-            return _batched(self._reconstruct, _checked(images))
+            return batched(self._reconstruct, _checked(images))
         return self.decode(self.encode(images))
 
     def _crops(self, images) -> np.ndarray:
@@ -250,8 +250,13 @@ def _call_encoder(encoder, crops):
     return encoder(crops)
 
 
-def _batched(function, values: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
-    """`function` over `values` in batches of `batch_size`, outputs concatenated as NumPy."""
+def batched(function, values: np.ndarray, batch_size: int = BATCH_SIZE) -> np.ndarray:
+    """`function` over `values` in batches of `batch_size`, outputs concatenated as NumPy.
+
+    The one batching loop for encoding, decoding and reconstructing outside
+    tf.data: calling a model on a few batches directly costs less than
+    tracing `model.predict`'s function for them.
+    """
     outputs = [
         np.asarray(function(values[start : start + batch_size]))
         for start in range(0, len(values), batch_size)

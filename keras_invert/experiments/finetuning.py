@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from keras_invert import loading
 from keras_invert.experiments.perturbations import PERTURBATIONS, perturb
 
 
@@ -107,17 +108,12 @@ def finetune_decoders(
 def image_decoder(model, batch_size: int = 16):
     """`features -> [N, T, T, 3]` in [0, 1] with a Keras decoder (what runners call `decode`).
 
-    Calls the model on batches directly: an experiment decodes a few photos,
-    for which tracing `predict`'s function would cost more than it saves.
+    Calls the model on batches directly (`loading.batched`).
     """
-    from keras import ops
 
     def decode(features):
         features = np.asarray(features, np.float32)
-        outputs = [
-            ops.convert_to_numpy(model(features[i : i + batch_size], training=False))
-            for i in range(0, len(features), batch_size)
-        ]
-        return np.clip(np.concatenate(outputs), 0.0, 1.0)
+        outputs = loading.batched(lambda batch: model(batch, training=False), features, batch_size)
+        return np.clip(outputs, 0.0, 1.0)
 
     return decode
