@@ -121,7 +121,9 @@ def validate(name: str, check, expected: str) -> None:
     )
 
 
-def define_config_flags(config_class, *, choices=None, bounds=None, skip=()) -> None:
+def define_config_flags(
+    config_class, *, choices=None, bounds=None, skip=(), flag_values=flags.FLAGS
+) -> None:
     """One flag per field of the dataclass `config_class`, each unset (None) by default.
 
     A flag's help is the field's entry in the class docstring's `Args:`, so a
@@ -134,6 +136,7 @@ def define_config_flags(config_class, *, choices=None, bounds=None, skip=()) -> 
         choices: field name -> the values it takes.
         bounds: field name -> `lower_bound`/`upper_bound` keyword arguments.
         skip: fields without a flag (e.g. a dict).
+        flag_values: where the flags are defined.
     """
     choices, bounds = choices or {}, bounds or {}
     # The flags belong to the calling script (its --helpshort lists them), as absl
@@ -154,10 +157,15 @@ def define_config_flags(config_class, *, choices=None, bounds=None, skip=()) -> 
             continue
         name, help_text = field.name, helps[field.name]
         if name in choices:
-            flags.DEFINE_enum(name, None, list(choices[name]), help_text, module_name=module_name)
+            flags.DEFINE_enum(
+                name, None, list(choices[name]), help_text,
+                flag_values=flag_values, module_name=module_name,
+            )  # fmt: skip
             continue
-        kind = _field_kind(hints[name])
-        define[kind](name, None, help_text, module_name=module_name, **bounds.get(name, {}))
+        define[_field_kind(hints[name])](
+            name, None, help_text, flag_values=flag_values, module_name=module_name,
+            **bounds.get(name, {}),
+        )  # fmt: skip
 
 
 def _documented_fields(docstring: str) -> dict[str, str]:
