@@ -33,7 +33,7 @@ def training_dataset(
         run: the run's config (source, split, representation, crops, seed...).
         shard: this pipeline's batch size, first batch and shard.
         cache_dir: the resolved feature cache folder
-            (`keras_invert.config.resolve_cache_dir`), or None for no cache.
+            (`keras_invert.runs.cache_dir`), or None for no cache.
     """
     return build_dataset(
         run.data,
