@@ -56,8 +56,11 @@ class TrainedModel:
         encoder_options: the options the encoder runs with.
         encoder_source: "model" when the encoder is the one saved with the
             model (trained end to end), "registry" when it is the
-            representation's encoder built anew, "export" when it runs inside
-            the SavedModel.
+            representation's encoder built anew, "export" when `reconstruct`
+            runs the SavedModel's own image signature (its `encode` is then
+            the representation's encoder built from the recorded options,
+            which for an exported autoencoder is not the trained one:
+            load its work dir for that).
         config: the run's `TrainConfig` (work dirs), else None.
         metadata: the export's recorded metadata (exports), else None.
         model: the Keras model as saved, with its optimiser (work dirs), else None.
