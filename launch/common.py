@@ -8,13 +8,10 @@ one line on stderr, `ERROR: ...`, and exit status 2, never a traceback.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import re
 import sys
-import types
-import typing
 
 from absl import app, flags, logging
 
@@ -119,79 +116,6 @@ def validate(name: str, check, expected: str) -> None:
     flags.register_validator(
         name, lambda value: value is None or check(value), message=f"must be {expected}"
     )
-
-
-def define_config_flags(
-    config_class, *, choices=None, bounds=None, skip=(), flag_values=flags.FLAGS
-) -> None:
-    """One flag per field of the dataclass `config_class`, each unset (None) by default.
-
-    A flag's help is the field's entry in the class docstring's `Args:`, so a
-    setting is described once. Its kind follows the field's type (int, float,
-    str, bool; a tuple is a comma-separated list); a field in `choices` is an
-    enum. A flag given overrides the field; the others keep the preset's value.
-
-    Args:
-        config_class: a dataclass with a Google-style `Args:` docstring.
-        choices: field name -> the values it takes.
-        bounds: field name -> `lower_bound`/`upper_bound` keyword arguments.
-        skip: fields without a flag (e.g. a dict).
-        flag_values: where the flags are defined.
-    """
-    choices, bounds = choices or {}, bounds or {}
-    # The flags belong to the calling script (its --helpshort lists them), as absl
-    # would attribute them had the script defined them itself.
-    caller = sys._getframe(1).f_globals.get("__name__")
-    module_name = sys.argv[0] if caller == "__main__" else caller
-    helps = _documented_fields(config_class.__doc__)
-    hints = typing.get_type_hints(config_class)
-    define = {
-        bool: flags.DEFINE_bool,
-        int: flags.DEFINE_integer,
-        float: flags.DEFINE_float,
-        str: flags.DEFINE_string,
-        tuple: flags.DEFINE_list,
-    }
-    for field in dataclasses.fields(config_class):
-        if field.name in skip:
-            continue
-        name, help_text = field.name, helps[field.name]
-        if name in choices:
-            flags.DEFINE_enum(
-                name, None, list(choices[name]), help_text,
-                flag_values=flag_values, module_name=module_name,
-            )  # fmt: skip
-            continue
-        define[_field_kind(hints[name])](
-            name, None, help_text, flag_values=flag_values, module_name=module_name,
-            **bounds.get(name, {}),
-        )  # fmt: skip
-
-
-def _documented_fields(docstring: str) -> dict[str, str]:
-    """`{field: text}` of the `Args:` entries of a docstring ("a, b: text" documents both)."""
-    entries, names = {}, []
-    lines = iter(docstring.split("Args:", 1)[1].splitlines())
-    for line in lines:
-        if not line.strip():
-            if entries:
-                break
-            continue
-        match = re.fullmatch(r"\s{8}([\w, ]+): (.*)", line)
-        if match:
-            names = [name.strip() for name in match.group(1).split(",")]
-            entries.update(dict.fromkeys(names, match.group(2).strip()))
-        elif names:
-            for name in names:
-                entries[name] += " " + line.strip()
-    return entries
-
-
-def _field_kind(hint):
-    """bool, int, float, str or tuple: a field's type without `| None`."""
-    if isinstance(hint, types.UnionType):
-        hint = next(kind for kind in typing.get_args(hint) if kind is not type(None))
-    return typing.get_origin(hint) or hint
 
 
 def _first_line(message: str) -> str | None:

@@ -16,7 +16,6 @@ docs/reference.md, Reproduction.
 
 from __future__ import annotations
 
-import functools
 import os
 
 from absl import flags
@@ -41,9 +40,8 @@ common.validate("step_scale", lambda scale: scale > 0, "> 0")
 
 def main(argv):
     del argv
-    import pipelines
     from keras_invert import reproduction
-    from pipelines import baselines, sources
+    from pipelines.reproduction_data import reproduction_data
 
     options = dict(
         out_dir=FLAGS.out_dir,
@@ -61,18 +59,7 @@ def main(argv):
     if FLAGS.taps is not None:
         options["taps"] = tuple(FLAGS.taps)
     config = reproduction.ReproduceConfig(**options)
-    photos = pipelines.list_source_files(config.data, config.test_split)
-    photos = photos[: config.num_test_images] if config.num_test_images else photos
-    if len(photos) < 2:
-        raise ValueError(f"Expected two test photos or more. Received: {len(photos)} photos")
-    data = reproduction.Data(
-        training_dataset=pipelines.training_dataset,
-        check_source=lambda run: sources.resolve(run.data, run.train_split),
-        crops=functools.lru_cache(maxsize=4)(functools.partial(pipelines.load_images, photos)),
-        image_names=[os.path.splitext(os.path.basename(path))[0] for path in photos],
-        training_mean=baselines.training_mean_image,
-    )
-    written = reproduction.reproduce(config, data)
+    written = reproduction.reproduce(config, reproduction_data(config))
     print(written["results"])
 
 

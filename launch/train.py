@@ -39,7 +39,7 @@ import sys
 from absl import app, flags, logging
 
 from keras_invert import config as config_lib
-from launch import common  # Also quiets TensorFlow's C++ logs.
+from launch import common, config_flags  # common also quiets TensorFlow's C++ logs.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
@@ -47,7 +47,7 @@ flags.DEFINE_string(
 )
 flags.DEFINE_string("preset", None, "Starting config: 'demo' or a representation name.")
 # Every other flag is a field of the run's config, described in its docstring.
-common.define_config_flags(
+config_flags.define_config_flags(
     config_lib.TrainConfig,
     choices={
         "schedule": config_lib.SCHEDULES,

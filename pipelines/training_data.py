@@ -38,9 +38,7 @@ def training_dataset(
     return build_dataset(
         run.data,
         run.train_split,
-        representation=run.representation,
-        image_size=run.image_size,
-        encoder_options=config_lib.encoder_options(run),
+        **_encoding(run),
         batch_size=shard.batch_size,
         training=True,
         seed=run.seed,
@@ -70,9 +68,7 @@ def sample_batch(run: config_lib.TrainConfig, *, cache_dir: str | None = None):
     test = build_dataset(
         run.data,
         run.test_split,
-        representation=run.representation,
-        image_size=run.image_size,
-        encoder_options=config_lib.encoder_options(run),
+        **_encoding(run),
         batch_size=run.summary_images,
         training=False,
         seed=run.seed,  # Centre crops either way; a seed only saves a "drew seed" log line.
@@ -80,3 +76,12 @@ def sample_batch(run: config_lib.TrainConfig, *, cache_dir: str | None = None):
     )
     batch = next(iter(test.take(1)), None)
     return None if batch is None else tuple(tensor.numpy() for tensor in batch)
+
+
+def _encoding(run: config_lib.TrainConfig) -> dict:
+    """What both of a run's datasets encode with: its representation, size and encoder."""
+    return dict(
+        representation=run.representation,
+        image_size=run.image_size,
+        encoder_options=config_lib.encoder_options(run),
+    )

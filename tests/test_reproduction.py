@@ -1,6 +1,5 @@
 """The reproduction: its plan, the verdict rules, and one tiny end-to-end run that resumes."""
 
-import functools
 import json
 import os
 
@@ -124,17 +123,8 @@ def test_a_finding_without_its_measurement_says_so():
 @pytest.fixture(scope="module")
 def tiny_reproduction(tmp_path_factory):
     """Two shallow features and three taps (one also as an autoencoder), a few steps each."""
-    import pipelines
-    from pipelines import baselines, sources
+    from pipelines.reproduction_data import reproduction_data
 
-    photos = pipelines.list_source_files("samples", "test")[:3]
-    data = reproduction.Data(
-        training_dataset=pipelines.training_dataset,
-        check_source=lambda run: sources.resolve(run.data, run.train_split),
-        crops=functools.lru_cache(maxsize=4)(functools.partial(pipelines.load_images, photos)),
-        image_names=[os.path.splitext(os.path.basename(p))[0] for p in photos],
-        training_mean=baselines.training_mean_image,
-    )
     config = ReproduceConfig(
         out_dir=str(tmp_path_factory.mktemp("reproduction")),
         shallow=("hog", "lbp"),
@@ -144,7 +134,9 @@ def tiny_reproduction(tmp_path_factory):
         crops_per_image=1,
         shallow_crops_per_image=1,
         optimization_steps=2,
+        num_test_images=3,
     )
+    data = reproduction_data(config)
     return config, data, reproduction.reproduce(config, data)
 
 

@@ -180,11 +180,16 @@ def _train(job: Job, work_dir: str, data: Data, out: str) -> float:
     return spent
 
 
-def _cached(out: str, name: str, models, measure: Callable[[], dict]) -> dict:
-    """`measure()`, stored as `measurements/NAME.json`; reused while newer than `models`."""
+def _cached(out: str, name: str, models, measure: Callable[[], dict], outputs=()) -> dict:
+    """`measure()`, stored as `measurements/NAME.json`; reused while newer than `models`.
+
+    `outputs` are files `measure` also writes (a figure): without them the
+    stored numbers are not reused.
+    """
     path = os.path.join(out, "measurements", f"{name}.json")
     newest = max((_model_time(model) for model in models), default=0.0)
-    if os.path.exists(path) and os.path.getmtime(path) >= newest:
+    fresh = os.path.exists(path) and os.path.getmtime(path) >= newest
+    if fresh and all(os.path.exists(output) for output in outputs):
         with open(path) as file:
             return json.load(file)
     result = files.plain(measure())
@@ -249,21 +254,17 @@ def _experiments(config, planned, models, data, out, progress):
     def run(stage, used, make):
         progress("experiment: %s", stage)
         png = os.path.join(out, "figures", f"{stage}.png")
+
+        def measure():
+            figure = make()
+            figures.save_png(png, figures.figure(
+                figure.rows, column_labels=figure.column_labels, row_labels=figure.row_labels,
+                cell_size=112,
+            ))  # fmt: skip
+            return figure.numbers
+
         used_models = [models[name] for name in used]
-        path = os.path.join(out, "measurements", f"experiment-{stage}.json")
-        if os.path.exists(png) and os.path.exists(path):
-            if os.path.getmtime(path) >= max((_model_time(m) for m in used_models), default=0):
-                with open(path) as file:
-                    numbers[stage] = json.load(file)
-                paths.append(png)
-                return
-        figure = make()
-        figures.save_png(png, figures.figure(
-            figure.rows, column_labels=figure.column_labels, row_labels=figure.row_labels,
-            cell_size=112,
-        ))  # fmt: skip
-        numbers[stage] = files.plain(figure.numbers)
-        files.write_json(path, numbers[stage])
+        numbers[stage] = _cached(out, f"experiment-{stage}", used_models, measure, [png])
         paths.append(png)
 
     layered = [job.name for job in planned if job.group in ("shallow", "tap", "alexnet")]
