@@ -11,7 +11,7 @@ that another config trained.
 
 Example:
     >>> from keras_invert import building, config
-    >>> model = building.build_model(presets.preset("demo"))
+    >>> model = building.build_model(presets.preset("demo_hog"))
 """
 
 from __future__ import annotations

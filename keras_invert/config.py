@@ -8,7 +8,7 @@ started again with the same work dir reads it back and resumes.
 
 Example:
     >>> from keras_invert import config, presets
-    >>> run = presets.preset("demo")
+    >>> run = presets.preset("demo_hog")
     >>> run = config.replace(run, steps=200)
     >>> config.save(run, "/tmp/work")  # writes /tmp/work/config.json
 """

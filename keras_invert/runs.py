@@ -48,14 +48,18 @@ def resolve_config(work_dir: str, changes: dict, preset: str | None = None) -> T
     Args:
         work_dir: the run's directory.
         changes: config fields to set.
-        preset: the starting point of a new run (None: the preset of
-            `changes["representation"]`, else "hog"; a name that is not a
-            preset: `TrainConfig`'s defaults).
+        preset: the starting point of a new run, one of
+            `presets.preset_names()` (None: the preset named like
+            `changes["representation"]` if there is one, else `TrainConfig`'s
+            defaults).
 
     Raises:
-        ValueError: `work_dir` holds a run and `changes` differ from its
-            config in a field outside `config.RESUMABLE_CHANGES`.
+        ValueError: `preset` is not a preset's name, or `work_dir` holds a
+            run and `changes` differ from its config in a field outside
+            `config.RESUMABLE_CHANGES`.
     """
+    if preset is not None:
+        presets.preset(preset)  # An unknown name is refused, not silently ignored.
     stored = config_lib.load(work_dir)
     if stored is not None:
         conflicts = {

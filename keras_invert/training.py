@@ -28,7 +28,7 @@ training on.
 
 Example:
     >>> from keras_invert import config, training
-    >>> run = presets.preset("demo")
+    >>> run = presets.preset("demo_hog")
     >>> model = training.train(run, dataset, "/tmp/work")
 """
 

@@ -39,13 +39,20 @@ import sys
 from absl import app, flags, logging
 
 from keras_invert import config as config_lib
+from keras_invert import presets
 from launch import common, config_flags  # common also quiets TensorFlow's C++ logs.
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string(
     "work_dir", None, "Run directory: config, checkpoints, logs, model.", required=True
 )
-flags.DEFINE_string("preset", None, "Starting config: 'demo' or a representation name.")
+flags.DEFINE_enum(
+    "preset",
+    None,
+    presets.preset_names(),
+    "Starting config: the CPU demo ('demo': an EfficientNet-Lite0 layer; 'demo_hog') or the "
+    "paper's settings for a representation.",
+)
 # Every other flag is a field of the run's config, described in its docstring.
 config_flags.define_config_flags(
     config_lib.TrainConfig,

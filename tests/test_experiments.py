@@ -238,7 +238,7 @@ def _hog_work_dir(work_dir):
     from keras_invert import config
     from keras_invert.checkpoints import FINAL_MODEL
 
-    run = config.replace(presets.preset("demo"), image_size=64, width=0.125, cache_dir=None)
+    run = config.replace(presets.preset("demo_hog"), image_size=64, width=0.125, cache_dir=None)
     config.save(run, str(work_dir))
     TinyModel().decoder.save(str(work_dir / FINAL_MODEL))
     return work_dir
@@ -304,7 +304,7 @@ def test_dark_knowledge_and_single_neuron_on_an_fc8_work_dir(tmp_path, crops):
     from keras_invert.checkpoints import FINAL_MODEL
 
     run = config.replace(
-        presets.preset("demo"), representation="alexnet/fc8", image_size=67, width=0.125,
+        presets.preset("demo_hog"), representation="alexnet/fc8", image_size=67, width=0.125,
         cache_dir=None,
     )  # fmt: skip
     config.save(run, str(tmp_path))

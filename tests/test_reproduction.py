@@ -149,7 +149,9 @@ def test_a_tiny_reproduction_writes_the_findings_tables_and_figures(tiny_reprodu
     assert "| efficientnet-lite0/stage6 (autoencoder) |" in text
     assert "| decoder | " in text and "| optimisation (Mahendran & Vedaldi) |" in text
     stems = sorted(os.path.splitext(os.path.basename(p))[0] for p in written["figures"])
-    assert stems == ["binarised_and_dropped", "dark_knowledge", "fixed_vs_autoencoder", "layers"]
+    assert stems == [
+        "binarised_and_dropped", "dark_knowledge", "depth", "fixed_vs_autoencoder", "layers"
+    ]  # fmt: skip
     for path in written["figures"]:
         assert f"]({os.path.relpath(path, config.out_dir)})" in text
     numbers = json.load(open(written["json"]))

@@ -16,6 +16,9 @@ def test_a_new_run_starts_from_the_preset_of_its_representation(tmp_path):
     # A representation without a preset starts from the defaults.
     plain = runs.resolve_config(str(tmp_path), {"representation": "alexnet/conv5"})
     assert plain == config_lib.TrainConfig(representation="alexnet/conv5")
+    # A preset named wrongly is refused, not replaced by the defaults.
+    with pytest.raises(ValueError, match=r"Unknown preset.*Received: name='dmeo'"):
+        runs.resolve_config(str(tmp_path), {}, preset="dmeo")
 
 
 def test_a_stored_run_resumes_and_refuses_a_different_config(tmp_path):

@@ -129,7 +129,7 @@ def test_learning_rate_is_lowered_towards_the_end():
 
 
 def test_config_round_trips_and_validates(tmp_path):
-    run = config_lib.replace(presets.preset("demo"), steps=7, encoder_options={"cell_size": 8})
+    run = config_lib.replace(presets.preset("demo_hog"), steps=7, encoder_options={"cell_size": 8})
     config_lib.save(run, str(tmp_path))
     assert config_lib.load(str(tmp_path)) == run
     assert config_lib.load(str(tmp_path / "missing")) is None

@@ -113,6 +113,9 @@ def reproduce(config: ReproduceConfig, data: Data) -> dict:
                 lambda job=job: _evaluate_optimization(config, job, models[job.name], data),
             )  # fmt: skip
     figure_paths, experiments = _experiments(config, planned, models, data, out, progress)
+    depth = _depth_figure(planned, evaluations, optimizations, out)
+    if depth is not None:
+        figure_paths.insert(1 if figure_paths else 0, depth)
     if "binarised_and_dropped" in experiments:
         # The constant prediction at the same size: the bar binarised features must clear.
         name = next(
@@ -241,6 +244,38 @@ def _evaluate_optimization(config: ReproduceConfig, job: Job, model, data: Data)
         overrides=overrides, seed=config.seed,
     )  # fmt: skip
     return {"optimization": row}
+
+
+def _depth_figure(planned, evaluations, optimizations, out) -> str | None:
+    """The error over the network's taps as a chart (figures/depth.png), when 2 or more trained.
+
+    Drawn from the stored numbers on every run (it costs nothing): the
+    decoder's error, its 8x8 block-average ("colour and layout") error, the
+    test photos' mean image, and optimisation where it ran.
+    """
+    taps = [job for job in planned if job.group == "tap"]
+    if len(taps) < 2:
+        return None
+    found = [evaluations[job.name] for job in taps]
+    series = {
+        "decoder": [row["decoder"]["normalized_error"] for row in found],
+        "decoder, 8x8 block averages (colour and layout)": [
+            row["coarse_error"]["decoder"] for row in found
+        ],
+        findings.ORACLE: [findings.oracle_error(row) for row in found],
+    }
+    optimised = [optimizations.get(job.name) for job in taps]
+    if any(optimised):
+        series["optimisation"] = [
+            None if row is None else row["optimization"].get("normalized_error")
+            for row in optimised
+        ]
+    chart = figures.line_chart(
+        series,
+        x_labels=[job.representation.split("/")[-1] for job in taps],
+        y_label="normalised error on the test photos (lower is better)",
+    )
+    return figures.save_png(os.path.join(out, "figures", "depth.png"), chart, keep_identical=True)
 
 
 def _experiments(config, planned, models, data, out, progress):

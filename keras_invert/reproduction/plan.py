@@ -6,7 +6,7 @@ train, each a set of `TrainConfig` fields over a preset. Two scales:
 
 - "cpu" (the default): the bundled photos on 2 CPU cores in about an hour.
   Decoders at width 0.25, batch 16; the shallow features at 128 px with the
-  README demo's schedule; the network taps on cached features (the
+  HOG demo's schedule (`demo_hog`); the network taps on cached features (the
   encoder's weights stay fixed, so its features of 32 crops per photo are
   computed once), with fewer steps for the early taps, whose decoders are
   the most expensive (224 px maps all the way up).
@@ -85,7 +85,7 @@ class ReproduceConfig:
         binarise_tap: the tap of the binarised/dropped-features experiment.
         dark_knowledge_tap: the tap of the top-5 experiment (the classifier's logits).
         crops_per_image: crops per training photo in the network taps' feature caches.
-        shallow_crops_per_image: the same for the shallow features (the demo's).
+        shallow_crops_per_image: the same for the shallow features (the HOG demo's, `demo_hog`).
         optimization_steps: optimisation steps (None: the original method's).
         num_test_images: test photos used (None: all of the split).
         seed: of the training streams and the optimisation's noise.
@@ -192,8 +192,8 @@ def jobs(config: ReproduceConfig) -> list[Job]:
             steps=steps(_CPU_SHALLOW_STEPS),
             crops_per_image=config.shallow_crops_per_image,
         )
-        # "demo" is the README's CPU schedule; the representation presets are the paper's.
-        planned.append(Job(name, "shallow", "demo" if cpu else name, changes))
+        # "demo_hog" is the CPU schedule for HOG; the representation presets are the paper's.
+        planned.append(Job(name, "shallow", "demo_hog" if cpu else name, changes))
     network = dict(
         common,
         cache_dir="cache",

@@ -18,6 +18,7 @@ from keras_invert.reproduction.plan import ReproduceConfig
 
 _FIGURE_TITLES = {
     "layers": "Reconstructions from every representation (test photos, never trained on)",
+    "depth": "Error over depth: where the image is lost",
     "dark_knowledge": "Dark knowledge: the logits, their top 5 only, all but their top 5",
     "binarised_and_dropped": "Binarised and dropped-out features",
     "fixed_vs_autoencoder": "Fixed encoder against autoencoder",

@@ -18,7 +18,7 @@ def _work_dir(path, representation="hog", image_size=64, data="samples"):
     from keras_invert.checkpoints import FINAL_MODEL
 
     run = config.replace(
-        presets.preset("demo"), representation=representation, image_size=image_size,
+        presets.preset("demo_hog"), representation=representation, image_size=image_size,
         width=0.125, cache_dir=None, data=data,
     )  # fmt: skip
     config.save(run, str(path))
