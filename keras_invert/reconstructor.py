@@ -104,11 +104,10 @@ class FeatureEncoder(layers.Layer):
         self.representation = representation
         self.encoder_options = dict(encoder_options or {})
         self._spec = spec
-        # In a tuple: a bare function attribute would be tracked for saving.
-        self._encode = (spec.batch_encoder(**self.encoder_options),)
+        self._encode = spec.batch_encoder(**self.encoder_options)
 
     def call(self, images):
-        return self._encode[0](images)
+        return self._encode(images)
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], *self._spec.feature_shape(input_shape[1]))

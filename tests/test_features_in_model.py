@@ -24,8 +24,9 @@ def _config(**changes):
 @pytest.mark.parametrize("name", ["sift", "alexnet/conv5"])
 def test_sift_and_networks_are_refused_in_one_line(name):
     expected = rf"Expected .* not a network .* Received: representation='{name}'$"
-    with pytest.raises(ValueError, match=expected):
+    with pytest.raises(ValueError, match=expected) as error:
         building.check_config(_config(representation=name))
+    assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match=expected):
         pipelines.build_dataset("samples", representation=name, features_in_model=True)
     with pytest.raises(ValueError, match="Received: features_in_model=1"):
