@@ -5,9 +5,10 @@ import pytest
 
 import keras_invert
 import pipelines
-from keras_invert import building, training
+from keras_invert import building, registry, training
 from keras_invert import config as config_lib
 from keras_invert.reconstructor import FeatureEncoder, Reconstructor
+from pipelines import cache, sources
 from pipelines.training_data import sample_batch, training_dataset
 
 
@@ -31,6 +32,18 @@ def test_sift_and_networks_are_refused_in_one_line(name):
         pipelines.build_dataset("samples", representation=name, features_in_model=True)
     with pytest.raises(ValueError, match="Received: features_in_model=1"):
         _config(features_in_model=1)
+
+
+def test_a_crops_cache_and_a_features_cache_never_share_a_key():
+    source = sources.resolve("samples", "train")
+
+    def key(name, crops):
+        representation = registry.get(name)
+        return cache.cache_key(representation, {}, 64, source, True, 2, 0.5, 0, crops=crops)
+
+    assert key("hog", crops=True) != key("hog", crops=False)
+    # Crops do not depend on the encoder, but each representation keeps its own.
+    assert key("hog", crops=True) != key("lbp", crops=True)
 
 
 def test_hog_in_the_model_equals_the_pipelines_hog():
