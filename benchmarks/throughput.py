@@ -16,6 +16,13 @@ representation, a Markdown table with:
   busy it equals the images/s ratio, and it stays meaningful when other
   processes load the machine, which makes the wall-clock figures noisy;
 - the achieved FLOP/s of the training step against a float32 matmul;
+- for HOG and LBP (feature ops in TensorFlow, not networks;
+  `features_in_model`): the same training figures with the features
+  computed inside the training model (`TrainConfig.features_in_model`), fed
+  by a pipeline that yields crops, and that pipeline alone, so a user can
+  choose where the features are computed. Same width, image size and batch.
+  On a CPU the two places compete for the same cores; on an accelerator the
+  in-model features move the feature op's CPU time onto the device;
 - CPU cores per accelerator: the cores of this input pipeline one
   accelerator needs to keep up, the pipeline's CPU seconds per image (this
   process, all threads; images/s per core is its inverse) times the
@@ -106,6 +113,8 @@ class BenchmarkSettings:
         accelerator_rate: training images/s of one accelerator for the cores
             per accelerator; 0: each representation's `ACCELERATOR_RATES`
             figure (measured for full-width decoders at 256 px only).
+        features_in_model: also time HOG and LBP with their features computed
+            inside the training model (the pipeline yields crops).
 
     Example:
         >>> settings = BenchmarkSettings(representations=("hog",), width=0.25, steps=4)
@@ -122,6 +131,7 @@ class BenchmarkSettings:
     data: str = "samples"
     matmul_size: int = 2048
     accelerator_rate: float = 0.0
+    features_in_model: bool = True
 
     def __post_init__(self):
         from keras_invert import registry
@@ -165,6 +175,18 @@ def _uses_cache(name: str) -> bool:
     return name in presets.preset_names() and presets.preset(name).cache_dir is not None
 
 
+def _times_features_in_model(name: str, settings: BenchmarkSettings) -> bool:
+    """True when `name`'s features can move into the model and the settings ask for it."""
+    from keras_invert import registry
+
+    representation = registry.get(name)
+    return (
+        settings.features_in_model
+        and representation.in_graph
+        and not representation.encode_in_model
+    )
+
+
 def benchmark_representation(
     name: str, settings: BenchmarkSettings, matmul: dict, cache_dir: str
 ) -> dict:
@@ -177,7 +199,7 @@ def benchmark_representation(
     batch_size = settings.batch_size
     cached = _uses_cache(name)
 
-    def dataset(cache):
+    def dataset(cache, features_in_model=False):
         return pipelines.build_dataset(
             settings.data,
             "train",
@@ -187,6 +209,7 @@ def benchmark_representation(
             training=True,
             seed=0,
             cache_dir=cache,
+            features_in_model=features_in_model,
         )
 
     result = {"representation": name, "cached": cached}
@@ -215,20 +238,24 @@ def benchmark_representation(
     result["parameters"] = int(model.count_params())
     flops = training_flops_per_image(model)
     result["flops_per_image"] = flops
-    figures = training_rates(
-        model,
-        pipeline,
-        pipeline.take(1).cache().repeat(),  # the first batch, held in memory
-        batch_size=batch_size,
-        steps=settings.steps,
-        rounds=settings.rounds,
-        warmup_steps=settings.warmup_steps,
-    )
+
+    def timed(model, pipeline, prefix):
+        figures = training_rates(
+            model,
+            pipeline,
+            pipeline.take(1).cache().repeat(),  # the first batch, held in memory
+            batch_size=batch_size,
+            steps=settings.steps,
+            rounds=settings.rounds,
+            warmup_steps=settings.warmup_steps,
+        )
+        for feed in ("pipeline", "memory"):
+            result[f"{prefix}_{feed}"] = _summary(figures[feed]["rates"])
+            result[f"{prefix}_{feed}_cpu"] = _summary(figures[feed]["cpu"])
+        return figures
+
+    figures = timed(model, pipeline, "train")
     fed, memory = figures["pipeline"], figures["memory"]
-    result["train_pipeline"] = _summary(fed["rates"])
-    result["train_memory"] = _summary(memory["rates"])
-    result["train_pipeline_cpu"] = _summary(fed["cpu"])
-    result["train_memory_cpu"] = _summary(memory["cpu"])
     pairs = list(zip(fed["rates"], memory["rates"], strict=True))
     result["ratio"] = _summary([f / m for f, m in pairs])
     # CPU seconds per image in memory / pipeline-fed: what the ratio is on a
@@ -243,6 +270,17 @@ def benchmark_representation(
     if cached:
         uncached = result["pipeline_uncached_cpu"]["median"] * accelerator
         result["cores_per_accelerator_uncached"] = uncached
+    result["features_in_model"] = _times_features_in_model(name, settings)
+    if result["features_in_model"]:
+        crops = dataset(None, features_in_model=True)
+        rates, cpu = pipeline_rates(crops, batch_size, settings.pipeline_batches)
+        result["crops_pipeline"], result["crops_pipeline_cpu"] = _summary(rates), _summary(cpu)
+        in_model = building.build_model(config_lib.replace(run, features_in_model=True))
+        timed(in_model, crops, "in_model")
+        # An upper bound: the accelerator's rate without the op, which then runs there too.
+        result["cores_per_accelerator_in_model"] = (
+            result["crops_pipeline_cpu"]["median"] * accelerator
+        )
     result["load_average"] = {"before": load_before, "after": os.getloadavg()}
     return result
 
@@ -267,6 +305,13 @@ def format_table(result: dict, settings: BenchmarkSettings, matmul: dict) -> str
         ("training, fed by the pipeline", "train_pipeline", 2),
         ("training, one batch in memory", "train_memory", 2),
     ]
+    if result["features_in_model"]:
+        rows += [
+            ("pipeline alone, crops (features in the model)", "crops_pipeline", 1),
+            ("training, features in the model, fed by the crops pipeline", "in_model_pipeline", 2),
+            ("training, features in the model, one batch of crops in memory",
+             "in_model_memory", 2),
+        ]  # fmt: skip
     lines = [
         f"{result['representation']}: width {settings.width:g}, image {settings.image_size}, "
         f"batch {settings.batch_size}, {result['parameters']:,} parameters, "
@@ -306,17 +351,27 @@ def _cores(result: dict) -> str:
     cores = f"{result['cores_per_accelerator']:.1f}"
     if result["cached"]:
         cores += f" cached ({result['cores_per_accelerator_uncached']:.1f} uncached)"
+    if result["features_in_model"]:
+        cores += f" ({result['cores_per_accelerator_in_model']:.1f} features in the model)"
     return cores
+
+
+def _in_model(result: dict) -> str:
+    """The summary's cell of training with the features in the model, pipeline-fed."""
+    if not result["features_in_model"]:
+        return "-"
+    return f"{result['in_model_pipeline']['median']:.2f}"
 
 
 def format_summary(results: list, matmul: dict, settings: BenchmarkSettings) -> str:
     """One row per representation (medians; the ratio's range over rounds)."""
     lines = [
         "| representation | pipeline images/s | training images/s, pipeline-fed | in memory | "
-        "ratio (range) | CPU ratio | training GFLOP/image | achieved GFLOP/s | "
+        "features in the model, pipeline-fed | ratio (range) | CPU ratio | "
+        "training GFLOP/image | achieved GFLOP/s | "
         f"of matmul ({matmul['median'] / 1e9:.1f} GFLOP/s) | "
         f"CPU cores per accelerator ({_accelerator(settings)}) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         pipeline = f"{result['pipeline']['median']:.1f}"
@@ -325,6 +380,7 @@ def format_summary(results: list, matmul: dict, settings: BenchmarkSettings) -> 
         lines.append(
             f"| {result['representation']} | {pipeline} | "
             f"{result['train_pipeline']['median']:.2f} | {result['train_memory']['median']:.2f} | "
+            f"{_in_model(result)} | "
             f"{result['ratio']['median']:.3f} ({_spread(result['ratio'], 3)}) | "
             f"{result['cpu_ratio']['median']:.3f} | "
             f"{result['flops_per_image']['training'] / 1e9:.2f} | "
@@ -346,7 +402,9 @@ def estimate_seconds(settings: BenchmarkSettings, matmul: dict) -> float:
         # + model building, tracing and the pipelines alone (SIFT's uncached one
         # and its cache build dominate that at full size).
         overhead = 40.0 if _uses_cache(name) else 20.0
-        total += steps * flops / (_ASSUMED_EFFICIENCY * matmul["median"]) + overhead
+        # Training once more with the features in the model.
+        runs = 2 if _times_features_in_model(name, settings) else 1
+        total += runs * (steps * flops / (_ASSUMED_EFFICIENCY * matmul["median"]) + overhead)
     return total
 
 

@@ -5,9 +5,9 @@ loss (mean squared error: the same minimiser, a constant scale), the
 learning rate lowered towards the end (or warmed up and decayed on a cosine),
 the weights optionally averaged (EMA). The training model is the decoder,
 the encoder and decoder (`Reconstructor`) for a network encoder computed in
-the train step, and either inside a `losses.PerceptualModel` for the
-"perceptual" and "deepsim" losses. `check_restored` refuses a restored model
-that another config trained.
+the train step (or for HOG and LBP with `features_in_model`), and either
+inside a `losses.PerceptualModel` for the "perceptual" and "deepsim" losses.
+`check_restored` refuses a restored model that another config trained.
 
 Example:
     >>> from keras_invert import building, config
@@ -26,7 +26,7 @@ from keras_invert import config as config_lib
 from keras_invert import losses, registry
 from keras_invert.config import TrainConfig
 from keras_invert.discriminator import build_discriminator
-from keras_invert.reconstructor import Encoder, Reconstructor
+from keras_invert.reconstructor import Encoder, FeatureEncoder, Reconstructor
 
 
 def build_optimizer(config: TrainConfig, average: bool = True) -> keras.optimizers.Optimizer:
@@ -98,6 +98,7 @@ def check_config(config: TrainConfig) -> registry.Representation:
     config_lib.check_cache_features(
         config.cache_features, cache_dir=config.cache_dir, representation=representation
     )
+    config_lib.check_features_in_model(config.features_in_model, representation)
     if config.cache_features:
         weights = config_lib.encoder_options(config).get("weights")
         if representation.random_without_weights and weights is None:
@@ -111,7 +112,10 @@ def check_config(config: TrainConfig) -> registry.Representation:
 
 
 def uses_reconstructor(config: TrainConfig, representation: registry.Representation) -> bool:
-    """Whether the training model holds the encoder (a network not fed from a feature cache)."""
+    """Whether the training model holds the encoder: a network not fed from a feature cache,
+    or a feature op with `features_in_model`."""
+    if config.features_in_model:
+        return True
     return representation.encode_in_model and not config.cache_features
 
 
@@ -163,7 +167,8 @@ def build_model(config: TrainConfig) -> keras.Model:
     `config.autoencoder` is trained jointly with the decoder (docs/reference.md,
     Training, the paper's two modes). With `config.cache_features` the
     fixed network's features come from the pipeline's cache, and the
-    training model is the decoder alone.
+    training model is the decoder alone. With `config.features_in_model`
+    HOG or LBP is that fixed encoder (`FeatureEncoder`, no weights).
     """
     representation = check_config(config)
     if config.seed is not None:
@@ -173,8 +178,14 @@ def build_model(config: TrainConfig) -> keras.Model:
         image_size, width=config.width, negative_slope=config.negative_slope
     )
     if uses_reconstructor(config, representation):
-        network = representation.make_encoder(**config_lib.encoder_options(config))
-        encoder = Encoder(network, trainable=config.autoencoder, name="encoder")
+        options = config_lib.encoder_options(config)
+        if config.features_in_model:
+            # float32 like the op inside: the wrapper would round the pixels first.
+            features = FeatureEncoder(config.representation, options, name="features")
+            encoder = Encoder(features, trainable=False, name="encoder", dtype="float32")
+        else:
+            network = representation.make_encoder(**options)
+            encoder = Encoder(network, trainable=config.autoencoder, name="encoder")
         model = Reconstructor(encoder, model, image_size, name="reconstructor")
     if config.loss == "pixel":
         model.compile(
@@ -217,8 +228,8 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
 
     Raises:
         ValueError: the model holds its encoder and `config` caches features
-            (or the reverse), or it was trained with another `autoencoder`
-            or `precision`.
+            or computes them in the pipeline (or the reverse), or it was
+            trained with another `autoencoder` or `precision`.
     """
     representation = registry.get(config.representation)
     # Unwrapped: a perceptual/deepsim run's generator holds the encoder.
@@ -227,7 +238,8 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
         held = "holds" if isinstance(network, Reconstructor) else "lacks"
         raise ValueError(
             f"The checkpoints in {work_dir} are of a model that {held} its encoder. "
-            f"Received: cache_features={config.cache_features!r}"
+            f"Received: cache_features={config.cache_features!r}, "
+            f"features_in_model={config.features_in_model!r}"
         )
     if isinstance(network, Reconstructor) and network.encoder.trainable != config.autoencoder:
         raise ValueError(
@@ -258,6 +270,8 @@ def describe(model: keras.Model, cached_network: bool = False) -> str:
     trainable = sum(int(np.prod(v.shape)) for v in model.trainable_variables)
     if not isinstance(model, Reconstructor):
         return f"decoder ({trainable:,} parameters){on_cached}"
+    if isinstance(model.encoder.layer, FeatureEncoder):
+        return f"features + decoder, the features computed in the model ({trainable:,} parameters)"
     mode = "autoencoder, encoder trained" if model.encoder.trainable else "fixed encoder"
     return (
         f"encoder + decoder, {mode} ({model.encoder.count_params():,} encoder and "

@@ -63,6 +63,12 @@ class TrainConfig:
             (faster steps, smaller cache). The work dir then saves the
             decoder; export and evaluation rebuild the encoder from
             `encoder_weights` (required for AlexNet, whose default is random).
+        features_in_model: for a feature op in TensorFlow that is not a network
+            (HOG, LBP): the pipeline yields the crops and the training model
+            computes the features, `images -> features -> decoder`, on the
+            accelerator (docs/reference.md, Where the features are computed).
+            The features are the pipeline's, by the same ops. Not for SIFT
+            (not a TensorFlow op) nor networks (always in the model).
         divergence_factor: the run stops when the epoch's running loss exceeds
             this multiple of the best epoch loss so far (or is not finite).
         summary_images: test images shown in TensorBoard each epoch.
@@ -129,6 +135,7 @@ class TrainConfig:
     cache_dir: str | None = None
     crops_per_image: int = 8
     cache_features: bool = False
+    features_in_model: bool = False
     divergence_factor: float = 10.0
     summary_images: int = 4
     max_minutes: float | None = None
@@ -186,6 +193,7 @@ class TrainConfig:
             autoencoder=self.autoencoder,
             data_service=self.data_service,
         )
+        check_features_in_model(self.features_in_model)
         in_options = self.encoder_options.get("weights")
         if self.encoder_weights is not None and in_options not in (None, self.encoder_weights):
             raise ValueError(
@@ -269,6 +277,25 @@ def check_cache_features(
                 f"cache_features needs {'a' if name == 'cache_dir' else 'no'} {name}: {why}. "
                 f"Received: {name}={values[name]!r}"
             )
+
+
+def check_features_in_model(features_in_model, representation=None) -> None:
+    """The one rule for `features_in_model`, of a run's config and of `pipelines.build_dataset`.
+
+    Only a feature op that runs in TensorFlow and is not a network (HOG, LBP)
+    moves into the model: SIFT is a C library call, and a network always runs
+    there. `representation`, a `registry.Representation`, is checked when given.
+    """
+    if not isinstance(features_in_model, bool):
+        raise ValueError(f"Expected a bool. Received: features_in_model={features_in_model!r}")
+    if not features_in_model or representation is None:
+        return
+    if representation.encode_in_model or not representation.in_graph:
+        raise ValueError(
+            "Expected with features_in_model a TensorFlow feature op that is not a network "
+            "(hog, lbp): SIFT runs in C, and networks always run in the model. "
+            f"Received: representation={representation.name!r}"
+        )
 
 
 LOSSES = ("pixel", "perceptual", "deepsim")

@@ -9,7 +9,8 @@ watches, with these signatures:
   evaluation pipeline crops photos (`keras_invert.images.prepare`), and
   encoded inside the graph (representations whose encoder is TensorFlow
   only). For a `Reconstructor` (AlexNet trained with its encoder in the
-  model) the image signatures run that model, encoder included.
+  model, or HOG and LBP trained with `features_in_model`) the image
+  signatures run that model, encoder included.
 - `serve_float`: the same for float32 images in 0..255.
 - `from_features`: features `[N, *feature_shape]` -> the same output.
 

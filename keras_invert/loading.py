@@ -55,7 +55,8 @@ class TrainedModel:
         output_size: the side T of the reconstructions.
         encoder_options: the options the encoder runs with.
         encoder_source: "model" when the encoder is the one saved with the
-            model (trained end to end), "registry" when it is the
+            model (trained end to end, or HOG and LBP trained with
+            `features_in_model`: the registry's op), "registry" when it is the
             representation's encoder built anew, "export" when `reconstruct`
             runs the SavedModel's own image signature (its `encode` is then
             the representation's encoder built from the recorded options,

@@ -16,7 +16,12 @@ Training):
   then runs in the caller's mode, with dropout while training as in Caffe's
   training phase (choice).
 
-Both layers are registered serialisable: a `.keras` checkpoint of a
+A feature op in TensorFlow (HOG, LBP) can run in the training model too
+(`TrainConfig.features_in_model`): `FeatureEncoder` wraps the
+representation's op as a layer without weights, and the model is the same
+`images -> encoder -> decoder`, with that layer as its fixed encoder.
+
+The layers are registered serialisable: a `.keras` checkpoint of a
 `Reconstructor` loads with `keras.saving.load_model` and keeps the encoder
 frozen (the flag is part of the saved config).
 
@@ -35,6 +40,9 @@ from __future__ import annotations
 import keras
 from keras import layers
 from keras.saving import deserialize_keras_object, serialize_keras_object
+
+from keras_invert import config as config_lib
+from keras_invert import registry
 
 
 @keras.saving.register_keras_serializable(package="keras_invert")
@@ -66,6 +74,50 @@ class Encoder(layers.Wrapper):
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+
+@keras.saving.register_keras_serializable(package="keras_invert")
+class FeatureEncoder(layers.Layer):
+    """A representation's feature op (HOG, LBP) as a layer without weights, in float32.
+
+    It runs `Representation.batch_encoder`, the op the input pipelines,
+    the export and `keras_invert.load` run (compiled with XLA where the
+    representation asks for it), so the features equal the pipeline's. It
+    computes in float32 under any precision policy: a lower one would round
+    the pixels before the op.
+
+    Args:
+        representation: a registered name whose encoder is a TensorFlow op
+            and not a network ("hog", "lbp").
+        encoder_options: keyword arguments of its encoder (e.g. `cell_size`).
+        **kwargs: standard layer arguments (`name`).
+
+    Example:
+        >>> features = FeatureEncoder("hog", {"cell_size": 8})(images)  # [N, S/8, S/8, 31]
+    """
+
+    def __init__(self, representation, encoder_options=None, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+        spec = registry.get(representation)
+        config_lib.check_features_in_model(True, spec)
+        self.representation = representation
+        self.encoder_options = dict(encoder_options or {})
+        self._spec = spec
+        self._encode = spec.batch_encoder(**self.encoder_options)
+
+    def call(self, images):
+        return self._encode(images)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self._spec.feature_shape(input_shape[1]))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "representation": self.representation,
+            "encoder_options": dict(self.encoder_options),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_invert")

@@ -6,9 +6,10 @@
 For each representation: the input pipeline alone, training fed by it and on
 one batch held in memory (their ratio: near 1 means the pipeline keeps up),
 the training step's FLOP/s against a float32 matmul, and the CPU cores of
-this pipeline one accelerator needs to keep up. The measurement is
-`benchmarks.throughput.run_benchmark`'s; its docstring says how each figure
-is taken.
+this pipeline one accelerator needs to keep up; for HOG and LBP also
+training with the features computed inside the model (`--features_in_model`).
+The measurement is `benchmarks.throughput.run_benchmark`'s; its docstring
+says how each figure is taken.
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ flags.DEFINE_string(
     "Feature cache of the representations whose preset caches (SIFT), reused when "
     "present; default: a temporary folder, removed at the end.",
 )
+flags.DEFINE_bool(
+    "features_in_model",
+    _DEFAULTS.features_in_model,
+    "Also time HOG and LBP with the features computed inside the training model.",
+)
 flags.DEFINE_string("json", None, "Also write every figure to this JSON file.")
 
 
@@ -63,6 +69,7 @@ def main(argv):
             data=flag_values.data,
             matmul_size=flag_values.matmul_size,
             accelerator_rate=flag_values.accelerator_rate,
+            features_in_model=flag_values.features_in_model,
         )
     except ValueError as error:
         raise app.UsageError(str(error)) from error

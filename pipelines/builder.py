@@ -10,6 +10,8 @@ For representations whose encoder runs inside the training model
 `[B, S, S, 3]` in 0..255, and with `cache_dir` the cache holds crops; with
 `cache_features=True` as well, it holds the network's features instead
 (computed once, see `pipelines.cache`), and the dataset yields them.
+HOG and LBP move into the training model the same way with
+`features_in_model=True`: the dataset yields crops, and a cache holds crops.
 
 Training examples are random square crops at several scales (side =
 uniform(min_crop_scale, 1) x short side, uniform position) plus random
@@ -133,6 +135,7 @@ def build_dataset(
     shard_index: int = 0,
     data_service: str | None = None,
     cache_features: bool = False,
+    features_in_model: bool = False,
 ) -> tf.data.Dataset:
     """Builds the `(features, target)` dataset of a source split.
 
@@ -176,6 +179,10 @@ def build_dataset(
             AlexNet) with `cache_dir`: cache and yield the frozen network's
             features rather than the crops (see "Network features" in
             `pipelines.cache`). Train a bare decoder on them.
+        features_in_model: for a feature op in TensorFlow that is not a
+            network (HOG, LBP): yield (and cache) the crops as "features",
+            for a training model that computes the features itself
+            (`TrainConfig.features_in_model`).
 
     Returns:
         A `tf.data.Dataset` of `(features, target)` for `model.fit`/`evaluate`.
@@ -206,6 +213,7 @@ def build_dataset(
         shard_index=shard_index,
         data_service=data_service,
         cache_features=cache_features,
+        features_in_model=features_in_model,
     )
     seed = config.seed
     if seed is None:
@@ -343,18 +351,19 @@ def _crops(config: DatasetConfig, records: tf.data.Dataset, copies: int) -> tf.d
 
 def _features_of_batches(config: DatasetConfig, dataset: tf.data.Dataset) -> tf.data.Dataset:
     """Step 8: the encoder on whole batches (batched feature ops are much faster)."""
-    encode = _batch_encoder(config.representation, config.encoder_options, config.feature_shape)
+    encode = _batch_encoder(config)
     return dataset.map(
         lambda batch: {"features": encode(batch["image"]), "target": batch["target"]},
         num_parallel_calls=AUTOTUNE,
     )
 
 
-def _batch_encoder(representation, encoder_options: dict, feature_shape: tuple):
+def _batch_encoder(config: DatasetConfig):
     """`images [B, S, S, 3] -> features [B, *feature_shape]`, in the graph or via numpy."""
-    if representation.encode_in_model:
+    if config.yields_crops:
         return lambda images: images
-    encode = representation.batch_encoder(**encoder_options)
+    representation, feature_shape = config.representation, config.feature_shape
+    encode = representation.batch_encoder(**config.encoder_options)
     if representation.in_graph:
 
         def features(images):

@@ -98,9 +98,10 @@ def materialised(
         crop_seed,
         config.color_jitter,
         network_digest=None if network is None else network.digest,
+        crops=config.yields_crops,
     )
     parts = (config.representation.name, source.split, str(config.image_size))
-    parts += ("features",) if network else ()
+    parts += ("crops",) if config.yields_crops else ("features",) if network else ()
     name = "-".join(_safe_name(part) for part in parts) + f"-{key[:16]}"
     final = os.path.join(os.path.abspath(os.path.expanduser(config.cache_dir)), name)
     if _is_complete(final):
@@ -171,15 +172,22 @@ def cache_key(
     seed,
     color_jitter=0.0,
     network_digest=None,
+    crops=False,
 ) -> str:
-    """SHA-256 of everything the cached elements depend on (the folder name holds its start)."""
+    """SHA-256 of everything the cached elements depend on (the folder name holds its start).
+
+    `crops`: the cache holds crops for a model that computes the features
+    (`DatasetConfig.yields_crops`); a crops cache and a features cache of
+    one representation never share a key.
+    """
     description = {
         "version": _CACHE_FORMAT_VERSION,
         "representation": representation.name,
+        "holds": "crops" if crops else "features",
         # Crops cached for an encoder inside the model do not depend on its options.
         # The options are the resolved ones (`registry.resolved_encoder_options`): a SIFT
         # cache built with VLFeat is never read on a machine that runs OpenCV.
-        "encoder_options": None if representation.encode_in_model else encoder_options,
+        "encoder_options": None if crops or representation.encode_in_model else encoder_options,
         "image_size": image_size,
         "target_size": representation.target_size(image_size),
         "source": source.source,

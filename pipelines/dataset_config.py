@@ -38,7 +38,8 @@ class DatasetConfig:
     Raises:
         ValueError: an argument is invalid, or arguments conflict (a cache
             with a tf.data service, `cache_features` without a cache or
-            a network encoder), naming the argument.
+            a network encoder, `features_in_model` for SIFT or a network),
+            naming the argument.
     """
 
     source: str
@@ -61,6 +62,7 @@ class DatasetConfig:
     shard_index: int = 0
     data_service: str | None = None
     cache_features: bool = False
+    features_in_model: bool = False
 
     def __post_init__(self):
         representation = _resolve_representation(self.representation)
@@ -80,6 +82,7 @@ class DatasetConfig:
         config_lib.check_cache_features(
             self.cache_features, cache_dir=self.cache_dir, representation=representation
         )
+        config_lib.check_features_in_model(self.features_in_model, representation)
         encoder_options = registry.resolved_encoder_options(representation, self.encoder_options)
         if self.data_service is not None:
             _check_service_inputs(representation, self.source, self.cache_dir)
@@ -110,11 +113,21 @@ class DatasetConfig:
     @property
     def feature_shape(self) -> tuple:
         """Shape of one element's "features" as the dataset yields them."""
-        if self.representation.encode_in_model and not self.cache_features:
-            # Network encoders (AlexNet) run inside the training model, on the
-            # accelerator: the "features" the pipeline yields are the crops.
+        if self.yields_crops:
             return (self.image_size, self.image_size, 3)
         return tuple(self.representation.feature_shape(self.image_size))
+
+    @property
+    def yields_crops(self) -> bool:
+        """Whether the "features" are the crops: the training model computes the features.
+
+        Network encoders (AlexNet) run inside the training model, on the
+        accelerator, unless their features are cached; HOG and LBP do with
+        `features_in_model`.
+        """
+        if self.features_in_model:
+            return True
+        return self.representation.encode_in_model and not self.cache_features
 
     @property
     def first_position(self) -> int:

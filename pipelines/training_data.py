@@ -59,8 +59,10 @@ def sample_batch(run: config_lib.TrainConfig, *, cache_dir: str | None = None):
 
     Returns:
         `(features, targets)` as NumPy arrays, or None when the run logs no
-        images or its test split is empty. A run on cached network features
-        trains a bare decoder, so its sample batch holds features too.
+        images or its test split is empty. The "features" are crops where
+        the model computes the features (a network, `features_in_model`).
+        A run on cached network features trains a bare decoder, so its
+        sample batch holds features too.
     """
     if not run.summary_images:
         return None
@@ -79,9 +81,11 @@ def sample_batch(run: config_lib.TrainConfig, *, cache_dir: str | None = None):
 
 
 def _encoding(run: config_lib.TrainConfig) -> dict:
-    """What both of a run's datasets encode with: its representation, size and encoder."""
+    """What both of a run's datasets encode with: its representation, size and encoder,
+    and whether the model computes the features (then both yield crops)."""
     return dict(
         representation=run.representation,
         image_size=run.image_size,
         encoder_options=config_lib.encoder_options(run),
+        features_in_model=run.features_in_model,
     )

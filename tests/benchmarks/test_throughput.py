@@ -92,7 +92,16 @@ def test_streaming_and_cached_representations_tiny_run(tmp_path, capsys):
     assert sift["cores_per_accelerator_uncached"] == pytest.approx(
         sift["pipeline_uncached_cpu"]["median"] * throughput.ACCELERATOR_RATES["sift"]
     )
-    assert f"{lbp['cores_per_accelerator']:.1f} |" in rows["lbp"]
+    assert f"{lbp['cores_per_accelerator']:.1f} (" in rows["lbp"]
+    # LBP trained once more with its features in the model, fed crops; SIFT cannot be.
+    assert lbp["features_in_model"] and not sift["features_in_model"]
+    for key in ("crops_pipeline", "in_model_pipeline", "in_model_memory"):
+        assert len(lbp[key]["values"]) in (2, 3) and lbp[key]["median"] > 0, key
+    assert f"| {lbp['in_model_pipeline']['median']:.2f} |" in rows["lbp"]
+    assert " | - | " in rows["sift"] and "in_model_pipeline" not in sift
+    assert lbp["cores_per_accelerator_in_model"] == pytest.approx(
+        lbp["crops_pipeline_cpu"]["median"] * throughput.ACCELERATOR_RATES["lbp"]
+    )
     # The SIFT cache stays in the given folder, to be reused.
     assert any((tmp_path / "cache").iterdir())
 
