@@ -178,12 +178,13 @@ def cache_key(
 
     `crops`: the cache holds crops for a model that computes the features
     (`DatasetConfig.yields_crops`); a crops cache and a features cache of
-    one representation never share a key.
+    one representation never share a key. (Only the crops cache of a feature
+    op carries the entry; a network's crops and features caches differed
+    already, so the keys of existing caches stay as they were.)
     """
     description = {
         "version": _CACHE_FORMAT_VERSION,
         "representation": representation.name,
-        "holds": "crops" if crops else "features",
         # Crops cached for an encoder inside the model do not depend on its options.
         # The options are the resolved ones (`registry.resolved_encoder_options`): a SIFT
         # cache built with VLFeat is never read on a machine that runs OpenCV.
@@ -200,6 +201,8 @@ def cache_key(
         "seed": seed if training else None,
         "color_jitter": float(color_jitter) if training else None,
     }
+    if crops and not representation.encode_in_model:
+        description["holds"] = "crops"
     if network_digest is not None:
         # Network features: what the cache holds depends on the weights, not on a path.
         description["network_weights_sha256"] = network_digest
