@@ -14,7 +14,10 @@ multiple of it. A checkpoint is written at the end of every epoch, so at
 every multiple of `steps_per_epoch` and at the final step. Running `train`
 again on the same work dir continues at the saved step (losing at most one
 checkpoint interval, `steps_per_epoch` steps), from the newest readable
-checkpoint or the final model (`checkpoints.restore`).
+checkpoint or the final model (`checkpoints.restore`). A new run with
+`init_from` starts its decoder as that finished run's (`initialize_from`,
+docs/reference.md, Fine-tuning from a trained decoder); a resumed one never
+reads it again.
 
 With `ema_momentum` the optimiser keeps a moving average of the weights
 (Keras's `use_ema`, in the optimiser state, so checkpoints resume it exactly).

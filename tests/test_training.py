@@ -338,6 +338,7 @@ def test_init_from_starts_a_new_run_from_the_source_decoder_only_once(tmp_path, 
     # A finished source run: its config and final model (its weights drawn with another seed).
     config_lib.save(_tiny_config(seed=1), source)
     source_model = building.build_model(_tiny_config(seed=1))
+    source_model.optimizer.build(source_model.trainable_variables)  # As a trained run saves it.
     save_final(source_model, source)
     source_weights = source_model.get_weights()
     run = _tiny_config(steps=1, steps_per_epoch=1, learning_rate=1e-4, init_from=source)
