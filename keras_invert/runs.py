@@ -5,9 +5,10 @@ starts from a preset with the caller's changes; a work dir that holds a run
 resumes it, and a change to what it trains is refused as a different run
 (`config.RESUMABLE_CHANGES` may change: how it runs). Everything a start can
 fail on (the config, the strategy, the global batch, the data, the model's
-image size and weights files, the run `init_from` names) is checked before anything is written, and
-`config.json` is written at the first training step, so a start that fails
-leaves the work dir as it was and the corrected start is a new run.
+image size and weights files, the run `init_from` names) is checked before
+anything is written, and `config.json` is written at the first training
+step, so a start that fails leaves the work dir as it was and the corrected
+start is a new run.
 
 Example:
     >>> from keras_invert import runs
