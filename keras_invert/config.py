@@ -99,6 +99,11 @@ class TrainConfig:
             for AlexNet, logged loudly).
         discriminator_learning_rate: Adam step size of the "deepsim"
             discriminator (None: `learning_rate`), lowered on the same schedule.
+        init_from: work dir of a finished run whose decoder starts this run's
+            (same representation, image size and width; e.g. a pixel-trained
+            decoder fine-tuned with loss="perceptual" or "deepsim"). Read
+            once, when the run starts; a resumed run continues from its own
+            checkpoint. None: a freshly initialised decoder.
         strategy: how training is distributed (`keras_invert.distribute`):
             "default" (one device), "mirrored" (this machine's GPUs, else its
             logical CPU devices), "multi_worker" (several machines, cluster in
@@ -148,6 +153,7 @@ class TrainConfig:
     comparator_weights: str | None = None
     discriminator_learning_rate: float | None = None
     discriminator_pause_ratio: float = 0.1
+    init_from: str | None = None
     strategy: str = "default"
     precision: str = "float32"
     jit_compile: bool = False
@@ -169,6 +175,10 @@ class TrainConfig:
             ),
             "ema_momentum": (self.ema_momentum is None or 0 < self.ema_momentum < 1, "in (0, 1)"),
             "discriminator_pause_ratio": (0 <= self.discriminator_pause_ratio < math.inf, ">= 0"),
+            "init_from": (
+                self.init_from is None or (isinstance(self.init_from, str) and self.init_from),
+                "a work dir or None",
+            ),
         }
         for name, (valid, expected) in checks.items():
             if not valid:

@@ -5,9 +5,10 @@ starts from a preset with the caller's changes; a work dir that holds a run
 resumes it, and a change to what it trains is refused as a different run
 (`config.RESUMABLE_CHANGES` may change: how it runs). Everything a start can
 fail on (the config, the strategy, the global batch, the data, the model's
-image size and weights files) is checked before anything is written, and
-`config.json` is written at the first training step, so a start that fails
-leaves the work dir as it was and the corrected start is a new run.
+image size and weights files, the run `init_from` names) is checked before
+anything is written, and `config.json` is written at the first training
+step, so a start that fails leaves the work dir as it was and the corrected
+start is a new run.
 
 Example:
     >>> from keras_invert import runs
@@ -90,7 +91,8 @@ def check_start(
     Args:
         config: the resolved config.
         work_dir: the run's directory; a new run there (no `config.json`)
-            builds its model once, to check the image size and weights files.
+            builds its model once, to check the image size and weights files
+            (and the decoder of `config.init_from` against it).
         check_data: called with `config` after the strategy is made; raises
             `ValueError` for data the run cannot train on.
 
@@ -105,7 +107,9 @@ def check_start(
     if check_data is not None:
         check_data(config)
     if config_lib.load(work_dir) is None:
-        building.build_model(config)
+        model = building.build_model(config)
+        if config.init_from is not None:
+            training.initialize_from(model, config)
     return strategy
 
 

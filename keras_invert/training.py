@@ -14,7 +14,10 @@ multiple of it. A checkpoint is written at the end of every epoch, so at
 every multiple of `steps_per_epoch` and at the final step. Running `train`
 again on the same work dir continues at the saved step (losing at most one
 checkpoint interval, `steps_per_epoch` steps), from the newest readable
-checkpoint or the final model (`checkpoints.restore`).
+checkpoint or the final model (`checkpoints.restore`). A new run with
+`init_from` starts its decoder as that finished run's (`initialize_from`,
+docs/reference.md, Fine-tuning from a trained decoder); a resumed one never
+reads it again.
 
 With `ema_momentum` the optimiser keeps a moving average of the weights
 (Keras's `use_ema`, in the optimiser state, so checkpoints resume it exactly).
@@ -42,7 +45,7 @@ import tempfile
 import keras
 from absl import logging
 
-from keras_invert import building, checkpoints, distribute, registry
+from keras_invert import building, checkpoints, distribute, loading, losses, registry
 from keras_invert.callbacks import (
     CheckpointCallback,
     DivergenceGuard,
@@ -50,6 +53,7 @@ from keras_invert.callbacks import (
     TimeBudget,
 )
 from keras_invert.config import TrainConfig
+from keras_invert.reconstructor import Reconstructor
 
 
 def train(
@@ -121,6 +125,9 @@ def train(
         if model is None:
             model = building.build_model(config)
             started = "Training a new"
+            if config.init_from is not None:
+                initialize_from(model, config)
+                started = f"Fine-tuning {config.init_from}'s"
         else:
             building.check_restored(model, config, work_dir)
             # XLA is how the step runs, not what it computes: a resumed run may switch it.
@@ -149,6 +156,61 @@ def train(
         if not chief:
             shutil.rmtree(output_dir, ignore_errors=True)
     return model
+
+
+def initialize_from(model: keras.Model, config: TrainConfig) -> None:
+    """Sets the decoder of the new training `model` to that of the finished run `config.init_from`.
+
+    The source is read with the one loader (`keras_invert.load`): its final
+    model, else its newest checkpoint (with averaged weights when it kept
+    them). Only its decoder is taken: the optimiser, the schedule's step and
+    any discriminator start afresh.
+
+    Raises:
+        ValueError: `init_from` is not a work dir holding a trained model, or
+            its decoder is not this run's (representation, image size, width,
+            weight shapes), in one line.
+    """
+    try:
+        source = loading.load(config.init_from)
+    except ValueError as error:
+        raise ValueError(f"init_from: {error}") from error
+    if source.decoder is None:
+        raise ValueError(
+            "Expected init_from as the work dir of a run (an export holds no Keras decoder). "
+            f"Received: init_from={config.init_from!r}"
+        )
+    decoder = _decoder(model)
+    image_size = config.image_size or registry.get(config.representation).default_image_size
+    expected = {
+        "representation": config.representation,
+        "image_size": image_size,
+        "width": config.width,
+        "decoder weight shapes": [tuple(w.shape) for w in decoder.weights],
+    }
+    received = {
+        "representation": source.representation,
+        "image_size": source.image_size,
+        "width": source.config.width,
+        "decoder weight shapes": [tuple(w.shape) for w in source.decoder.weights],
+    }
+    differences = [name for name in expected if expected[name] != received[name]]
+    if differences:
+        shown = [name for name in differences if name != "decoder weight shapes"] or differences
+        raise ValueError(
+            "Expected init_from as a run of this decoder ("
+            + ", ".join(f"{name}={expected[name]!r}" for name in shown)
+            + f"). Received: init_from={config.init_from!r} ("
+            + ", ".join(f"{name}={received[name]!r}" for name in shown)
+            + ")"
+        )
+    decoder.set_weights(source.decoder.get_weights())
+
+
+def _decoder(model: keras.Model) -> keras.Model:
+    """The decoder inside a training model (a decoder, `Reconstructor` or `PerceptualModel`)."""
+    generator = losses.unwrap(model)
+    return generator.decoder if isinstance(generator, Reconstructor) else generator
 
 
 @contextlib.contextmanager

@@ -6,7 +6,8 @@ the encoder fixed (the default); `--autoencoder` trains it jointly. With a
 fixed encoder, `--cache_dir=cache --cache_features` computes the network's
 features once into the cache and trains the decoder alone on them.
 `--loss=perceptual` or `--loss=deepsim` adds a feature loss in a comparator
-network's space (and an adversarial loss): `keras_invert.losses`.
+network's space (and an adversarial loss): `keras_invert.losses`;
+`--init_from=PIXEL_RUN` starts them from a pixel-trained decoder.
 
 Flags override the preset's fields; the resolved config is written to
 `WORK_DIR/config.json` once the first step has run. Running the same command
@@ -88,11 +89,11 @@ def _changes() -> dict:
     """The config fields given as flags, with paths absolute and the lists as numbers."""
     fields = (field.name for field in dataclasses.fields(config_lib.TrainConfig))
     changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].present}
-    for name in ("encoder_weights", "comparator_weights"):
+    for name in ("encoder_weights", "comparator_weights", "init_from"):
         if changes.get(name):
-            # Absolute, so that the stored config still names the file from another directory.
+            # Absolute, so that the stored config still names the path from another directory.
             changes[name] = os.path.abspath(changes[name])
-            if not os.path.isfile(changes[name]):
+            if name != "init_from" and not os.path.isfile(changes[name]):
                 raise app.UsageError(f"--{name}: no such file {changes[name]}")
     if changes.get("representation"):
         try:

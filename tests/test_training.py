@@ -1,16 +1,18 @@
 """Training: checkpoints, resumption after an interruption, divergence detection."""
 
 import os
+import re
+import shutil
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import building, distribute, presets, training
+from keras_invert import building, distribute, presets, runs, training
 from keras_invert import config as config_lib
 from keras_invert.callbacks import DivergenceError, DivergenceGuard
-from keras_invert.checkpoints import Checkpoints, optimizer_step
+from keras_invert.checkpoints import Checkpoints, optimizer_step, save_final
 from keras_invert.features import hog
 
 
@@ -318,3 +320,52 @@ def test_loaded_decoder_uses_the_averaged_weights(tmp_path, real_photos):
     loaded = loading.load_model(str(tmp_path))
     for a, b in zip(loaded.get_weights(), whole.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+class _FirstWeights(keras.callbacks.Callback):
+    """Records the model's weights when its first `fit` begins."""
+
+    weights = None
+
+    def on_train_begin(self, logs=None):
+        if self.weights is None:
+            self.weights = self.model.get_weights()
+
+
+def test_init_from_starts_a_new_run_from_the_source_decoder_only_once(tmp_path, real_photos):
+    source, tuned = str(tmp_path / "source"), str(tmp_path / "tuned")
+    os.makedirs(source)
+    # A finished source run: its config and final model (its weights drawn with another seed).
+    config_lib.save(_tiny_config(seed=1), source)
+    source_model = building.build_model(_tiny_config(seed=1))
+    source_model.optimizer.build(source_model.trainable_variables)  # As a trained run saves it.
+    save_final(source_model, source)
+    source_weights = source_model.get_weights()
+    run = _tiny_config(steps=1, steps_per_epoch=1, learning_rate=1e-4, init_from=source)
+    # Another width's decoder is refused before anything is written, in one line.
+    with pytest.raises(ValueError) as refused:
+        runs.check_start(config_lib.replace(run, width=0.25), tuned)
+    assert re.fullmatch(
+        r"Expected init_from as a run of this decoder \(width=0\.25\)\. "
+        r"Received: init_from='.*source' \(width=0\.125\)",
+        str(refused.value),
+    )
+    assert not os.path.exists(tuned)
+
+    runs.check_start(run, tuned)
+    first = _FirstWeights()
+    training.train(run, _dataset(real_photos), tuned, callbacks=[first], verbose=0)
+    for started, trained in zip(first.weights, source_weights, strict=True):
+        np.testing.assert_array_equal(started, trained)
+
+    # A resumed run continues from its own checkpoint: the source is not read again.
+    tuned_weights = keras.saving.load_model(os.path.join(tuned, "model.keras")).get_weights()
+    shutil.rmtree(source)
+    config_lib.save(run, tuned)
+    longer = runs.resolve_config(tuned, {"steps": 2, "init_from": source})
+    runs.check_start(longer, tuned)
+    resumed = _FirstWeights()
+    model = training.train(longer, _dataset(real_photos), tuned, callbacks=[resumed], verbose=0)
+    assert int(model.optimizer.iterations) == 2
+    for started, trained in zip(resumed.weights, tuned_weights, strict=True):
+        np.testing.assert_array_equal(started, trained)
