@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The main job on the bundled sample photos: train a width-reduced HOG decoder
-# for a few minutes on the CPU, reconstruct the held-out photos, write the PNG
-# grid and print the reconstruction error beside the mean-image baseline.
+# The main job on the bundled sample photos: train a width-reduced decoder for
+# EfficientNet-Lite0's stage2 features for a few minutes on the CPU,
+# reconstruct the held-out photos, write the PNG grid and print the
+# reconstruction error beside the mean-image baselines.
 # Running it again resumes (or reuses) the run in runs/demo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
