@@ -135,12 +135,17 @@ def _segment_ids(gray: tf.Tensor, cell_size: int) -> tf.Tensor:
 
 
 def _gray_fused(images: tf.Tensor) -> tf.Tensor:
-    """`[N, H, W, 3]` -> `[N, H, W]`, bit-identical to `tf.image.rgb_to_grayscale` under XLA.
+    """`[N, H, W, 3]` of any dtype -> float32 `[N, H, W]`, as `tf.image.rgb_to_grayscale`.
 
-    `rgb_to_grayscale` rounds each product and sums left to right; `rounded`
-    keeps XLA from fusing them into multiply-adds (different rounding in ~20%
-    of the pixels, enough to flip comparisons of nearly equal neighbours).
+    Bit-identical under XLA: `rgb_to_grayscale` rounds each product and sums
+    left to right, and `rounded` keeps XLA from fusing them into multiply-adds
+    (different rounding in ~20% of the pixels, enough to flip comparisons of
+    nearly equal neighbours).
+    The conversion to float32 happens here, so that under XLA a uint8 batch
+    is read as bytes and converted in the same pass (exact: every uint8 and
+    uint16 value is a float32).
     """
+    images = tf.cast(images, tf.float32)
     products = rounded(images * tf.constant(_LUMA_WEIGHTS, tf.float32))
     return (products[..., 0] + products[..., 1]) + products[..., 2]
 
@@ -233,13 +238,44 @@ def _validate(images: tf.Tensor, cell_size: int) -> tuple[tf.Tensor, bool]:
     return batched, unbatched
 
 
+def _compiled_lbp(images: tf.Tensor, cell_size: int) -> tf.Tensor:
+    """The three XLA steps on a batch whose H and W are known."""
+    height, width = int(images.shape[1]), int(images.shape[2])
+    if images.shape[-1] == 3:
+        gray = _gray_xla(images)
+    else:
+        gray = tf.cast(images[..., 0], tf.float32)
+    # Flattened outside XLA (free here, a copy inside the compiled pooling).
+    segment = tf.reshape(_segment_ids_xla(gray, cell_size), [-1])
+    return _pool_xla(segment, height, width, cell_size)
+
+
+def _in_halves(images: tf.Tensor, compute) -> tf.Tensor:
+    """`compute(images)`, as two calls on the halves of a batch of two images or more.
+
+    A compiled XLA step runs on one thread; in a graph the two halves'
+    steps are independent, so TensorFlow runs them at the same time on two
+    cores (eagerly they simply run one after the other).
+    """
+    size = tf.shape(images)[0]
+
+    def halves():
+        half = size // 2
+        return tf.concat([compute(images[:half]), compute(images[half:])], axis=0)
+
+    if images.shape[0] is not None:
+        return halves() if images.shape[0] >= 2 else compute(images)
+    return tf.cond(size >= 2, halves, lambda: compute(images))
+
+
 def lbp(images, cell_size: int = 16) -> tf.Tensor:
     """Uniform LBP of a batch of images, equal to VLFeat's `vl_lbp_process`.
 
     Args:
-        images: float `[N, H, W, C]` or `[H, W, C]` with C = 1 (taken as is) or
+        images: `[N, H, W, C]` or `[H, W, C]` with C = 1 (taken as is) or
             3 (converted with `tf.image.rgb_to_grayscale`), any value range
-            (patterns only compare pixels). Other dtypes are cast to float32.
+            (patterns only compare pixels). Other dtypes than float32 (uint8
+            photos, say) are converted to float32 exactly as `tf.cast` does.
             H and W must be at least `cell_size`; they may be dynamic.
         cell_size: cell size in pixels (paper: 16).
 
@@ -251,11 +287,10 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
         ValueError: NaN or Inf pixels (eagerly; in a graph an `InvalidArgumentError`).
     """
     images = tf.convert_to_tensor(images)
-    if images.dtype != tf.float32:
-        images = tf.cast(images, tf.float32)
     images, unbatched = _validate(images, cell_size)
     static_height, static_width = images.shape[1], images.shape[2]
     if static_height is None or static_width is None:
+        images = tf.cast(images, tf.float32)
         gray = tf.image.rgb_to_grayscale(images) if images.shape[-1] == 3 else images
         gray = gray[..., 0]
         shape = tf.shape(gray)
@@ -269,10 +304,8 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
         segment = tf.reshape(_segment_ids(gray, cell_size), [-1])
         features = _pool(segment, height, width, cell_size)
     else:
-        gray = _gray_xla(images) if images.shape[-1] == 3 else images[..., 0]
-        # Flattened outside XLA (free here, a copy inside the compiled pooling).
-        segment = tf.reshape(_segment_ids_xla(gray, cell_size), [-1])
-        features = _pool_xla(segment, int(static_height), int(static_width), cell_size)
+        # A uint8 batch reaches the compiled gray conversion as bytes (see _gray_fused).
+        features = _in_halves(images, lambda part: _compiled_lbp(part, cell_size))
     features = tf.ensure_shape(
         features,
         [
