@@ -1,7 +1,7 @@
 """HOG and LBP images/s where users run them: the pipelines, the SavedModel, against VLFeat.
 
     python -m benchmarks.bench_served_features [--batch_size=64] [--image_size=256] [--repeats=5]
-        [--photo_size=480x640]
+        [--rounds=1] [--photo_size=480x640]
 
 For each representation, on the same crops of the bundled photos:
 - the pipelines: the encoder function `pipelines.builder` maps over batches;
@@ -10,10 +10,14 @@ For each representation, on the same crops of the bundled photos:
   is the signature's centre crop plus the features (sizes unknown when traced;
   `--photo_size` sends larger photos, which the signature crops and resizes);
 - the signature's centre crop alone (`keras_invert.images.prepare`; a photo
-  already at the crop size is not resampled), to tell the features' share;
+  already at the crop size is not resampled), to tell the features' share
+  (LBP's uint8 signature skips even its conversion to float for such photos:
+  `keras_invert.images.map_prepared`);
 - VLFeat's C code, one image at a time on one core (its API is per image).
 Prints images/s, the ratio to VLFeat measured in the same run, and the largest
 difference of the served features to VLFeat on 0..255 and on 0..1 pixels.
+`--rounds=N` times every row and VLFeat in turn N times and gives the median
+of the N ratios: fair when other jobs load the cores on and off.
 """
 
 from __future__ import annotations
@@ -34,7 +38,13 @@ from keras_invert.images import prepare  # noqa: E402
 
 flags.DEFINE_integer("batch_size", 64, "Images per TF call.")
 flags.DEFINE_integer("image_size", 256, "Square image side.")
-flags.DEFINE_integer("repeats", 5, "Timed repetitions (best is reported).")
+flags.DEFINE_integer("repeats", 5, "Timed repetitions per round (best is reported).")
+flags.DEFINE_integer(
+    "rounds",
+    1,
+    "Rounds in which every row and VLFeat are timed in turn: images/s is the best round's, "
+    "x VLFeat the median of the rounds' ratios (several rounds for a loaded machine).",
+)
 flags.DEFINE_list("representations", ["hog", "lbp"], "Representations to measure.")
 flags.DEFINE_string(
     "photo_size",
@@ -43,6 +53,7 @@ flags.DEFINE_string(
     "signature crops and resizes them back); default: the crops themselves.",
 )
 FLAGS = flags.FLAGS
+VLFEAT_ROW = "VLFeat C, per image (1 core)"
 
 
 def _vlfeat(name: str):
@@ -61,6 +72,15 @@ def _served(name: str, image_size: int, directory: str):
     identity = keras.Model(inputs, keras.layers.Identity()(inputs))
     path = export.export_saved_model(identity, name, directory, image_size=image_size)
     return tf.saved_model.load(path).signatures
+
+
+def _interleaved(functions: dict) -> dict:
+    """Row -> `[rounds]` best-of-`repeats` seconds, the rows timed in turn in every round."""
+    seconds = {row: [] for row in functions}
+    for _ in range(FLAGS.rounds):
+        for row, function in functions.items():
+            seconds[row].append(best_time(function, FLAGS.repeats))
+    return {row: np.array(times) for row, times in seconds.items()}
 
 
 def _rows(name: str, images: np.ndarray, directory: str):
@@ -85,24 +105,20 @@ def _rows(name: str, images: np.ndarray, directory: str):
         lambda batch: prepare(batch, FLAGS.image_size),
         input_signature=[tf.TensorSpec([None, None, None, None], tf.uint8)],
     )
-    seconds = {
-        "pipelines (the builder's batch encoder)": best_time(
-            lambda: pipeline(batch).numpy(), FLAGS.repeats
-        ),
-        "served crop alone (images.prepare, uint8)": best_time(
-            lambda: crop(as_uint8).numpy(), FLAGS.repeats
-        ),
-        "served, serving_default (uint8)": best_time(
-            lambda: serve("serving_default", as_uint8), FLAGS.repeats
-        ),
-        "served, serve_float": best_time(lambda: serve("serve_float", as_float), FLAGS.repeats),
+    timed = {
+        "pipelines (the builder's batch encoder)": lambda: pipeline(batch).numpy(),
+        "served crop alone (images.prepare, uint8)": lambda: crop(as_uint8).numpy(),
+        "served, serving_default (uint8)": lambda: serve("serving_default", as_uint8),
+        "served, serve_float": lambda: serve("serve_float", as_float),
     }
     reference, vlfeat_input = _vlfeat(name)
     if not vlfeat.is_available():
-        return seconds, None, "VLFeat not installed"
+        return _interleaved(timed), None, "VLFeat not installed"
     # Timed on its own input (LBP's gray conversion is not counted).
     inputs = vlfeat_input(images)
-    vlfeat_seconds = best_time(lambda: [reference(image) for image in inputs], FLAGS.repeats)
+    timed[VLFEAT_ROW] = lambda: [reference(image) for image in inputs]
+    seconds = _interleaved(timed)
+    vlfeat_seconds = seconds.pop(VLFEAT_ROW)
     differences = []
     for batch in (images, images / np.float32(255)):
         expected = np.stack([reference(image) for image in vlfeat_input(batch)])
@@ -126,10 +142,11 @@ def main(argv):
             print("| implementation | images/s | ms/image | x VLFeat |")
             print("|---|---|---|---|")
             if vlfeat_seconds is not None:
-                seconds["VLFeat C, per image (1 core)"] = vlfeat_seconds
-            for row, time in seconds.items():
-                rate = FLAGS.batch_size / time
-                ratio = "" if vlfeat_seconds is None else f"{vlfeat_seconds / time:.2f}"
+                seconds[VLFEAT_ROW] = vlfeat_seconds
+            for row, times in seconds.items():
+                rate = FLAGS.batch_size / times.min()
+                # The ratio of each round, so that load that comes and goes counts for both.
+                ratio = "" if vlfeat_seconds is None else f"{np.median(vlfeat_seconds / times):.2f}"
                 print(f"| {row} | {rate:.0f} | {1000 / rate:.2f} | {ratio} |")
 
 

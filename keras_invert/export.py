@@ -53,7 +53,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import files, losses, registry, vlfeat
-from keras_invert.images import check_finite, prepare
+from keras_invert.images import check_finite, map_prepared
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
@@ -258,8 +258,15 @@ def export_saved_model(
             def decode_crops(crops):
                 return model(crops, training=False)
 
+        # uint8 photos already at the image size reach the encoder as bytes where it
+        # converts them itself, in its compiled first step (the same values).
+        takes_uint8 = spec.takes_uint8 and model is None
+
         def from_images(images):
-            return reconstruct(images, lambda: decode_crops(prepare(images, image_size)))
+            return reconstruct(
+                images,
+                lambda: map_prepared(images, image_size, decode_crops, takes_uint8=takes_uint8),
+            )
 
         archive.add_endpoint(
             "serving_default",

@@ -23,7 +23,8 @@ the same way.
   when the side is smaller (the photo at the decoder's resolution), else
   `resize`.
 - `prepare`: a batch as an export's image signatures take it (uint8 or float
-  0..255, 1, 3 or 4 channels, any size) -> centre crops.
+  0..255, 1, 3 or 4 channels, any size) -> centre crops; `map_prepared`
+  applies a function to them, in uint8 where it takes bytes.
 - `check_finite`: NaN and Inf values are refused, with a `ValueError` when
   running eagerly and an `InvalidArgumentError` inside a graph (tf.data, a
   SavedModel). The crops check their input, so every path above refuses them.
@@ -73,6 +74,24 @@ def check_finite(values, name: str = "images"):
         return tf.identity(values)
 
 
+def _rgb_channels(images: tf.Tensor) -> tf.Tensor:
+    """`[..., H, W, C]` with C in 1..4 -> its RGB channels in the same dtype.
+
+    Gray is repeated, alpha is dropped. A slice, not tf.gather on the
+    channel axis, and before any cast: the gather cost ~8 ms per decoded
+    photo on a CPU core, half of the streaming pipeline's CPU time
+    (`python -m launch.benchmark`).
+    """
+    channels = tf.shape(images)[-1]
+    tf.debugging.assert_less_equal(channels, 4, message="Expected at most 4 image channels")
+    rgb = tf.cond(
+        channels >= 3,
+        lambda: images[..., :3],  # RGB, RGBA: alpha dropped.
+        lambda: tf.concat([images[..., :1]] * 3, axis=-1),  # Gray, gray + alpha.
+    )
+    return tf.ensure_shape(rgb, [None] * (images.shape.rank - 1) + [3])
+
+
 def to_rgb(images) -> tf.Tensor:
     """`[..., H, W, C]` with C in 1..4 and any integer/float dtype -> float32 RGB.
 
@@ -80,19 +99,8 @@ def to_rgb(images) -> tf.Tensor:
     divided by 257 to 0..255). Gray is repeated, alpha is dropped.
     """
     images = tf.convert_to_tensor(images)
-    scale = _UINT16_PER_UINT8 if images.dtype == tf.uint16 else 1.0
-    channels = tf.shape(images)[-1]
-    tf.debugging.assert_less_equal(channels, 4, message="Expected at most 4 image channels")
-    # A slice, not tf.gather on the channel axis, and the cast after it: the
-    # gather cost ~8 ms per decoded photo on a CPU core, half of the streaming
-    # pipeline's CPU time (`python -m launch.benchmark`).
-    rgb = tf.cond(
-        channels >= 3,
-        lambda: images[..., :3],  # RGB, RGBA: alpha dropped.
-        lambda: tf.concat([images[..., :1]] * 3, axis=-1),  # Gray, gray + alpha.
-    )
-    shape = [None] * (images.shape.rank - 1) + [3]
-    return tf.ensure_shape(tf.cast(rgb, tf.float32) / scale, shape)
+    rgb = tf.cast(_rgb_channels(images), tf.float32)
+    return rgb / _UINT16_PER_UINT8 if images.dtype == tf.uint16 else rgb
 
 
 def decode(contents) -> tf.Tensor:
@@ -252,17 +260,8 @@ def target(crops, size: int) -> tf.Tensor:
     return tf.clip_by_value(crops / 255.0, 0.0, 1.0)
 
 
-def prepare(images, size: int) -> tf.Tensor:
-    """A batch as an export's image signatures take it -> float32 `[N, size, size, 3]` 0..255.
-
-    Args:
-        images: `[N, H, W, C]`, uint8 or float 0..255, C = 1 (gray), 3 (RGB)
-            or 4 (RGBA: alpha dropped), any H and W.
-        size: the training image size.
-
-    The centre crop of each image, as `center_crop` makes the evaluation
-    crops. Checked in the graph: the channel count, non-empty images, finite values.
-    """
+def _checked_photos(images) -> tf.Tensor:
+    """`images` after the graph checks of `prepare`: channel count, non-empty images."""
     images = tf.convert_to_tensor(images)
     shape = tf.shape(images)
     checks = [
@@ -274,9 +273,59 @@ def prepare(images, size: int) -> tf.Tensor:
         tf.debugging.assert_positive(shape[1:3], message="Expected non-empty images"),
     ]
     with tf.control_dependencies(checks):
-        images = tf.identity(images)
+        return tf.identity(images)
+
+
+def prepare(images, size: int) -> tf.Tensor:
+    """A batch as an export's image signatures take it -> float32 `[N, size, size, 3]` 0..255.
+
+    Args:
+        images: `[N, H, W, C]`, uint8 or float 0..255, C = 1 (gray), 3 (RGB)
+            or 4 (RGBA: alpha dropped), any H and W.
+        size: the training image size.
+
+    The centre crop of each image, as `center_crop` makes the evaluation
+    crops. Checked in the graph: the channel count, non-empty images, finite values.
+    """
+    return _centre_crops(_checked_photos(images), size)
+
+
+def _centre_crops(images: tf.Tensor, size: int) -> tf.Tensor:
     # Cut the square first and convert only it: `center_crop(to_rgb(images))`
     # to the value, without casting and checking the pixels the crop drops
     # (the finiteness check still sees every pixel of a float image).
     square = to_rgb(_center_square(check_finite(images)))
     return resize(square, size, in_range=images.dtype in (tf.uint8, tf.uint16))
+
+
+def map_prepared(images, size: int, function, *, takes_uint8: bool = False) -> tf.Tensor:
+    """`function(prepare(images, size))`, handing uint8 crops to a `function` that takes them.
+
+    The centre square of a uint8 photo whose short side is `size` needs no
+    resampling: `prepare` only converts its bytes to float32. With
+    `takes_uint8`, `function` (an encoder that converts uint8 exactly itself,
+    `Representation.takes_uint8`) gets those bytes instead, so an
+    XLA-compiled feature op converts them in its first pass and reads a
+    quarter of the memory. The values it sees are the same; other photos go
+    through `prepare`.
+
+    Args:
+        images: as for `prepare`.
+        size: the training image size.
+        function: float32 `[N, size, size, 3]` 0..255 crops -> a tensor.
+        takes_uint8: whether `function` also takes uint8 `[N, size, size, 3]` crops.
+    """
+    images = _checked_photos(images)
+    if not takes_uint8 or images.dtype != tf.uint8:
+        return function(_centre_crops(images, size))
+    shape = tf.shape(images)
+
+    def as_bytes():
+        square = _rgb_channels(_center_square(images))
+        return function(tf.ensure_shape(square, [None, size, size, 3]))
+
+    return tf.cond(
+        tf.equal(tf.minimum(shape[1], shape[2]), size),
+        as_bytes,
+        lambda: function(_centre_crops(images, size)),
+    )

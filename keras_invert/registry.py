@@ -188,6 +188,7 @@ register(
         ),
         target_size=lambda size: size,
         default_image_size=256,
+        takes_uint8=True,
     )
 )
 

@@ -37,6 +37,11 @@ class Representation:
         jit_compile: `batch_encoder` compiles `encode` with XLA (much faster
             on CPUs for fused elementwise feature ops such as HOG); only for
             encoders without variables (plain functions, not Keras layers).
+        takes_uint8: True when `encode` also takes uint8 `[N, S, S, 3]`
+            batches and converts them to float32 exactly itself (LBP: in
+            its compiled gray conversion, one pass over the bytes). The
+            export's uint8 signature then hands it a photo's centre crop as
+            bytes when it needs no resampling (`images.map_prepared`).
         random_without_weights: True when `make_encoder()` without a
             `weights` option draws random weights (AlexNet): such an encoder
             cannot be built again identically, so its features are not cached.
@@ -52,6 +57,7 @@ class Representation:
     in_graph: bool = True
     encode_in_model: bool = False
     jit_compile: bool = False
+    takes_uint8: bool = False
     random_without_weights: bool = False
 
     def batch_encoder(self, **encoder_options) -> Callable:

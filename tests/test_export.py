@@ -288,14 +288,17 @@ def test_served_features_equal_vlfeat_on_0_255_and_0_1_pixels(real_photos, tmp_p
 
     A pass-through "decoder" makes the reconstruction the features themselves (HOG
     and LBP values lie in [0, 1], so the output clip keeps them); the batch and image
-    sizes are unknown when the signatures are traced, and the photos are already at
-    the image size, so the centre crop keeps them as they are.
+    sizes are unknown when the signatures are traced, and the photos' short side is
+    the image size, so the centre crop cuts them without resampling (LBP's uint8
+    signature hands such crops to the encoder as bytes: `images.map_prepared`).
     """
     import keras
 
     from keras_invert import registry
 
-    photos = np.stack([real_photos[name][:64, :64] for name in ("astronaut", "coffee", "rocket")])
+    wide = np.stack([real_photos[name][:64, :80] for name in ("astronaut", "coffee", "rocket")])
+    photos = wide[:, :, 8:72]  # The centre squares of the wide photos.
+    rgba = np.concatenate([wide, np.full_like(wide[..., :1], 7)], axis=-1)
     references = {
         "hog": vlfeat.hog,
         "lbp": lambda image: vlfeat.lbp(tf.image.rgb_to_grayscale(image)[..., 0].numpy(), 16),
@@ -305,12 +308,14 @@ def test_served_features_equal_vlfeat_on_0_255_and_0_1_pixels(real_photos, tmp_p
         identity = keras.Model(inputs, keras.layers.Identity()(inputs))
         path = export.export_saved_model(identity, name, str(tmp_path / name), image_size=64)
         signatures = tf.saved_model.load(path).signatures
-        for signature, batch in [
-            ("serving_default", photos),
-            ("serve_float", photos.astype(np.float32)),
-            ("serve_float", photos.astype(np.float32) / np.float32(255)),
+        unit = photos.astype(np.float32) / np.float32(255)
+        for signature, batch, crops in [
+            ("serving_default", photos, photos),
+            ("serving_default", rgba, photos),  # Cropped, alpha dropped (LBP: as bytes).
+            ("serve_float", photos.astype(np.float32), photos),
+            ("serve_float", unit, unit),
         ]:
             served = signatures[signature](images=tf.constant(batch))["reconstruction"].numpy()
-            expected = np.stack([reference(image.astype(np.float32)) for image in batch])
+            expected = np.stack([reference(image.astype(np.float32)) for image in crops])
             assert np.abs(served - expected).max() <= 1e-4, (name, signature, batch.max())
             assert expected.max() > 0.1

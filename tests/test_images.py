@@ -90,6 +90,30 @@ def test_prepare_takes_uint8_gray_and_rgba_as_the_centre_crop():
     np.testing.assert_array_equal(gray, np.repeat(gray[..., :1], 3, axis=-1))
 
 
+def test_map_prepared_hands_uint8_crops_only_where_no_resampling_is_needed():
+    rng = np.random.default_rng(5)
+    received = []
+
+    def mean(crops):  # Eagerly tf.cond runs only the branch taken: record its crops' dtype.
+        received.append(crops.dtype)
+        return tf.reduce_mean(tf.cast(crops, tf.float32), axis=[1, 2])
+
+    rgb = rng.integers(0, 256, (2, 8, 13, 3), dtype=np.uint8)  # Short side 8: not resampled.
+    photos = [rgb, np.concatenate([rgb, rgb[..., :1]], axis=-1), rgb[..., :1]]
+    photos.append(rng.integers(0, 256, (2, 11, 12, 3), dtype=np.uint8))  # Resized to 8.
+    for photo in photos:
+        received.clear()
+        expected = mean(images.prepare(photo, 8)).numpy()
+        for takes_uint8, dtype in [(False, tf.float32), (True, tf.uint8)]:
+            served = images.map_prepared(photo, 8, mean, takes_uint8=takes_uint8).numpy()
+            np.testing.assert_array_equal(served, expected)
+            assert received[-1] == (dtype if photo.shape[1] == 8 else tf.float32)
+    # Float photos always reach the function as prepare's float crops.
+    floats = rgb.astype(np.float32)
+    images.map_prepared(floats, 8, mean, takes_uint8=True)
+    assert received[-1] == tf.float32
+
+
 def test_target_is_the_resized_crop_in_unit_range():
     crops = np.random.default_rng(3).uniform(0, 255, (2, 16, 16, 3)).astype(np.float32)
     np.testing.assert_array_equal(images.target(crops, 16).numpy(), crops / 255.0)

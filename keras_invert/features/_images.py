@@ -8,11 +8,12 @@ import tensorflow as tf
 from keras_invert.images import check_finite
 
 
-def as_image_batch(images: tf.Tensor) -> tuple[tf.Tensor, bool]:
+def as_image_batch(images: tf.Tensor, *, finite: bool = True) -> tuple[tf.Tensor, bool]:
     """Checks `[N, H, W, C]` or `[H, W, C]` finite images (C = 1 or 3); returns (batch, was_single).
 
     NaN or Inf pixels raise a `ValueError` eagerly and an `InvalidArgumentError`
-    in a graph (`keras_invert.images.check_finite`).
+    in a graph (`keras_invert.images.check_finite`); `finite=False` leaves
+    that check to the caller.
     """
     rank = images.shape.rank
     if rank not in (3, 4):
@@ -24,7 +25,8 @@ def as_image_batch(images: tf.Tensor) -> tuple[tf.Tensor, bool]:
             "Expected 1 (grayscale) or 3 (RGB) channels in the last axis. "
             f"Received: shape={images.shape}"
         )
-    images = check_finite(images)
+    if finite:
+        images = check_finite(images)
     return (images if rank == 4 else images[tf.newaxis]), rank == 3
 
 

@@ -47,8 +47,15 @@ result bit-identical to `tf.image.rgb_to_grayscale` (the parity tests check
 this through the VLFeat comparison). Each step was measured separately: the
 three in one XLA cluster, or the gray conversion fused into the comparisons,
 were 2-4x slower (elementwise work recomputed per neighbour, reshape copies).
-With dynamic H or W the same functions run as plain ops, to avoid one XLA
-compilation per image size. `benchmarks/bench_lbp.py` prints the figures.
+Each compiled step runs on one thread, so a batch of two images or more is
+cut in halves whose steps TensorFlow runs at the same time on two cores (in
+a graph; eagerly one after the other). A uint8 batch is converted to float
+inside the compiled gray conversion, reading a quarter of the bytes (the
+export's uint8 signature sends crops that need no resampling as bytes:
+`keras_invert.images.map_prepared`). With dynamic H or W the same functions
+run as plain ops, to avoid one XLA compilation per image size.
+`benchmarks/bench_lbp.py` and `benchmarks/bench_served_features.py` print
+the figures.
 
 Example:
     >>> import numpy as np
@@ -66,6 +73,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_invert.features._images import as_image_batch, rounded
+from keras_invert.images import check_finite
 
 LBP_NUM_BINS = 58
 _NORM_EPSILON = 1e-10  # Added to sqrt(sum) per cell, as VLFeat.
@@ -135,12 +143,17 @@ def _segment_ids(gray: tf.Tensor, cell_size: int) -> tf.Tensor:
 
 
 def _gray_fused(images: tf.Tensor) -> tf.Tensor:
-    """`[N, H, W, 3]` -> `[N, H, W]`, bit-identical to `tf.image.rgb_to_grayscale` under XLA.
+    """`[N, H, W, 3]` of any dtype -> float32 `[N, H, W]`, as `tf.image.rgb_to_grayscale`.
 
-    `rgb_to_grayscale` rounds each product and sums left to right; `rounded`
-    keeps XLA from fusing them into multiply-adds (different rounding in ~20%
-    of the pixels, enough to flip comparisons of nearly equal neighbours).
+    Bit-identical under XLA: `rgb_to_grayscale` rounds each product and sums
+    left to right, and `rounded` keeps XLA from fusing them into multiply-adds
+    (different rounding in ~20% of the pixels, enough to flip comparisons of
+    nearly equal neighbours).
+    The conversion to float32 happens here, so that under XLA a uint8 batch
+    is read as bytes and converted in the same pass (exact: every uint8 and
+    uint16 value is a float32).
     """
+    images = tf.cast(images, tf.float32)
     products = rounded(images * tf.constant(_LUMA_WEIGHTS, tf.float32))
     return (products[..., 0] + products[..., 1]) + products[..., 2]
 
@@ -218,12 +231,12 @@ _segment_ids_xla = tf.function(_segment_ids, jit_compile=True)
 _pool_xla = tf.function(_pool, jit_compile=True)
 
 
-def _validate(images: tf.Tensor, cell_size: int) -> tuple[tf.Tensor, bool]:
+def _validate(images: tf.Tensor, cell_size: int, *, finite: bool) -> tuple[tf.Tensor, bool]:
     if not isinstance(cell_size, (int, np.integer)) or isinstance(cell_size, bool) or cell_size < 1:
         raise ValueError(
             f"Expected a positive integer cell_size. Received: cell_size={cell_size!r}"
         )
-    batched, unbatched = as_image_batch(images)
+    batched, unbatched = as_image_batch(images, finite=finite)
     for size in images.shape[-3:-1]:
         if size is not None and size < cell_size:
             raise ValueError(
@@ -233,13 +246,53 @@ def _validate(images: tf.Tensor, cell_size: int) -> tuple[tf.Tensor, bool]:
     return batched, unbatched
 
 
+def _compiled_lbp(images: tf.Tensor, cell_size: int, check_gray: bool = False) -> tf.Tensor:
+    """The three XLA steps on a batch whose H and W are known.
+
+    `check_gray`: refuse NaN and Inf in the gray image, for RGB pixels that
+    were not checked. It is finite exactly when all three channels are (the
+    luma weights are positive and sum below 1, so finite pixels cannot
+    overflow), and it is a third of the values, in a graph where XLA would drop
+    the check.
+    """
+    height, width = int(images.shape[1]), int(images.shape[2])
+    if images.shape[-1] == 3:
+        gray = _gray_xla(images)
+        if check_gray:
+            gray = check_finite(gray, "images")
+    else:
+        gray = tf.cast(images[..., 0], tf.float32)
+    # Flattened outside XLA (free here, a copy inside the compiled pooling).
+    segment = tf.reshape(_segment_ids_xla(gray, cell_size), [-1])
+    return _pool_xla(segment, height, width, cell_size)
+
+
+def _in_halves(images: tf.Tensor, compute) -> tf.Tensor:
+    """`compute(images)`, as two calls on the halves of a batch of two images or more.
+
+    A compiled XLA step runs on one thread; in a graph the two halves'
+    steps are independent, so TensorFlow runs them at the same time on two
+    cores (eagerly they simply run one after the other).
+    """
+    size = tf.shape(images)[0]
+
+    def halves():
+        half = size // 2
+        return tf.concat([compute(images[:half]), compute(images[half:])], axis=0)
+
+    if images.shape[0] is not None:
+        return halves() if images.shape[0] >= 2 else compute(images)
+    return tf.cond(size >= 2, halves, lambda: compute(images))
+
+
 def lbp(images, cell_size: int = 16) -> tf.Tensor:
     """Uniform LBP of a batch of images, equal to VLFeat's `vl_lbp_process`.
 
     Args:
-        images: float `[N, H, W, C]` or `[H, W, C]` with C = 1 (taken as is) or
+        images: `[N, H, W, C]` or `[H, W, C]` with C = 1 (taken as is) or
             3 (converted with `tf.image.rgb_to_grayscale`), any value range
-            (patterns only compare pixels). Other dtypes are cast to float32.
+            (patterns only compare pixels). Other dtypes than float32 (uint8
+            photos, say) are converted to float32 exactly as `tf.cast` does.
             H and W must be at least `cell_size`; they may be dynamic.
         cell_size: cell size in pixels (paper: 16).
 
@@ -251,11 +304,19 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
         ValueError: NaN or Inf pixels (eagerly; in a graph an `InvalidArgumentError`).
     """
     images = tf.convert_to_tensor(images)
-    if images.dtype != tf.float32:
-        images = tf.cast(images, tf.float32)
-    images, unbatched = _validate(images, cell_size)
+    # In a graph the compiled path checks the gray image instead (_compiled_lbp);
+    # eagerly the pixels are checked, so the error counts NaN and Inf pixels.
+    check_gray = (
+        images.shape.rank in (3, 4)
+        and None not in images.shape[-3:]
+        and images.shape[-1] == 3
+        and images.dtype.is_floating  # Integer pixels are finite.
+        and not tf.executing_eagerly()
+    )
+    images, unbatched = _validate(images, cell_size, finite=not check_gray)
     static_height, static_width = images.shape[1], images.shape[2]
     if static_height is None or static_width is None:
+        images = tf.cast(images, tf.float32)
         gray = tf.image.rgb_to_grayscale(images) if images.shape[-1] == 3 else images
         gray = gray[..., 0]
         shape = tf.shape(gray)
@@ -269,10 +330,8 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
         segment = tf.reshape(_segment_ids(gray, cell_size), [-1])
         features = _pool(segment, height, width, cell_size)
     else:
-        gray = _gray_xla(images) if images.shape[-1] == 3 else images[..., 0]
-        # Flattened outside XLA (free here, a copy inside the compiled pooling).
-        segment = tf.reshape(_segment_ids_xla(gray, cell_size), [-1])
-        features = _pool_xla(segment, int(static_height), int(static_width), cell_size)
+        # A uint8 batch reaches the compiled gray conversion as bytes (see _gray_fused).
+        features = _in_halves(images, lambda part: _compiled_lbp(part, cell_size, check_gray))
     features = tf.ensure_shape(
         features,
         [

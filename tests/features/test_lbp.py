@@ -130,3 +130,8 @@ def test_rejects_nan_and_inf_images():
     image[0, 5, 5, 1] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
         tf.function(lbp)(image)
+    # In a graph the compiled path checks each half of a batch's gray image.
+    batch = np.concatenate([np.full_like(image, 128.0), image])
+    batch[1, 5, 5, 1] = -np.inf
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+        tf.function(lbp)(batch)
