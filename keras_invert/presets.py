@@ -15,6 +15,17 @@ from keras_invert.config import TrainConfig
 # train at 256 px, for a GPU and a large photo set such as ImageNet; "demo" and
 # "demo_hog" are runs on the bundled photos with 2 CPU cores (docs/reference.md, Presets).
 _FULL_SIZE = dict(image_size=256, batch_size=64)
+# The CPU demos: the bundled photos, a quarter-width decoder, a cache in the work dir.
+_CPU = dict(
+    data="samples",
+    width=0.25,
+    batch_size=16,
+    steps_per_epoch=250,
+    max_minutes=8.0,
+    learning_rate=6e-4,
+    learning_rate_drops=(0.7,),
+    cache_dir="cache",
+)
 _PRESETS = {
     "hog": dict(representation="hog", **_FULL_SIZE),
     "lbp": dict(representation="lbp", **_FULL_SIZE),
@@ -25,36 +36,22 @@ _PRESETS = {
     # (docs/reference.md, Presets). The network runs once over 32 crops per
     # photo; the decoder trains on the cached features.
     "demo": dict(
+        _CPU,
         representation="efficientnet-lite0/stage2",
-        data="samples",
-        width=0.25,
-        batch_size=16,
         steps=1000,
-        steps_per_epoch=250,
-        max_minutes=8.0,
-        learning_rate=6e-4,
-        learning_rate_drops=(0.7,),
-        cache_dir="cache",
         cache_features=True,
         crops_per_image=32,
     ),
     # HOG on a CPU budget: the reproduction's schedule for the shallow features.
+    # Its features of 128 crops per photo are computed once: on 2 cores,
+    # computing them alongside training would take cores from the training step.
     "demo_hog": dict(
+        _CPU,
         representation="hog",
-        data="samples",
         image_size=128,
-        width=0.25,
-        batch_size=16,
         steps=5000,
-        steps_per_epoch=250,
-        max_minutes=8.0,
-        learning_rate=6e-4,
-        learning_rate_drops=(0.7,),
         min_crop_scale=0.25,
         color_jitter=0.4,
-        # Features of 128 crops per photo computed once: on 2 cores, computing
-        # them alongside training would take cores from the training step.
-        cache_dir="cache",
         crops_per_image=128,
     ),
 }
