@@ -11,8 +11,8 @@ For each representation, on the same crops of the bundled photos:
   `--photo_size` sends larger photos, which the signature crops and resizes);
 - the signature's centre crop alone (`keras_invert.images.prepare`; a photo
   already at the crop size is not resampled), to tell the features' share
-  (LBP's uint8 signature skips even its conversion to float for such photos:
-  `keras_invert.images.map_prepared`);
+  (LBP's signatures skip it for such photos, uint8 or float: its compiled
+  gray step converts and clips them, `keras_invert.images.map_prepared`);
 - VLFeat's C code, one image at a time on one core (its API is per image).
 Prints images/s, the ratio to VLFeat measured in the same run, and the largest
 difference of the served features to VLFeat on 0..255 and on 0..1 pixels.

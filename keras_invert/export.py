@@ -258,14 +258,16 @@ def export_saved_model(
             def decode_crops(crops):
                 return model(crops, training=False)
 
-        # uint8 photos already at the image size reach the encoder as bytes where it
-        # converts them itself, in its compiled first step (the same values).
-        takes_uint8 = spec.takes_uint8 and model is None
+        # Photos already at the image size reach the encoder as they came, uint8 or
+        # float, where it prepares them itself in its compiled first step (the same values).
+        prepares_crops = spec.prepares_crops and model is None
 
         def from_images(images):
             return reconstruct(
                 images,
-                lambda: map_prepared(images, image_size, decode_crops, takes_uint8=takes_uint8),
+                lambda: map_prepared(
+                    images, image_size, decode_crops, prepares_crops=prepares_crops
+                ),
             )
 
         archive.add_endpoint(

@@ -24,7 +24,8 @@ the same way.
   `resize`.
 - `prepare`: a batch as an export's image signatures take it (uint8 or float
   0..255, 1, 3 or 4 channels, any size) -> centre crops; `map_prepared`
-  applies a function to them, in uint8 where it takes bytes.
+  applies a function to them, handing it the raw centre squares where it
+  prepares them itself (`prepared_pixels`).
 - `check_finite`: NaN and Inf values are refused, with a `ValueError` when
   running eagerly and an `InvalidArgumentError` inside a graph (tf.data, a
   SavedModel). The crops check their input, so every path above refuses them.
@@ -44,6 +45,7 @@ import tensorflow as tf
 
 _UINT16_PER_UINT8 = 257.0  # 65535 / 255: decode widens 8-bit values by x * 257.
 _SERVED_CHANNELS = (1, 3, 4)
+_PIXEL_MAX = 255.0
 
 
 def check_finite(values, name: str = "images"):
@@ -72,6 +74,31 @@ def check_finite(values, name: str = "images"):
     )
     with tf.control_dependencies([check]):
         return tf.identity(values)
+
+
+def _clip_pixels(values: tf.Tensor) -> tf.Tensor:
+    """Float pixels clipped to 0..255, the range of every crop."""
+    return tf.clip_by_value(values, 0.0, _PIXEL_MAX)
+
+
+def prepared_pixels(squares) -> tf.Tensor:
+    """A raw centre square's pixels (uint8 or float32) -> float32 as `prepare` makes them.
+
+    For an encoder that prepares the squares `map_prepared` hands it inside
+    its own compiled step (`Representation.prepares_crops`), where the
+    conversion fuses with its first pass: uint8 is converted to float32;
+    float is clipped to 0..255, channel by channel, with NaN where a value is
+    NaN or Inf. XLA drops assertions and the clip would turn Inf into 255,
+    so the NaN carries a bad pixel into every value computed from it, and a
+    `check_finite` of those values after the compiled step refuses the photo
+    as `prepare` does.
+    """
+    squares = tf.convert_to_tensor(squares)
+    pixels = tf.cast(squares, tf.float32)
+    if squares.dtype == tf.uint8:
+        return pixels
+    nan = tf.constant(float("nan"), tf.float32)
+    return tf.where(tf.math.is_finite(pixels), _clip_pixels(pixels), nan)
 
 
 def _rgb_channels(images: tf.Tensor) -> tf.Tensor:
@@ -136,11 +163,12 @@ def resize(images, size: int, *, in_range: bool = False) -> tf.Tensor:
     images = tf.convert_to_tensor(images)
 
     def same():
-        return images if in_range else tf.clip_by_value(images, 0.0, 255.0)
+        return images if in_range else _clip_pixels(images)
 
     def resized():
-        values = tf.image.resize(images, [size, size], method="bilinear", antialias=True)
-        return tf.clip_by_value(values, 0.0, 255.0)
+        return _clip_pixels(
+            tf.image.resize(images, [size, size], method="bilinear", antialias=True)
+        )
 
     height, width = images.shape[-3], images.shape[-2]
     if height == size and width == size:
@@ -298,34 +326,56 @@ def _centre_crops(images: tf.Tensor, size: int) -> tf.Tensor:
     return resize(square, size, in_range=images.dtype in (tf.uint8, tf.uint16))
 
 
-def map_prepared(images, size: int, function, *, takes_uint8: bool = False) -> tf.Tensor:
-    """`function(prepare(images, size))`, handing uint8 crops to a `function` that takes them.
+def _outside_square(images: tf.Tensor) -> tf.Tensor:
+    """The pixels of `[N, H, W, C]` images that their centre square drops, flattened."""
+    shape = tf.shape(images)
+    height, width = shape[1], shape[2]
+    side = tf.minimum(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    margins = [
+        images[:, :top],
+        images[:, top + side :],
+        images[:, :, :left],
+        images[:, :, left + side :],
+    ]
+    return tf.concat([tf.reshape(margin, [-1]) for margin in margins], axis=0)
 
-    The centre square of a uint8 photo whose short side is `size` needs no
-    resampling: `prepare` only converts its bytes to float32. With
-    `takes_uint8`, `function` (an encoder that converts uint8 exactly itself,
-    `Representation.takes_uint8`) gets those bytes instead, so an
-    XLA-compiled feature op converts them in its first pass and reads a
-    quarter of the memory. The values it sees are the same; other photos go
-    through `prepare`.
+
+def map_prepared(images, size: int, function, *, prepares_crops: bool = False) -> tf.Tensor:
+    """`function(prepare(images, size))`, or the raw centre squares where `function` takes them.
+
+    The centre square of a photo whose short side is `size` needs no
+    resampling: `prepare` only converts a uint8 square to float32, and checks
+    and clips a float one. With `prepares_crops`, `function` (an encoder that
+    does this itself with `prepared_pixels`, `Representation.prepares_crops`)
+    gets the square as sent, uint8 or float32, so an XLA-compiled feature op
+    prepares it in its first pass and the float crop is never written. The
+    values it sees are the same. The pixels that the square drops are still
+    checked here, so a photo with NaN or Inf anywhere is refused as `prepare`
+    refuses it. Other photos and dtypes go through `prepare`.
 
     Args:
         images: as for `prepare`.
         size: the training image size.
         function: float32 `[N, size, size, 3]` 0..255 crops -> a tensor.
-        takes_uint8: whether `function` also takes uint8 `[N, size, size, 3]` crops.
+        prepares_crops: whether `function` also takes uint8 and raw float32
+            `[N, size, size, 3]` centre squares and prepares them itself.
     """
     images = _checked_photos(images)
-    if not takes_uint8 or images.dtype != tf.uint8:
+    if not prepares_crops or images.dtype not in (tf.uint8, tf.float32):
         return function(_centre_crops(images, size))
     shape = tf.shape(images)
 
-    def as_bytes():
-        square = _rgb_channels(_center_square(images))
+    def as_sent():
+        photos = images
+        if images.dtype.is_floating:
+            with tf.control_dependencies([check_finite(_outside_square(images))]):
+                photos = tf.identity(images)
+        square = _rgb_channels(_center_square(photos))
         return function(tf.ensure_shape(square, [None, size, size, 3]))
 
     return tf.cond(
         tf.equal(tf.minimum(shape[1], shape[2]), size),
-        as_bytes,
+        as_sent,
         lambda: function(_centre_crops(images, size)),
     )

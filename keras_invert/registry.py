@@ -170,7 +170,9 @@ register(
 
 def _lbp_encoder(cell_size: int = 16):
     def encode(images):
-        return lbp(images, cell_size=cell_size)
+        # Served raw centre squares are prepared in the compiled gray step (clipped);
+        # the pipelines' crops are in 0..255 already, which the clip leaves as they are.
+        return lbp(images, cell_size=cell_size, clip=True)
 
     return encode
 
@@ -188,7 +190,7 @@ register(
         ),
         target_size=lambda size: size,
         default_image_size=256,
-        takes_uint8=True,
+        prepares_crops=True,
     )
 )
 

@@ -37,11 +37,14 @@ class Representation:
         jit_compile: `batch_encoder` compiles `encode` with XLA (much faster
             on CPUs for fused elementwise feature ops such as HOG); only for
             encoders without variables (plain functions, not Keras layers).
-        takes_uint8: True when `encode` also takes uint8 `[N, S, S, 3]`
-            batches and converts them to float32 exactly itself (LBP: in
-            its compiled gray conversion, one pass over the bytes). The
-            export's uint8 signature then hands it a photo's centre crop as
-            bytes when it needs no resampling (`images.map_prepared`).
+        prepares_crops: True when `encode` also takes a photo's raw centre
+            square, uint8 or float32 `[N, S, S, 3]` (float maybe outside
+            0..255, NaN or Inf), and prepares it exactly as the crops are
+            prepared (`images.prepared_pixels`: converted; clipped, and
+            refused if not finite) in its own first step (LBP: its compiled
+            gray conversion, one pass over the pixels). The export's image
+            signatures then hand it the centre square of a photo that needs
+            no resampling as it came (`images.map_prepared`).
         random_without_weights: True when `make_encoder()` without a
             `weights` option draws random weights (AlexNet): such an encoder
             cannot be built again identically, so its features are not cached.
@@ -57,7 +60,7 @@ class Representation:
     in_graph: bool = True
     encode_in_model: bool = False
     jit_compile: bool = False
-    takes_uint8: bool = False
+    prepares_crops: bool = False
     random_without_weights: bool = False
 
     def batch_encoder(self, **encoder_options) -> Callable:

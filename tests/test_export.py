@@ -289,8 +289,9 @@ def test_served_features_equal_vlfeat_on_0_255_and_0_1_pixels(real_photos, tmp_p
     A pass-through "decoder" makes the reconstruction the features themselves (HOG
     and LBP values lie in [0, 1], so the output clip keeps them); the batch and image
     sizes are unknown when the signatures are traced, and the photos' short side is
-    the image size, so the centre crop cuts them without resampling (LBP's uint8
-    signature hands such crops to the encoder as bytes: `images.map_prepared`).
+    the image size, so the centre crop cuts them without resampling (LBP's
+    signatures hand such squares to the encoder as they came, which converts, clips
+    and checks them in its compiled step: `images.map_prepared`).
     """
     import keras
 
@@ -309,13 +310,23 @@ def test_served_features_equal_vlfeat_on_0_255_and_0_1_pixels(real_photos, tmp_p
         path = export.export_saved_model(identity, name, str(tmp_path / name), image_size=64)
         signatures = tf.saved_model.load(path).signatures
         unit = photos.astype(np.float32) / np.float32(255)
+        # Out of range: each channel is clipped to 0..255 before the gray conversion.
+        beyond = wide.astype(np.float32) * np.float32(1.4) - np.float32(40)
         for signature, batch, crops in [
             ("serving_default", photos, photos),
             ("serving_default", rgba, photos),  # Cropped, alpha dropped (LBP: as bytes).
             ("serve_float", photos.astype(np.float32), photos),
             ("serve_float", unit, unit),
+            ("serve_float", beyond, beyond[:, :, 8:72].clip(0, 255)),
         ]:
             served = signatures[signature](images=tf.constant(batch))["reconstruction"].numpy()
             expected = np.stack([reference(image.astype(np.float32)) for image in crops])
             assert np.abs(served - expected).max() <= 1e-4, (name, signature, batch.max())
             assert expected.max() > 0.1
+        # NaN or Inf anywhere, in the square or in the columns its crop drops, is refused
+        # (an Inf that the clip would make 255 too).
+        for row, column, value in [(5, 40, np.nan), (60, 30, np.inf), (9, 79, -np.inf)]:
+            bad = wide.astype(np.float32)
+            bad[1, row, column, 1] = value
+            with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+                signatures["serve_float"](images=tf.constant(bad))

@@ -90,28 +90,48 @@ def test_prepare_takes_uint8_gray_and_rgba_as_the_centre_crop():
     np.testing.assert_array_equal(gray, np.repeat(gray[..., :1], 3, axis=-1))
 
 
-def test_map_prepared_hands_uint8_crops_only_where_no_resampling_is_needed():
+def test_map_prepared_hands_raw_squares_only_where_no_resampling_is_needed():
     rng = np.random.default_rng(5)
     received = []
 
     def mean(crops):  # Eagerly tf.cond runs only the branch taken: record its crops' dtype.
         received.append(crops.dtype)
-        return tf.reduce_mean(tf.cast(crops, tf.float32), axis=[1, 2])
+        return tf.reduce_mean(images.prepared_pixels(crops), axis=[1, 2])
 
     rgb = rng.integers(0, 256, (2, 8, 13, 3), dtype=np.uint8)  # Short side 8: not resampled.
-    photos = [rgb, np.concatenate([rgb, rgb[..., :1]], axis=-1), rgb[..., :1]]
+    floats = rgb.astype(np.float32)
+    floats[0, 2, 5:8] = [-5.0, 300.0, 128.5]  # In the centre square: clipped per channel.
+    photos = [rgb, np.concatenate([rgb, rgb[..., :1]], axis=-1), rgb[..., :1], floats]
     photos.append(rng.integers(0, 256, (2, 11, 12, 3), dtype=np.uint8))  # Resized to 8.
     for photo in photos:
         received.clear()
         expected = mean(images.prepare(photo, 8)).numpy()
-        for takes_uint8, dtype in [(False, tf.float32), (True, tf.uint8)]:
-            served = images.map_prepared(photo, 8, mean, takes_uint8=takes_uint8).numpy()
+        for prepares_crops in (False, True):
+            served = images.map_prepared(photo, 8, mean, prepares_crops=prepares_crops).numpy()
             np.testing.assert_array_equal(served, expected)
-            assert received[-1] == (dtype if photo.shape[1] == 8 else tf.float32)
-    # Float photos always reach the function as prepare's float crops.
-    floats = rgb.astype(np.float32)
-    images.map_prepared(floats, 8, mean, takes_uint8=True)
-    assert received[-1] == tf.float32
+            raw = prepares_crops and photo.shape[1] == 8
+            assert received[-1] == (tf.as_dtype(photo.dtype) if raw else tf.float32)
+    # A NaN or Inf anywhere is refused, also in the columns the square drops.
+    served = tf.function(lambda photo: images.map_prepared(photo, 8, mean, prepares_crops=True))
+    for column, value in [(0, np.nan), (12, -np.inf)]:
+        bad = floats.copy()
+        bad[1, 3, column, 2] = value
+        with pytest.raises(ValueError, match="Expected finite images"):
+            images.map_prepared(bad, 8, mean, prepares_crops=True)
+        with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+            served(bad)
+
+
+def test_prepared_pixels_clip_floats_and_turn_nan_and_inf_into_nan():
+    values = np.array([-5.0, 0.0, 127.5, 255.0, 300.0, np.inf, -np.inf, np.nan], np.float32)
+    np.testing.assert_array_equal(
+        images.prepared_pixels(values).numpy(), [0, 0, 127.5, 255, 255, np.nan, np.nan, np.nan]
+    )
+    compiled = tf.function(images.prepared_pixels, jit_compile=True)
+    np.testing.assert_array_equal(compiled(values), images.prepared_pixels(values))
+    as_bytes = np.array([0, 7, 255], np.uint8)
+    assert images.prepared_pixels(as_bytes).dtype == tf.float32
+    np.testing.assert_array_equal(images.prepared_pixels(as_bytes), [0, 7, 255])
 
 
 def test_target_is_the_resized_crop_in_unit_range():

@@ -50,9 +50,12 @@ were 2-4x slower (elementwise work recomputed per neighbour, reshape copies).
 Each compiled step runs on one thread, so a batch of two images or more is
 cut in halves whose steps TensorFlow runs at the same time on two cores (in
 a graph; eagerly one after the other). A uint8 batch is converted to float
-inside the compiled gray conversion, reading a quarter of the bytes (the
-export's uint8 signature sends crops that need no resampling as bytes:
-`keras_invert.images.map_prepared`). With dynamic H or W the same functions
+inside the compiled gray conversion, reading a quarter of the bytes, and with
+`clip=True` float pixels are clipped to 0..255 there, with NaN for NaN and
+Inf that the check of the gray image after the step refuses
+(`keras_invert.images.prepared_pixels`): the export's image signatures send
+a photo's centre square that needs no resampling as it came, uint8 or float
+(`keras_invert.images.map_prepared`). With dynamic H or W the same functions
 run as plain ops, to avoid one XLA compilation per image size.
 `benchmarks/bench_lbp.py` and `benchmarks/bench_served_features.py` print
 the figures.
@@ -73,7 +76,7 @@ import tensorflow as tf
 from keras import layers
 
 from keras_invert.features._images import as_image_batch, rounded
-from keras_invert.images import check_finite
+from keras_invert.images import check_finite, prepared_pixels
 
 LBP_NUM_BINS = 58
 _NORM_EPSILON = 1e-10  # Added to sqrt(sum) per cell, as VLFeat.
@@ -142,18 +145,24 @@ def _segment_ids(gray: tf.Tensor, cell_size: int) -> tf.Tensor:
     return images + groups[None] + _pattern_bins(gray)
 
 
-def _gray_fused(images: tf.Tensor) -> tf.Tensor:
+def _pixels(images: tf.Tensor, clip: bool) -> tf.Tensor:
+    """`images` as float32, prepared as served crops are where `clip` (`prepared_pixels`)."""
+    return prepared_pixels(images) if clip else tf.cast(images, tf.float32)
+
+
+def _gray_fused(images: tf.Tensor, clip: bool = False) -> tf.Tensor:
     """`[N, H, W, 3]` of any dtype -> float32 `[N, H, W]`, as `tf.image.rgb_to_grayscale`.
 
     Bit-identical under XLA: `rgb_to_grayscale` rounds each product and sums
     left to right, and `rounded` keeps XLA from fusing them into multiply-adds
     (different rounding in ~20% of the pixels, enough to flip comparisons of
     nearly equal neighbours).
-    The conversion to float32 happens here, so that under XLA a uint8 batch
-    is read as bytes and converted in the same pass (exact: every uint8 and
-    uint16 value is a float32).
+    The conversion to float32 (and with `clip` the clip of each channel to
+    0..255) happens here, so that under XLA a uint8 batch is read as bytes
+    and a float one read once, converted in the same pass (exact: every
+    uint8 and uint16 value is a float32, and clipping rounds nothing).
     """
-    images = tf.cast(images, tf.float32)
+    images = _pixels(images, clip)
     products = rounded(images * tf.constant(_LUMA_WEIGHTS, tf.float32))
     return (products[..., 0] + products[..., 1]) + products[..., 2]
 
@@ -246,22 +255,24 @@ def _validate(images: tf.Tensor, cell_size: int, *, finite: bool) -> tuple[tf.Te
     return batched, unbatched
 
 
-def _compiled_lbp(images: tf.Tensor, cell_size: int, check_gray: bool = False) -> tf.Tensor:
+def _compiled_lbp(
+    images: tf.Tensor, cell_size: int, check_gray: bool = False, clip: bool = False
+) -> tf.Tensor:
     """The three XLA steps on a batch whose H and W are known.
 
     `check_gray`: refuse NaN and Inf in the gray image, for RGB pixels that
     were not checked. It is finite exactly when all three channels are (the
     luma weights are positive and sum below 1, so finite pixels cannot
-    overflow), and it is a third of the values, in a graph where XLA would drop
-    the check.
+    overflow; clipped, a NaN or Inf channel gives NaN), and it is a third of
+    the values, in a graph where XLA would drop the check.
     """
     height, width = int(images.shape[1]), int(images.shape[2])
     if images.shape[-1] == 3:
-        gray = _gray_xla(images)
+        gray = _gray_xla(images, clip)
         if check_gray:
             gray = check_finite(gray, "images")
     else:
-        gray = tf.cast(images[..., 0], tf.float32)
+        gray = _pixels(images[..., 0], clip)
     # Flattened outside XLA (free here, a copy inside the compiled pooling).
     segment = tf.reshape(_segment_ids_xla(gray, cell_size), [-1])
     return _pool_xla(segment, height, width, cell_size)
@@ -285,7 +296,7 @@ def _in_halves(images: tf.Tensor, compute) -> tf.Tensor:
     return tf.cond(size >= 2, halves, lambda: compute(images))
 
 
-def lbp(images, cell_size: int = 16) -> tf.Tensor:
+def lbp(images, cell_size: int = 16, *, clip: bool = False) -> tf.Tensor:
     """Uniform LBP of a batch of images, equal to VLFeat's `vl_lbp_process`.
 
     Args:
@@ -295,6 +306,9 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
             photos, say) are converted to float32 exactly as `tf.cast` does.
             H and W must be at least `cell_size`; they may be dynamic.
         cell_size: cell size in pixels (paper: 16).
+        clip: clip float pixels to 0..255, each channel before the gray
+            conversion, as the served crops are (`images.prepared_pixels`):
+            the features of a photo's raw centre square are those of its crop.
 
     Returns:
         float32 `[N, H // cell_size, W // cell_size, 58]` (no batch axis for
@@ -316,7 +330,7 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
     images, unbatched = _validate(images, cell_size, finite=not check_gray)
     static_height, static_width = images.shape[1], images.shape[2]
     if static_height is None or static_width is None:
-        images = tf.cast(images, tf.float32)
+        images = _pixels(images, clip)
         gray = tf.image.rgb_to_grayscale(images) if images.shape[-1] == 3 else images
         gray = gray[..., 0]
         shape = tf.shape(gray)
@@ -330,8 +344,9 @@ def lbp(images, cell_size: int = 16) -> tf.Tensor:
         segment = tf.reshape(_segment_ids(gray, cell_size), [-1])
         features = _pool(segment, height, width, cell_size)
     else:
-        # A uint8 batch reaches the compiled gray conversion as bytes (see _gray_fused).
-        features = _in_halves(images, lambda part: _compiled_lbp(part, cell_size, check_gray))
+        # A uint8 batch reaches the compiled gray conversion as bytes, and a float
+        # one unclipped (see _gray_fused).
+        features = _in_halves(images, lambda part: _compiled_lbp(part, cell_size, check_gray, clip))
     features = tf.ensure_shape(
         features,
         [

@@ -135,3 +135,23 @@ def test_rejects_nan_and_inf_images():
     batch[1, 5, 5, 1] = -np.inf
     with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
         tf.function(lbp)(batch)
+
+
+def test_clip_prepares_raw_float_pixels_as_the_served_crops(real_photos):
+    """`clip=True`: each channel clipped to 0..255 before the gray conversion, in every path."""
+    raw = _crops(real_photos, 48, 64) * np.float32(1.4) - np.float32(40)  # About -40..317.
+    expected = lbp(raw.clip(0, 255)).numpy()
+    assert not np.array_equal(lbp(raw).numpy(), expected)
+    dynamic = tf.function(
+        lambda images: lbp(images, clip=True),
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+    )
+    compiled = tf.function(lambda images: lbp(images, clip=True))  # Static shape: XLA steps.
+    for clipped in (lbp(raw, clip=True), dynamic(raw), compiled(raw), compiled(raw[:1])):
+        np.testing.assert_array_equal(clipped.numpy(), expected[: len(clipped)])
+    # Compiled, NaN and Inf are refused although the clip would make Inf 255.
+    for value in (np.nan, np.inf, -np.inf):
+        bad = raw.copy()
+        bad[2, 7, 9, 0] = value
+        with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
+            compiled(bad)
