@@ -177,13 +177,11 @@ def _uses_cache(name: str) -> bool:
 
 def _times_features_in_model(name: str, settings: BenchmarkSettings) -> bool:
     """True when `name`'s features can move into the model and the settings ask for it."""
+    from keras_invert import config as config_lib
     from keras_invert import registry
 
-    representation = registry.get(name)
-    return (
-        settings.features_in_model
-        and representation.in_graph
-        and not representation.encode_in_model
+    return settings.features_in_model and config_lib.features_can_move_into_model(
+        registry.get(name)
     )
 
 

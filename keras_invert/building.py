@@ -223,6 +223,12 @@ def _perceptual_model(config: TrainConfig, generator: keras.Model) -> keras.Mode
     return model
 
 
+def decoder_of(model: keras.Model) -> keras.Model:
+    """The decoder inside a training model: a decoder, a `Reconstructor` or a `PerceptualModel`."""
+    generator = losses.unwrap(model)
+    return generator.decoder if isinstance(generator, Reconstructor) else generator
+
+
 def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> None:
     """Refuses a model restored from `work_dir` that `config` would not have built.
 

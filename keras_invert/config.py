@@ -289,18 +289,26 @@ def check_cache_features(
             )
 
 
+def features_can_move_into_model(representation) -> bool:
+    """Whether `representation`'s features can be computed in the training model.
+
+    Only a feature op that runs in TensorFlow and is not a network (HOG, LBP)
+    moves: SIFT is a C library call, and a network always runs there.
+    """
+    return representation.in_graph and not representation.encode_in_model
+
+
 def check_features_in_model(features_in_model, representation=None) -> None:
     """The one rule for `features_in_model`, of a run's config and of `pipelines.build_dataset`.
 
-    Only a feature op that runs in TensorFlow and is not a network (HOG, LBP)
-    moves into the model: SIFT is a C library call, and a network always runs
-    there. `representation`, a `registry.Representation`, is checked when given.
+    `representation`, a `registry.Representation`, is checked when given
+    (`features_can_move_into_model`).
     """
     if not isinstance(features_in_model, bool):
         raise ValueError(f"Expected a bool. Received: features_in_model={features_in_model!r}")
     if not features_in_model or representation is None:
         return
-    if representation.encode_in_model or not representation.in_graph:
+    if not features_can_move_into_model(representation):
         raise ValueError(
             "Expected with features_in_model a TensorFlow feature op that is not a network "
             "(hog, lbp): SIFT runs in C, and networks always run in the model. "

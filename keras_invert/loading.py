@@ -157,15 +157,15 @@ def load_model(work_dir: str) -> keras.Model:
 def _load_work_dir(path: str, run) -> TrainedModel:
     representation = registry.get(run.representation)
     model = load_model(path)
-    # A perceptual/deepsim run saves its training wrapper: the generator is the decoder.
-    network = losses.unwrap(model)
+    # A perceptual/deepsim run saves its training wrapper; a Reconstructor holds its encoder.
+    network, decoder = losses.unwrap(model), building.decoder_of(model)
     options = config_lib.encoder_options(run)
-    if getattr(network, "encoder", None) is not None and getattr(network, "decoder", None):
+    if decoder is not network:
         encoder = _Lazy(lambda: network.encoder)
-        decoder, source = network.decoder, "model"
+        source = "model"
     else:
         encoder = _Lazy(lambda: representation.batch_encoder(**options))
-        decoder, source = network, "registry"
+        source = "registry"
     return TrainedModel(
         encode=lambda crops: _call_encoder(encoder(), crops),
         decode=lambda features: decoder(features, training=False),

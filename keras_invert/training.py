@@ -45,7 +45,7 @@ import tempfile
 import keras
 from absl import logging
 
-from keras_invert import building, checkpoints, distribute, loading, losses, registry
+from keras_invert import building, checkpoints, distribute, loading, registry
 from keras_invert.callbacks import (
     CheckpointCallback,
     DivergenceGuard,
@@ -53,7 +53,6 @@ from keras_invert.callbacks import (
     TimeBudget,
 )
 from keras_invert.config import TrainConfig
-from keras_invert.reconstructor import Reconstructor
 
 
 def train(
@@ -180,7 +179,7 @@ def initialize_from(model: keras.Model, config: TrainConfig) -> None:
             "Expected init_from as the work dir of a run (an export holds no Keras decoder). "
             f"Received: init_from={config.init_from!r}"
         )
-    decoder = _decoder(model)
+    decoder = building.decoder_of(model)
     image_size = config.image_size or registry.get(config.representation).default_image_size
     expected = {
         "representation": config.representation,
@@ -205,12 +204,6 @@ def initialize_from(model: keras.Model, config: TrainConfig) -> None:
             + ")"
         )
     decoder.set_weights(source.decoder.get_weights())
-
-
-def _decoder(model: keras.Model) -> keras.Model:
-    """The decoder inside a training model (a decoder, `Reconstructor` or `PerceptualModel`)."""
-    generator = losses.unwrap(model)
-    return generator.decoder if isinstance(generator, Reconstructor) else generator
 
 
 @contextlib.contextmanager

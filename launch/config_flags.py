@@ -2,17 +2,19 @@
 
 Example:
     >>> config_flags.define_config_flags(TrainConfig, bounds={"steps": {"lower_bound": 1}})
+    >>> changes = config_flags.given_fields(TrainConfig, paths=("init_from",))
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 import types
 import typing
 
-from absl import flags
+from absl import app, flags
 
 
 def define_config_flags(
@@ -62,6 +64,42 @@ def define_config_flags(
         )  # fmt: skip
 
 
+def given_fields(config_class, *, paths=(), files=(), flag_values=flags.FLAGS) -> dict:
+    """The fields of `config_class` given as flags: `{name: value}`, ready for the config.
+
+    A list flag's items become numbers where the field is a tuple of them.
+
+    Args:
+        config_class: the dataclass whose fields `define_config_flags` made flags.
+        paths: fields made absolute, so that the stored config still names the
+            path from another directory.
+        files: of those, the ones that must name an existing file.
+        flag_values: where the flags are defined.
+
+    Raises:
+        app.UsageError: a file that does not exist, or a list item that is not a number.
+    """
+    hints = typing.get_type_hints(config_class)
+    changes = {
+        field.name: flag_values[field.name].value
+        for field in dataclasses.fields(config_class)
+        if field.name in flag_values and flag_values[field.name].present
+    }
+    for name in paths:
+        if changes.get(name):
+            changes[name] = os.path.abspath(changes[name])
+            if name in files and not os.path.isfile(changes[name]):
+                raise app.UsageError(f"--{name}: no such file {changes[name]}")
+    for name, value in changes.items():
+        item = typing.get_args(_without_none(hints[name]))[:1]
+        if value is not None and _field_kind(hints[name]) is tuple and item in ((int,), (float,)):
+            try:
+                changes[name] = tuple(item[0](entry) for entry in value)
+            except ValueError as error:
+                raise app.UsageError(f"--{name}: expected numbers ({error})") from error
+    return changes
+
+
 def _documented_fields(docstring: str) -> dict[str, str]:
     """`{field: text}` of the `Args:` entries of a docstring ("a, b: text" documents both)."""
     entries, names = {}, []
@@ -81,8 +119,14 @@ def _documented_fields(docstring: str) -> dict[str, str]:
     return entries
 
 
-def _field_kind(hint):
-    """bool, int, float, str or tuple: a field's type without `| None`."""
+def _without_none(hint):
+    """A field's type without `| None`."""
     if isinstance(hint, types.UnionType):
         hint = next(kind for kind in typing.get_args(hint) if kind is not type(None))
+    return hint
+
+
+def _field_kind(hint):
+    """bool, int, float, str or tuple: a field's type without `| None`."""
+    hint = _without_none(hint)
     return typing.get_origin(hint) or hint

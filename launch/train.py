@@ -32,9 +32,7 @@ batch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
 import sys
 
 from absl import app, flags, logging
@@ -48,12 +46,10 @@ flags.DEFINE_string(
     "work_dir", None, "Run directory: config, checkpoints, logs, model.", required=True
 )
 flags.DEFINE_enum(
-    "preset",
-    None,
-    presets.preset_names(),
+    "preset", None, presets.preset_names(),
     "Starting config: the CPU demo ('demo': an EfficientNet-Lite0 layer; 'demo_hog') or the "
     "paper's settings for a representation.",
-)
+)  # fmt: skip
 # Every other flag is a field of the run's config, described in its docstring.
 config_flags.define_config_flags(
     config_lib.TrainConfig,
@@ -87,25 +83,16 @@ common.validate("ema_momentum", lambda momentum: 0 < momentum < 1, "in (0, 1)")
 
 def _changes() -> dict:
     """The config fields given as flags, with paths absolute and the lists as numbers."""
-    fields = (field.name for field in dataclasses.fields(config_lib.TrainConfig))
-    changes = {name: FLAGS[name].value for name in fields if name in FLAGS and FLAGS[name].present}
-    for name in ("encoder_weights", "comparator_weights", "init_from"):
-        if changes.get(name):
-            # Absolute, so that the stored config still names the path from another directory.
-            changes[name] = os.path.abspath(changes[name])
-            if name != "init_from" and not os.path.isfile(changes[name]):
-                raise app.UsageError(f"--{name}: no such file {changes[name]}")
+    changes = config_flags.given_fields(
+        config_lib.TrainConfig,
+        paths=("encoder_weights", "comparator_weights", "init_from"),
+        files=("encoder_weights", "comparator_weights"),
+    )
     if changes.get("representation"):
         try:
             changes["representation"] = common.absolute_representation(changes["representation"])
         except ValueError as error:
             raise app.UsageError(str(error)) from error
-    for name in ("loss_weights", "learning_rate_drops"):
-        if changes.get(name) is not None:
-            try:
-                changes[name] = tuple(float(value) for value in changes[name])
-            except ValueError as error:
-                raise app.UsageError(f"--{name}: expected numbers ({error})") from error
     return changes
 
 
