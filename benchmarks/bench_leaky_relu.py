@@ -84,7 +84,7 @@ def build(preset: str, variant: str) -> keras.Model:
     representation = registry.get(config.representation)
     keras.utils.set_random_seed(0)
     decoder = representation.build_decoder(
-        config.image_size or representation.default_image_size,
+        representation.image_size(config.image_size),
         width=config.width,
         negative_slope=config.negative_slope,
     )

@@ -102,7 +102,7 @@ def main(argv):
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as directory:
         for index, name in enumerate(FLAGS.representations):
-            image_size = FLAGS.image_size or registry.get(name).default_image_size
+            image_size = registry.get(name).image_size(FLAGS.image_size)
             paths, _serving = _paths(name, image_size, os.path.join(directory, str(index)))
             for path, function in paths.items():
                 for batch_size in batch_sizes:

@@ -173,7 +173,7 @@ def build_model(config: TrainConfig) -> keras.Model:
     representation = check_config(config)
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
-    image_size = config.image_size or representation.default_image_size
+    image_size = representation.image_size(config.image_size)
     model = representation.build_decoder(
         image_size, width=config.width, negative_slope=config.negative_slope
     )

@@ -187,7 +187,7 @@ def evaluate_optimization(
         ValueError: among others, the representation has no gradient.
     """
     representation = registry.get(representation_name)
-    image_size = image_size or representation.default_image_size
+    image_size = representation.image_size(image_size)
     encode = representation.make_encoder(**encoder_options)
     photos = crops(image_size)
     settings = inversion.paper_settings(representation_name)

@@ -209,7 +209,7 @@ def export_saved_model(
                 f"Received: image_size={image_size!r}"
             )
         image_size = model.image_size
-    image_size = spec.default_image_size if image_size is None else image_size
+    image_size = spec.image_size(image_size)
     feature_shape = tuple(int(d) for d in spec.feature_shape(image_size))
     if tuple(decoder.input_shape[1:]) != feature_shape:
         raise ValueError(

@@ -172,7 +172,7 @@ def _load_work_dir(path: str, run) -> TrainedModel:
         path=path,
         kind="work_dir",
         representation=run.representation,
-        image_size=run.image_size or representation.default_image_size,
+        image_size=representation.image_size(run.image_size),
         output_size=decoder.output_shape[1],
         encoder_options=options,
         encoder_source=source,

@@ -78,9 +78,20 @@ class Representation:
 
         return tf.function(encode, jit_compile=True)
 
+    def image_size(self, image_size: int | None = None) -> int:
+        """The side of the crops a run works on: `image_size`, or when None the default.
+
+        Example:
+            >>> from keras_invert import registry
+            >>> registry.get("hog").image_size(None), registry.get("hog").image_size(128)
+            (256, 128)
+        """
+        return self.default_image_size if image_size is None else image_size
+
     def build_decoder(
         self, image_size: int | None = None, *, width: float = 1.0, negative_slope: float = 0.2
     ) -> keras.Model:
         """Builds this representation's decoder for `image_size` input images."""
-        size = self.default_image_size if image_size is None else image_size
-        return self.decoder_builder(size, width=width, negative_slope=negative_slope)
+        return self.decoder_builder(
+            self.image_size(image_size), width=width, negative_slope=negative_slope
+        )

@@ -180,7 +180,7 @@ def initialize_from(model: keras.Model, config: TrainConfig) -> None:
             f"Received: init_from={config.init_from!r}"
         )
     decoder = building.decoder_of(model)
-    image_size = config.image_size or registry.get(config.representation).default_image_size
+    image_size = registry.get(config.representation).image_size(config.image_size)
     expected = {
         "representation": config.representation,
         "image_size": image_size,

@@ -66,9 +66,7 @@ class DatasetConfig:
 
     def __post_init__(self):
         representation = _resolve_representation(self.representation)
-        image_size = self.image_size
-        if image_size is None:
-            image_size = representation.default_image_size
+        image_size = representation.image_size(self.image_size)
         _check_arguments(
             image_size,
             self.batch_size,

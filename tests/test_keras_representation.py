@@ -59,6 +59,7 @@ def test_registry_resolves_keras_names(saved_network, monkeypatch):
     _, path = saved_network
     conv2 = registry.get(f"keras:{path}#conv2")
     assert conv2.encode_in_model and conv2.default_image_size == 32
+    assert (conv2.image_size(None), conv2.image_size(64)) == (32, 64)
     # The model sees 32 x 32 whatever the crop size: 8 x 8 maps, decoded to 8 * 2**2.
     for size in (32, 64):
         assert conv2.feature_shape(size) == (8, 8, 16) and conv2.target_size(size) == 32

@@ -155,6 +155,9 @@ def test_a_tiny_reproduction_writes_the_findings_tables_and_figures(tiny_reprodu
     for path in written["figures"]:
         assert f"]({os.path.relpath(path, config.out_dir)})" in text
     numbers = json.load(open(written["json"]))
+    # A committed copy must not name the machine it ran on.
+    assert config.out_dir not in open(written["json"]).read()
+    assert numbers["config"]["scale"] == config.scale
     assert set(numbers["evaluations"]) == {job.name for job in jobs(config)}
     assert set(numbers["optimizations"]) == {"hog", "efficientnet-lite0-logits"}
     assert len(numbers["findings"]) == 6

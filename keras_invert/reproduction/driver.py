@@ -125,7 +125,8 @@ def reproduce(config: ReproduceConfig, data: Data) -> dict:
             evaluations[name]
         )
     numbers = {
-        "config": dataclasses.asdict(config),
+        # Without `out_dir`: the file lives there, and a path would tie a copy to one machine.
+        "config": {k: v for k, v in dataclasses.asdict(config).items() if k != "out_dir"},
         "jobs": [dataclasses.asdict(job) for job in planned],
         "test_photos": list(data.image_names),
         "evaluations": evaluations,
