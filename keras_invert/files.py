@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -54,9 +55,42 @@ def atomic_path(path: str) -> Iterator[str]:
     )
     try:
         yield temporary
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as error:  # Named by the caller's path, not the hidden temporary one.
+            raise type(error)(error.errno, error.strerror, path) from error
     finally:
         _remove(temporary)
+
+
+def check_folder(path: str, name: str) -> None:
+    """Refuses a `path` that the project could not write a folder at; writes nothing.
+
+    `path` may exist (a folder) or not; its nearest existing ancestor must be
+    a folder that this process can create entries in, which is tried with a
+    hidden temporary folder, removed at once (permission bits do not say it
+    for root, a read-only mount or `/proc`).
+
+    Raises:
+        ValueError: `path`, or a folder above it, is a file, or the folder
+            that would hold it cannot be written.
+    """
+    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    existing = absolute
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        where = "a file" if existing == absolute else f"under the file {existing!r}"
+        raise ValueError(
+            f"Expected {name} to be a folder or a new path. Received: {path!r}, {where}"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=existing))
+    except OSError as error:
+        raise ValueError(
+            f"Expected {name} in a folder this process can write into. Received: {path!r} "
+            f"({existing!r}: {error.strerror})"
+        ) from None
 
 
 def write_json(path: str, data, *, indent: int = 2, sort_keys: bool = False) -> str:

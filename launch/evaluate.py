@@ -60,8 +60,10 @@ def main(argv):
 
     import keras_invert
     import pipelines
-    from keras_invert import evaluation
+    from keras_invert import evaluation, files
     from pipelines import baselines
+
+    files.check_folder(FLAGS.out_dir, "out_dir")  # Before the work, not when it is saved.
 
     methods = FLAGS.method or (["decoder"] if FLAGS.model else ["optimization"])
     unknown = set(methods) - {"decoder", "optimization"}

@@ -98,11 +98,16 @@ def test_train_on_undecodable_photos_stops_with_one_line(run_script, tmp_path):
     assert "bad0.jpg" in line and "bad1.jpg" in line
 
 
-def test_export_dir_that_is_a_file(run_script, tmp_path):
+def test_output_folders_that_are_files_are_refused_before_the_work(run_script, tmp_path):
     exports = tmp_path / "exports"
     exports.write_text("not a folder")
     line = _one_line(*run_script("export", f"--work_dir={tmp_path}", f"--export_dir={exports}"))
     assert f"Received: '{exports}', a file" in line
+    # The model is not loaded yet: the out folder is checked first.
+    for script, flag in [("evaluate", "--out_dir"), ("experiment", "--out")]:
+        arguments = ["--name=interpolation"] if script == "experiment" else []
+        line = _one_line(*run_script(script, *arguments, "--model=missing", f"{flag}={exports}"))
+        assert f"{flag[2:]} to be a folder or a new path. Received: '{exports}', a file" in line
 
 
 @pytest.mark.parametrize(
