@@ -173,10 +173,12 @@ def test_image_paths_that_are_missing_a_folder_or_not_an_image_are_one_line_each
 
     (tmp_path / "notes.jpg").write_text("not an image")
     (tmp_path / "folder.jpg").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")  # Reading it would block.
     cases = {
         "missing.jpg": "Expected an existing image file",
         "folder.jpg": "not a folder",
         "notes.jpg": "does not decode",
+        "pipe.jpg": "not a pipe or device",
     }
     for name, expected in cases.items():
         path = str(tmp_path / name)
