@@ -137,6 +137,11 @@ def test_config_round_trips_and_validates(tmp_path):
     assert config_lib.load(str(tmp_path / "missing")) is None
     with pytest.raises(ValueError, match="batch_size"):
         config_lib.replace(run, batch_size=0)
+    for name in ("learning_rate", "width"):
+        with pytest.raises(
+            ValueError, match=f"Expected {name} > 0 and finite. Received: {name}=inf"
+        ):
+            config_lib.replace(run, **{name: float("inf")})
     with pytest.raises(ValueError, match="Unknown preset"):
         presets.preset("nope")
 
