@@ -60,6 +60,8 @@ def _photos(folder, count, truncated=False, first=0):
         ("benchmark", ["--batch_size=0"], "Received: batch_size=0"),
         ("convert_weights", ["--in=missing.caffemodel", "--out=x.weights.h5"], "--in: no such"),
         ("reconstruct", ["--model=missing", "--images=a.jpg,b.jpg"], "Received: model='missing'"),
+        ("reconstruct", ["--model=x", "--images="], "--images must be one or more image files"),
+        ("evaluate", ["--model=x", "--images="], "--images must be one or more image files"),
     ],
 )
 def test_bad_flag_values_are_one_line(run_script, tmp_path, script, arguments, expected):
