@@ -429,4 +429,10 @@ def load(work_dir: str) -> TrainConfig | None:
             raise ValueError(
                 f"The run config is not valid JSON. Received: path={path!r} ({error})"
             ) from error
-    return from_dict(values)
+    try:
+        return from_dict(values)
+    except (TypeError, ValueError) as error:  # Edited by hand: a field's type, not an object.
+        raise ValueError(
+            f"Expected the run config as an object of TrainConfig fields ({error}). "
+            f"Received: path={path!r}"
+        ) from error
