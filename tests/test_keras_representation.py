@@ -51,7 +51,8 @@ def test_from_keras_errors(saved_network, tmp_path):
     with pytest.raises(ValueError, match="No such Keras model file"):
         from_keras(str(tmp_path / "missing.keras"), ["conv1"])
     truncated = tmp_path / "truncated.keras"
-    truncated.write_bytes(tf.io.gfile.GFile(saved_network[1], "rb").read()[:500])
+    with open(saved_network[1], "rb") as file:
+        truncated.write_bytes(file.read(500))
     with pytest.raises(ValueError, match=r"is not one: corrupt, truncated.*truncated\.keras'"):
         from_keras(str(truncated), ["conv1"])
     gray = keras.Input((8, 8, 1))
