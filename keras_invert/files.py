@@ -75,14 +75,32 @@ def check_folder(path: str, name: str) -> None:
         ValueError: `path`, or a folder above it, is a file, or the folder
             that would hold it cannot be written.
     """
+    _check_writable(path, name, folder=True)
+
+
+def check_file(path: str, name: str) -> None:
+    """Refuses a `path` that the project could not write a file at; writes nothing.
+
+    As `check_folder`, but `path` may be an existing file (to be replaced),
+    not a folder.
+    """
+    _check_writable(path, name, folder=False)
+
+
+def _check_writable(path: str, name: str, folder: bool) -> None:
+    expected = "a folder or a new path" if folder else "a file's path"
     absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
     existing = absolute
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
-    if not os.path.isdir(existing):
-        where = "a file" if existing == absolute else f"under the file {existing!r}"
+    if existing == absolute and os.path.isdir(absolute) != folder:
+        kind = "a file" if folder else "a folder"
+        raise ValueError(f"Expected {name} to be {expected}. Received: {path!r}, {kind}")
+    if existing == absolute and not folder:
+        existing = os.path.dirname(absolute)
+    elif not os.path.isdir(existing):
         raise ValueError(
-            f"Expected {name} to be a folder or a new path. Received: {path!r}, {where}"
+            f"Expected {name} to be {expected}. Received: {path!r}, under the file {existing!r}"
         )
     try:
         os.rmdir(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=existing))

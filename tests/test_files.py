@@ -68,9 +68,16 @@ def test_write_json_takes_numpy_values(tmp_path):
     assert json.loads(open(path).read()) == {"error": 0.25, "rows": [0, 1, 2], "1": [2]}
 
 
-def test_check_folder_refuses_files_and_folders_it_cannot_write(tmp_path):
+def test_check_folder_and_check_file_refuse_paths_they_could_not_write(tmp_path):
     files.check_folder(str(tmp_path / "new" / "run"), "work_dir")  # Created later.
     files.check_folder(str(tmp_path), "work_dir")
     with pytest.raises(ValueError, match="can write into. Received: '/proc/run'"):
         files.check_folder("/proc/run", "work_dir")
     assert os.listdir(tmp_path) == []  # The probe leaves nothing.
+    files.check_file(str(tmp_path / "new" / "figures.json"), "json_path")
+    with pytest.raises(ValueError, match="json_path to be a file's path. Received: "):
+        files.check_file(str(tmp_path), "json_path")
+    (tmp_path / "notes.txt").write_text("a file")
+    files.check_file(str(tmp_path / "notes.txt"), "json_path")  # Replaced when written.
+    with pytest.raises(ValueError, match="under the file"):
+        files.check_file(str(tmp_path / "notes.txt" / "figures.json"), "json_path")
