@@ -167,6 +167,9 @@ class TrainConfig:
             # An infinite rate or width would start a run that can only diverge or fail.
             "learning_rate": (0 < self.learning_rate < math.inf, "> 0 and finite"),
             "width": (0 < self.width < math.inf, "> 0 and finite"),
+            # Adam's moment decays: outside [0, 1) its averages grow without bound.
+            "beta_1": (0 <= self.beta_1 < 1, "in [0, 1)"),
+            "beta_2": (0 <= self.beta_2 < 1, "in [0, 1)"),
             "min_crop_scale": (0 < self.min_crop_scale <= 1, "in (0, 1]"),
             "divergence_factor": (self.divergence_factor > 1, "> 1"),
             "schedule": (self.schedule in SCHEDULES, f"in {SCHEDULES}"),
