@@ -294,10 +294,8 @@ def target(crops, size: int) -> tf.Tensor:
 def check_photos(images) -> tf.Tensor:
     """`images` unchanged after the checks of `prepare`: dtype, rank, channels, non-empty.
 
-    A string, bool or complex dtype is refused at once. The shape is checked
-    as `check_finite` checks values: eagerly a `ValueError`, inside a graph
-    (a SavedModel's signature) an assertion that raises `InvalidArgumentError`
-    with the same expectation.
+    A string, bool or complex dtype is a `ValueError`; the shape is checked as
+    `check_finite` checks values (eagerly `ValueError`, in a graph an assertion).
     """
     images = tf.convert_to_tensor(images)
     if not (images.dtype.is_integer or images.dtype.is_floating):
