@@ -56,7 +56,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import statistics
@@ -426,6 +425,10 @@ def run_benchmark(
         ...                                          image_size=64, steps=1, rounds=2))
         >>> report["representations"][0]["ratio"]["median"]
     """
+    from keras_invert import files
+
+    if json_path:
+        files.check_file(json_path, "json_path")  # Before the minutes of measuring.
     temporary = cache_dir is None
     cache_dir = tempfile.mkdtemp(prefix="keras_invert_benchmark_") if temporary else cache_dir
     try:
@@ -462,8 +465,6 @@ def run_benchmark(
         "representations": results,
     }
     if json_path:
-        os.makedirs(os.path.dirname(os.path.abspath(json_path)), exist_ok=True)
-        with open(json_path, "w") as file:
-            json.dump(report, file, indent=2)
+        files.write_json(json_path, report)
         print(f"Wrote {json_path}")
     return report

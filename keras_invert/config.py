@@ -164,8 +164,12 @@ class TrainConfig:
             "batch_size": (self.batch_size > 0, "> 0"),
             "steps": (self.steps > 0, "> 0"),
             "steps_per_epoch": (self.steps_per_epoch > 0, "> 0"),
-            "learning_rate": (self.learning_rate > 0, "> 0"),
-            "width": (self.width > 0, "> 0"),
+            # An infinite rate or width would start a run that can only diverge or fail.
+            "learning_rate": (0 < self.learning_rate < math.inf, "> 0 and finite"),
+            "width": (0 < self.width < math.inf, "> 0 and finite"),
+            # Adam's moment decays: outside [0, 1) its averages grow without bound.
+            "beta_1": (0 <= self.beta_1 < 1, "in [0, 1)"),
+            "beta_2": (0 <= self.beta_2 < 1, "in [0, 1)"),
             "min_crop_scale": (0 < self.min_crop_scale <= 1, "in (0, 1]"),
             "divergence_factor": (self.divergence_factor > 1, "> 1"),
             "schedule": (self.schedule in SCHEDULES, f"in {SCHEDULES}"),
@@ -368,9 +372,9 @@ def _check_loss(config: TrainConfig) -> None:
             )
         object.__setattr__(config, "loss_weights", weights)
     rate = config.discriminator_learning_rate
-    if rate is not None and (config.loss != "deepsim" or not rate > 0):
+    if rate is not None and (config.loss != "deepsim" or not 0 < rate < math.inf):
         raise ValueError(
-            "discriminator_learning_rate is a positive rate for loss='deepsim'. Received: "
+            "discriminator_learning_rate is a positive, finite rate for loss='deepsim'. Received: "
             f"loss={config.loss!r}, discriminator_learning_rate={rate!r}"
         )
 
@@ -428,4 +432,10 @@ def load(work_dir: str) -> TrainConfig | None:
             raise ValueError(
                 f"The run config is not valid JSON. Received: path={path!r} ({error})"
             ) from error
-    return from_dict(values)
+    try:
+        return from_dict(values)
+    except (TypeError, ValueError) as error:  # Edited by hand: a field's type, not an object.
+        raise ValueError(
+            f"Expected the run config as an object of TrainConfig fields ({error}). "
+            f"Received: path={path!r}"
+        ) from error

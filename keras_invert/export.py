@@ -188,7 +188,7 @@ def export_saved_model(
             flow: `launch.export` on the training machine); otherwise pass
             the training backend explicitly. (For a `Reconstructor`, which
             carries its encoder, the options are only recorded.)
-        version: version number (default: the next free one).
+        version: the version number, a non-negative integer (default: the next free one).
 
     Returns:
         The version directory written.
@@ -217,6 +217,11 @@ def export_saved_model(
             f"image_size={image_size} gives {feature_shape}. Received: image_size={image_size!r}"
         )
     encoder_options = registry.resolved_encoder_options(spec, encoder_options)
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 0
+    ):
+        # TF Serving and `latest_version_dir` only see folders named by a number.
+        raise ValueError(f"Expected a non-negative integer version. Received: version={version!r}")
     version = next_version(export_base) if version is None else version
     final = os.path.join(export_base, str(version))
     if os.path.exists(final):

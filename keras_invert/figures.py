@@ -178,6 +178,8 @@ def save_png(path: str, image, *, keep_identical: bool = False) -> str:
     """
     import cv2
 
+    if os.path.isdir(path):
+        raise ValueError(f"Expected a PNG file's path, not a folder. Received: path={path!r}")
     bgr = cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2BGR)
     if keep_identical and os.path.exists(path):
         stored = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -185,6 +187,12 @@ def save_png(path: str, image, *, keep_identical: bool = False) -> str:
             return path
     with atomic_path(path) as temporary:
         # The temporary name ends with `path`'s, so OpenCV still sees ".png".
-        if not cv2.imwrite(temporary, bgr):
-            raise ValueError(f"Could not write the PNG. Received: path={path!r}")
+        try:
+            written = cv2.imwrite(temporary, bgr)
+        except cv2.error:  # No writer for the path's extension.
+            written = False
+        if not written:
+            raise ValueError(
+                f"Could not write the PNG: expected a path ending in .png. Received: path={path!r}"
+            )
     return path

@@ -20,6 +20,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 
@@ -54,9 +55,60 @@ def atomic_path(path: str) -> Iterator[str]:
     )
     try:
         yield temporary
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as error:  # Named by the caller's path, not the hidden temporary one.
+            raise type(error)(error.errno, error.strerror, path) from error
     finally:
         _remove(temporary)
+
+
+def check_folder(path: str, name: str) -> None:
+    """Refuses a `path` that the project could not write a folder at; writes nothing.
+
+    `path` may exist (a folder) or not; its nearest existing ancestor must be
+    a folder that this process can create entries in, which is tried with a
+    hidden temporary folder, removed at once (permission bits do not say it
+    for root, a read-only mount or `/proc`).
+
+    Raises:
+        ValueError: `path`, or a folder above it, is a file, or the folder
+            that would hold it cannot be written.
+    """
+    _check_writable(path, name, folder=True)
+
+
+def check_file(path: str, name: str) -> None:
+    """Refuses a `path` that the project could not write a file at; writes nothing.
+
+    As `check_folder`, but `path` may be an existing file (to be replaced),
+    not a folder.
+    """
+    _check_writable(path, name, folder=False)
+
+
+def _check_writable(path: str, name: str, folder: bool) -> None:
+    expected = "a folder or a new path" if folder else "a file's path"
+    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    existing = absolute
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if existing == absolute and os.path.isdir(absolute) != folder:
+        kind = "a file" if folder else "a folder"
+        raise ValueError(f"Expected {name} to be {expected}. Received: {path!r}, {kind}")
+    if existing == absolute and not folder:
+        existing = os.path.dirname(absolute)
+    elif not os.path.isdir(existing):
+        raise ValueError(
+            f"Expected {name} to be {expected}. Received: {path!r}, under the file {existing!r}"
+        )
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=existing))
+    except OSError as error:
+        raise ValueError(
+            f"Expected {name} in a folder this process can write into. Received: {path!r} "
+            f"({existing!r}: {error.strerror})"
+        ) from None
 
 
 def write_json(path: str, data, *, indent: int = 2, sort_keys: bool = False) -> str:

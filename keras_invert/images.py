@@ -25,7 +25,10 @@ the same way.
 - `prepare`: a batch as an export's image signatures take it (uint8 or float
   0..255, 1, 3 or 4 channels, any size) -> centre crops; `map_prepared`
   applies a function to them, handing it the raw centre squares where it
-  prepares them itself (`prepared_pixels`).
+  prepares them itself (`prepared_pixels`). `check_photos` is its check of
+  the batch's dtype and shape (a string, bool or complex dtype, a channel
+  count other than 1, 3 or 4 and empty images are refused), raised as
+  `check_finite` raises.
 - `check_finite`: NaN and Inf values are refused, with a `ValueError` when
   running eagerly and an `InvalidArgumentError` inside a graph (tf.data, a
   SavedModel). The crops check their input, so every path above refuses them.
@@ -288,15 +291,30 @@ def target(crops, size: int) -> tf.Tensor:
     return tf.clip_by_value(crops / 255.0, 0.0, 1.0)
 
 
-def _checked_photos(images) -> tf.Tensor:
-    """`images` after the graph checks of `prepare`: channel count, non-empty images."""
+def check_photos(images) -> tf.Tensor:
+    """`images` unchanged after the checks of `prepare`: dtype, rank, channels, non-empty.
+
+    A string, bool or complex dtype is a `ValueError`; the shape is checked as
+    `check_finite` checks values (eagerly `ValueError`, in a graph an assertion).
+    """
     images = tf.convert_to_tensor(images)
+    if not (images.dtype.is_integer or images.dtype.is_floating):
+        raise ValueError(
+            "Expected images of an integer or float dtype (uint8, or float in 0..255). "
+            f"Received: dtype={images.dtype.name}"
+        )
+    expected = "Expected images [N, H, W, C] with C = 1 (gray), 3 (RGB) or 4 (RGBA)"
+    if tf.executing_eagerly():
+        shape = tuple(images.shape)
+        if len(shape) != 4 or shape[-1] not in _SERVED_CHANNELS:
+            raise ValueError(f"{expected}. Received: shape={shape}")
+        if 0 in shape[1:3]:
+            raise ValueError(f"Expected non-empty images. Received: shape={shape}")
+        return images
     shape = tf.shape(images)
     checks = [
         tf.debugging.assert_equal(
-            tf.reduce_any(tf.equal(shape[-1], _SERVED_CHANNELS)),
-            True,
-            message="Expected images [N, H, W, C] with C = 1 (gray), 3 (RGB) or 4 (RGBA)",
+            tf.reduce_any(tf.equal(shape[-1], _SERVED_CHANNELS)), True, message=expected
         ),
         tf.debugging.assert_positive(shape[1:3], message="Expected non-empty images"),
     ]
@@ -315,7 +333,7 @@ def prepare(images, size: int) -> tf.Tensor:
     The centre crop of each image, as `center_crop` makes the evaluation
     crops. Checked in the graph: the channel count, non-empty images, finite values.
     """
-    return _centre_crops(_checked_photos(images), size)
+    return _centre_crops(check_photos(images), size)
 
 
 def _centre_crops(images: tf.Tensor, size: int) -> tf.Tensor:
@@ -361,7 +379,7 @@ def map_prepared(images, size: int, function, *, prepares_crops: bool = False) -
         prepares_crops: whether `function` also takes uint8 and raw float32
             `[N, size, size, 3]` centre squares and prepares them itself.
     """
-    images = _checked_photos(images)
+    images = check_photos(images)
     if not prepares_crops or images.dtype not in (tf.uint8, tf.float32):
         return function(_centre_crops(images, size))
     shape = tf.shape(images)

@@ -17,7 +17,9 @@
 Images go in as they come: `[N, H, W, C]`, uint8 or float 0..255, C = 1, 3
 or 4, any H and W. They are centre cropped and resized to the training image
 size as the evaluation pipeline and the export prepare them
-(`keras_invert.images.prepare`). Outputs are NumPy arrays.
+(`keras_invert.images.prepare`). Outputs are NumPy arrays. Photos or
+features the model cannot take (another dtype or shape, NaN or Inf) are a
+`ValueError` that says what was expected; an empty batch gives an empty batch.
 
 Example:
     >>> import keras_invert
@@ -38,7 +40,7 @@ from absl import logging
 
 from keras_invert import building, checkpoints, export, losses, registry
 from keras_invert import config as config_lib
-from keras_invert.images import prepare
+from keras_invert.images import check_finite, check_photos, prepare
 
 BATCH_SIZE = 16
 """Images or feature vectors per call when encoding, decoding or reconstructing."""
@@ -53,6 +55,7 @@ class TrainedModel:
         representation: the representation's name, e.g. "hog" or "alexnet/conv5".
         image_size: the side S of the photos' crops the encoder takes.
         output_size: the side T of the reconstructions.
+        feature_shape: the shape of one example's features, which `decode` takes.
         encoder_options: the options the encoder runs with.
         encoder_source: "model" when the encoder is the one saved with the
             model (trained end to end, or HOG and LBP trained with
@@ -76,6 +79,7 @@ class TrainedModel:
         self.representation = attributes["representation"]
         self.image_size = int(attributes["image_size"])
         self.output_size = int(attributes["output_size"])
+        self.feature_shape = tuple(int(side) for side in attributes["feature_shape"])
         self.encoder_options = dict(attributes.get("encoder_options") or {})
         self.encoder_source = attributes["encoder_source"]
         self.config = attributes.get("config")
@@ -91,7 +95,13 @@ class TrainedModel:
 
     def decode(self, features) -> np.ndarray:
         """Reconstructions `[N, T, T, 3]` in [0, 1] of features `[N, *feature_shape]`."""
-        features = np.asarray(features, np.float32)
+        features = _array(features, "features", np.float32)
+        if features.shape[1:] != self.feature_shape:
+            raise ValueError(
+                f"Expected features of shape [N, {', '.join(map(str, self.feature_shape))}]. "
+                f"Received: shape={features.shape}"
+            )
+        check_finite(features, "feature values")
         return np.clip(batched(self._decode, features), 0.0, 1.0)
 
     def reconstruct(self, images) -> np.ndarray:
@@ -101,10 +111,9 @@ class TrainedModel:
         return self.decode(self.encode(images))
 
     def _crops(self, images) -> np.ndarray:
-        images = _checked(images)
-        if images.shape[1:] == (self.image_size, self.image_size, 3):
-            return images.astype(np.float32)
-        return prepare(images, self.image_size).numpy()
+        # Crops at the image size go through `prepare` too: it checks and clips
+        # float pixels and scales uint16 ones, as a served photo's.
+        return prepare(_checked(images), self.image_size).numpy()
 
 
 def load(path: str, encoder_options: dict | None = None) -> TrainedModel:
@@ -138,18 +147,32 @@ def load(path: str, encoder_options: dict | None = None) -> TrainedModel:
 def load_model(work_dir: str) -> keras.Model:
     """The Keras model a work dir saved: its final model, else its newest readable checkpoint.
 
+    A final model that does not load (truncated, corrupt) is skipped for the
+    checkpoints with a warning, as `checkpoints.restore` skips unreadable ones.
+
     Raises:
-        ValueError: the work dir has neither yet.
+        ValueError: the work dir has neither yet, or none of them loads.
     """
     final = os.path.join(work_dir, checkpoints.FINAL_MODEL)
+    damaged = None
     if os.path.exists(final):
-        return keras.saving.load_model(final)
+        try:
+            return keras.saving.load_model(final)
+        except Exception as error:  # noqa: BLE001 - a damaged file; a checkpoint may still load.
+            damaged = f"{type(error).__name__}: {str(error).strip()[:200]}"
+            logging.warning("Skipping %s, which does not load: %s", final, damaged)
     # A run may still be writing its next checkpoint: its partial file stays.
     saved = checkpoints.Checkpoints(os.path.join(work_dir, checkpoints.CHECKPOINT_DIR))
     model = saved.restore_latest(remove_partial=False)
+    if model is None and damaged:
+        raise ValueError(
+            f"Expected a readable {checkpoints.FINAL_MODEL} or checkpoint in the work dir; its "
+            f"{checkpoints.FINAL_MODEL} does not load (truncated or corrupt? {damaged}) and no "
+            f"checkpoint does. Received: work_dir={work_dir!r}"
+        )
     if model is None:
         raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
-    logging.warning("No final model in %s: using its latest checkpoint.", work_dir)
+    logging.warning("No readable final model in %s: using its latest checkpoint.", work_dir)
     # A checkpoint holds the raw weights; the final model would hold their average.
     return building.use_averaged_weights(model)
 
@@ -174,6 +197,7 @@ def _load_work_dir(path: str, run) -> TrainedModel:
         representation=run.representation,
         image_size=representation.image_size(run.image_size),
         output_size=decoder.output_shape[1],
+        feature_shape=decoder.input_shape[1:],
         encoder_options=options,
         encoder_source=source,
         config=run,
@@ -184,10 +208,17 @@ def _load_work_dir(path: str, run) -> TrainedModel:
 
 def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
     version = export.latest_version_dir(path)
-    metadata = export.read_metadata(version)
+    try:
+        metadata = export.read_metadata(version)
+        loaded = tf.saved_model.load(version)
+    except (OSError, tf.errors.OpError) as error:  # A file deleted or cut short by hand.
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"Expected a complete export written by keras_invert; {version} does not load "
+            f"({reason}). Received: model={path!r}"
+        ) from error
     name, image_size = metadata["representation"], int(metadata["image_size"])
     representation = registry.get(name)
-    loaded = tf.saved_model.load(version)
     from_features = loaded.signatures["from_features"]
     from_images = loaded.signatures.get("serve_float")
 
@@ -221,6 +252,7 @@ def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
         representation=name,
         image_size=image_size,
         output_size=representation.target_size(image_size),
+        feature_shape=metadata["feature_shape"],
         encoder_options=options,
         encoder_source=source,
         metadata=metadata,
@@ -240,10 +272,25 @@ class _Lazy:
         return self._value
 
 
+def _array(values, name: str, dtype=None) -> np.ndarray:
+    """`values` as a NumPy array; a ragged or non-numeric sequence is a `ValueError` naming it."""
+    try:
+        return np.asarray(values, dtype)
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            f"Expected {name} as one numeric array. Received: {name} that NumPy refuses ({error})"
+        ) from None
+
+
 def _checked(images) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 4:
-        raise ValueError(f"Expected images [N, H, W, C]. Received: shape={images.shape!r}")
+    """`images` as `images.prepare` takes them; float photos in 0..1 draw a warning."""
+    images = _array(images, "images")
+    check_finite(check_photos(images))
+    if images.dtype.kind == "f" and images.size and 0 < np.nanmax(images) <= 1:
+        logging.warning(
+            "The images' values are all in 0..1: pixels are taken in 0..255, so they "
+            "are nearly black. Multiply them by 255 if they were scaled to 0..1."
+        )
     return images
 
 
@@ -266,5 +313,7 @@ def batched(function, values: np.ndarray, batch_size: int = BATCH_SIZE) -> np.nd
         for start in range(0, len(values), batch_size)
     ]
     if not outputs:
-        return np.asarray(function(values))
+        # An empty batch gives an empty batch: the output's shape comes from one
+        # zero row, as a convolution refuses an empty batch on a CPU (oneDNN).
+        return np.asarray(function(np.zeros((1, *values.shape[1:]), values.dtype)))[:0]
     return np.concatenate(outputs, axis=0)

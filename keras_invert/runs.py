@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_invert import building, distribute, presets, registry, training
+from keras_invert import building, distribute, files, presets, registry, training
 from keras_invert import config as config_lib
 from keras_invert.callbacks import ConfigWriter
 from keras_invert.config import TrainConfig
@@ -97,9 +97,13 @@ def check_start(
             `ValueError` for data the run cannot train on.
 
     Raises:
-        ValueError: what would fail, in one message.
+        ValueError: what would fail, in one message (also a work dir or cache
+            folder that is a file or cannot be written).
     """
     building.check_config(config)
+    files.check_folder(work_dir, "work_dir")
+    if config.cache_dir is not None:
+        files.check_folder(os.path.join(work_dir, config.cache_dir), "cache_dir")
     if config.loss != "pixel":
         building.comparator_representation(config.comparator or config_lib.DEFAULT_COMPARATOR)
     strategy = distribute.make_strategy(config.strategy)

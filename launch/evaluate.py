@@ -28,7 +28,9 @@ flags.DEFINE_list("model", [], "Work dirs or SavedModel export dirs, one table r
 flags.DEFINE_list("method", None, "decoder and/or optimization (default: decoder with --model).")
 flags.DEFINE_string("data", "samples", "Pipeline source of the test photos.")
 flags.DEFINE_string("split", "test", "Split of --data.")
-flags.DEFINE_list("images", [], "Image files instead of --data.")
+flags.DEFINE_list("images", None, "Image files instead of --data.")
+# Given empty (`--images=`), it would silently fall back to --data.
+common.validate("images", bool, "one or more image files")
 flags.DEFINE_integer(
     "num_images", None, "Use only the first N photos (default: all).", lower_bound=2
 )
@@ -60,8 +62,10 @@ def main(argv):
 
     import keras_invert
     import pipelines
-    from keras_invert import evaluation
+    from keras_invert import evaluation, files
     from pipelines import baselines
+
+    files.check_folder(FLAGS.out_dir, "out_dir")  # Before the work, not when it is saved.
 
     methods = FLAGS.method or (["decoder"] if FLAGS.model else ["optimization"])
     unknown = set(methods) - {"decoder", "optimization"}

@@ -34,7 +34,9 @@ flags.DEFINE_list("model", None, "Work dirs or SavedModel export dirs.", require
 flags.DEFINE_string("out", "runs/experiments", "Output folder for NAME.png and NAME.json.")
 flags.DEFINE_string("data", "samples", "Pipeline source of the photos.")
 flags.DEFINE_string("split", "test", "Split of --data for the photos shown.")
-flags.DEFINE_list("images", [], "Image files instead of --data/--split.")
+flags.DEFINE_list("images", None, "Image files instead of --data/--split.")
+# Given empty (`--images=`), it would silently fall back to --data.
+common.validate("images", bool, "one or more image files")
 flags.DEFINE_integer("num_images", 4, "Photos shown (the first N of the split).", lower_bound=2)
 flags.DEFINE_integer("steps", 8, "interpolation: blends, both ends included.", lower_bound=2)
 flags.DEFINE_list("pair", ["0", "1"], "interpolation: indices of the two photos.")

@@ -23,7 +23,9 @@ from launch import common
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Training work dir or SavedModel export dir.", required=True)
-flags.DEFINE_list("images", [], "Image files to reconstruct (one or more).")
+flags.DEFINE_list("images", None, "Image files to reconstruct (one or more).")
+# Given empty (`--images=`), it would silently fall back to --data.
+common.validate("images", bool, "one or more image files")
 flags.DEFINE_string("data", None, "A pipeline source instead of --images, e.g. 'samples'.")
 flags.DEFINE_string("split", "test", "Split of --data.")
 flags.DEFINE_string("out", "reconstructions.png", "Output PNG grid.")

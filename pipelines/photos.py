@@ -35,7 +35,7 @@ def load_images(paths, image_size: int) -> np.ndarray:
         FileNotFoundError: a path does not exist.
         IsADirectoryError: a path is a folder (a folder of photos is a
             source: "folder:PATH").
-        ValueError: a file is not an image or is corrupt (explicit user
+        ValueError: a file is not an image, is corrupt, or is a pipe (explicit user
             input, so an error naming the file rather than a skip).
         OSError: a file exists but cannot be read (permissions).
     """
@@ -67,6 +67,8 @@ def read_image(path) -> tf.Tensor:
         )
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"Expected an existing image file. Received: path={path!r}")
+    if os.path.exists(path) and not os.path.isfile(path):  # A FIFO or device: reading blocks.
+        raise ValueError(f"Expected an image file, not a pipe or device. Received: path={path!r}")
     try:
         contents = tf.io.read_file(path)
     except tf.errors.OpError as error:

@@ -304,6 +304,8 @@ def _folder_split(root: str, file_path: str) -> str:
 def _skip_reason(file_path: str) -> str | None:
     if not file_path.lower().endswith(IMAGE_EXTENSIONS):
         return "unsupported types"
+    if not os.path.isfile(file_path):  # A FIFO or device would block the read below.
+        return "not images by content"
     try:
         with open(file_path, "rb") as file:
             head = file.read(16)

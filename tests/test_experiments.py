@@ -196,6 +196,9 @@ def test_runners_give_labelled_rows_and_numbers(model, crops, relu_features):
     assert gaussian.numbers["covariance"] == "full"
 
     values = experiments.unit_values(fitted, [0, 7], percentile=99)
+    size = int(np.prod(fitted.shape[1:]))
+    with pytest.raises(ValueError, match=rf"units in \[0, {size}\)\. Received: units=\[{size}\]"):
+        experiments.unit_values(fitted, [0, size])
     single = experiments.run_single_neuron(model, fitted.shape[1:], [0, 7], values)
     assert single.column_labels[1].startswith("unit 7") and len(single.rows[0]) == 2
 

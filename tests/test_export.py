@@ -73,6 +73,16 @@ def test_bad_requests_name_what_was_expected(exported):
         loaded.signatures["serving_default"](images=tf.zeros((1, 8, 8, 2), tf.uint8))
 
 
+def test_an_export_missing_a_file_is_refused_naming_it(exported, tmp_path):
+    _, path, _ = exported
+    for missing in ("variables/variables.index", f"assets.extra/{export.METADATA_ASSET}"):
+        damaged = tmp_path / missing.split("/")[0] / "1"
+        shutil.copytree(path, damaged)
+        os.remove(damaged / missing)
+        with pytest.raises(ValueError, match=f"does not load .*Received: model='{damaged}'"):
+            keras_invert.load(str(damaged))
+
+
 def test_saved_model_cli_shows_signatures(exported):
     _, path, _ = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -101,6 +111,17 @@ def test_mismatched_image_size_is_rejected(tmp_path):
         export.export_saved_model(
             decoders.hog_decoder(64, width=0.125), "hog", str(tmp_path), image_size=128
         )
+
+
+def test_a_version_that_would_not_name_a_version_folder_is_rejected(tmp_path):
+    # "-3" would be written, and neither TF Serving nor `latest_version_dir` would see it.
+    decoder = decoders.hog_decoder(64, width=0.125)
+    for version in (-3, "2", True):
+        with pytest.raises(
+            ValueError, match=f"non-negative integer version. Received: version={version!r}"
+        ):
+            export.export_saved_model(decoder, "hog", str(tmp_path), image_size=64, version=version)
+    assert os.listdir(tmp_path) == []
 
 
 # SIFT: no image signature, features computed by the client with the backend

@@ -37,6 +37,14 @@ def test_save_png_writes_the_rgb_image_and_nothing_else(tmp_path):
     assert os.listdir(tmp_path / "sub") == ["grid.png"]
 
 
+def test_save_png_refuses_a_folder_or_a_path_without_a_png_writer(tmp_path):
+    image = np.zeros((4, 5, 3), np.uint8)
+    for path, expected in [(tmp_path, "not a folder"), (tmp_path / "grid", "ending in .png")]:
+        with pytest.raises(ValueError, match=f"{expected}. Received: path={str(path)!r}"):
+            figures.save_png(str(path), image)
+    assert os.listdir(tmp_path) == []
+
+
 def test_line_chart_draws_each_series_in_its_colour_and_points_where_values_are_missing():
     chart = figures.line_chart(
         {"decoder": [0.1, 0.4, 0.9], "optimisation": [None, 0.6, None]},

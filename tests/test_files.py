@@ -49,10 +49,15 @@ def test_a_folder_is_renamed_whole_and_removed_on_failure(tmp_path):
 def test_an_existing_folder_is_not_replaced(tmp_path):
     final = tmp_path / "cache"
     (final / "data").mkdir(parents=True)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError) as error:
         with files.atomic_path(str(final)) as temporary:
             os.makedirs(os.path.join(temporary, "other"))
+    assert error.value.filename == str(final)  # The caller's path, not the temporary one.
     assert os.listdir(final) == ["data"]
+    assert os.listdir(tmp_path) == ["cache"]
+    with pytest.raises(IsADirectoryError) as error:
+        files.write_json(str(final), {})
+    assert error.value.filename == str(final)
     assert os.listdir(tmp_path) == ["cache"]
 
 
@@ -61,3 +66,18 @@ def test_write_json_takes_numpy_values(tmp_path):
         str(tmp_path / "figures.json"), {"error": np.float32(0.25), "rows": np.arange(3), 1: (2,)}
     )
     assert json.loads(open(path).read()) == {"error": 0.25, "rows": [0, 1, 2], "1": [2]}
+
+
+def test_check_folder_and_check_file_refuse_paths_they_could_not_write(tmp_path):
+    files.check_folder(str(tmp_path / "new" / "run"), "work_dir")  # Created later.
+    files.check_folder(str(tmp_path), "work_dir")
+    with pytest.raises(ValueError, match="can write into. Received: '/proc/run'"):
+        files.check_folder("/proc/run", "work_dir")
+    assert os.listdir(tmp_path) == []  # The probe leaves nothing.
+    files.check_file(str(tmp_path / "new" / "figures.json"), "json_path")
+    with pytest.raises(ValueError, match="json_path to be a file's path. Received: "):
+        files.check_file(str(tmp_path), "json_path")
+    (tmp_path / "notes.txt").write_text("a file")
+    files.check_file(str(tmp_path / "notes.txt"), "json_path")  # Replaced when written.
+    with pytest.raises(ValueError, match="under the file"):
+        files.check_file(str(tmp_path / "notes.txt" / "figures.json"), "json_path")

@@ -50,6 +50,11 @@ def test_from_keras_errors(saved_network, tmp_path):
         from_keras(network, ["conv1"], input_range=(1, 0))
     with pytest.raises(ValueError, match="No such Keras model file"):
         from_keras(str(tmp_path / "missing.keras"), ["conv1"])
+    truncated = tmp_path / "truncated.keras"
+    with open(saved_network[1], "rb") as file:
+        truncated.write_bytes(file.read(500))
+    with pytest.raises(ValueError, match=r"is not one: corrupt, truncated.*truncated\.keras'"):
+        from_keras(str(truncated), ["conv1"])
     gray = keras.Input((8, 8, 1))
     with pytest.raises(ValueError, match="RGB"):
         from_keras(keras.Model(gray, keras.layers.Conv2D(2, 3, name="c")(gray)), ["c"])

@@ -1,6 +1,7 @@
 """Starting or resuming a run in a work dir: the config it trains with, its feature cache."""
 
 import os
+import re
 
 import pytest
 
@@ -45,3 +46,21 @@ def test_the_feature_cache_folder(tmp_path):
     assert os.path.isdir(private) and not private.startswith(work_dir)
     shared = config_lib.replace(run, cache_dir=str(tmp_path / "shared"))
     assert runs.cache_dir(shared, work_dir, chief=False) == shared.cache_dir
+
+
+def test_a_work_dir_or_cache_that_cannot_be_a_folder_is_refused_before_anything_runs(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    run = config_lib.TrainConfig(representation="hog", image_size=64, width=0.0625)
+    cases = {
+        (
+            str(notes),
+            None,
+        ): f"work_dir to be a folder or a new path. Received: {str(notes)!r}, a file",
+        (str(notes / "run"), None): f"under the file {str(notes)!r}",
+        (str(tmp_path / "run"), str(notes)): "cache_dir to be a folder or a new path",
+    }
+    for (work_dir, cache_dir), expected in cases.items():
+        with pytest.raises(ValueError, match=re.escape(expected)):
+            runs.check_start(config_lib.replace(run, cache_dir=cache_dir), work_dir)
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # Nothing written.

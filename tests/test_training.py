@@ -1,5 +1,6 @@
 """Training: checkpoints, resumption after an interruption, divergence detection."""
 
+import json
 import os
 import re
 import shutil
@@ -135,8 +136,22 @@ def test_config_round_trips_and_validates(tmp_path):
     config_lib.save(run, str(tmp_path))
     assert config_lib.load(str(tmp_path)) == run
     assert config_lib.load(str(tmp_path / "missing")) is None
+    for edited in ({"representation": "hog", "steps": "ten"}, ["hog"], {"width": 0}):
+        (tmp_path / "config.json").write_text(json.dumps(edited))
+        with pytest.raises(ValueError, match="Expected the run config as an object"):
+            config_lib.load(str(tmp_path))
     with pytest.raises(ValueError, match="batch_size"):
         config_lib.replace(run, batch_size=0)
+    for name in ("learning_rate", "width"):
+        with pytest.raises(
+            ValueError, match=f"Expected {name} > 0 and finite. Received: {name}=inf"
+        ):
+            config_lib.replace(run, **{name: float("inf")})
+    for name, value in (("beta_1", 2.0), ("beta_2", -1.0)):
+        with pytest.raises(
+            ValueError, match=rf"Expected {name} in \[0, 1\)\. Received: {name}={value}"
+        ):
+            config_lib.replace(run, **{name: value})
     with pytest.raises(ValueError, match="Unknown preset"):
         presets.preset("nope")
 

@@ -45,6 +45,7 @@ Example:
 from __future__ import annotations
 
 import os
+import zipfile
 from collections.abc import Sequence
 
 import keras
@@ -69,6 +70,12 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
         )
     if not os.path.isfile(path):
         raise ValueError(f"No such Keras model file. Received: path={path!r}")
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        # Keras would say "File not found" of a file that is there but is not a zip archive.
+        raise ValueError(
+            "Expected a saved Keras model (a .keras file is a zip archive); this file is not "
+            f"one: corrupt, truncated or another format. Received: path={path!r}"
+        )
     return keras.saving.load_model(path, compile=False)
 
 

@@ -133,6 +133,9 @@ class GaussianDistribution:
 def unit_values(fit_features, units, percentile: float = 99.0) -> np.ndarray:
     """The `percentile` of each unit's activations over fitted examples (flattened index)."""
     flat = np.asarray(fit_features, np.float32).reshape(len(fit_features), -1)
+    outside = [unit for unit in units if not 0 <= unit < flat.shape[1]]
+    if outside:
+        raise ValueError(f"Expected units in [0, {flat.shape[1]}). Received: units={outside!r}")
     return np.percentile(flat[:, list(units)], percentile, axis=0)
 
 

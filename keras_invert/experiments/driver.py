@@ -37,13 +37,12 @@ import os
 import numpy as np
 from absl import logging
 
-from keras_invert import figures, losses, registry
+from keras_invert import figures, files, losses, registry
 from keras_invert.experiments import runners
 from keras_invert.experiments.config import ExperimentConfig
 from keras_invert.experiments.distributions import unit_values
 from keras_invert.experiments.finetuning import finetune_decoders, image_decoder
 from keras_invert.experiments.perturbations import PERTURBATIONS
-from keras_invert.files import write_json
 from keras_invert.loading import load
 
 
@@ -62,8 +61,10 @@ def run_experiment(config: ExperimentConfig, *, load_images, build_dataset) -> l
 
     Raises:
         ValueError: a model that cannot be loaded, or is not what the
-            experiment needs (see `check_autoencoder_pair`).
+            experiment needs (see `check_autoencoder_pair`); `config.out`
+            is a file or cannot be written.
     """
+    files.check_folder(config.out, "out")  # Before the work, not when its results are written.
     name, photos = config.name, list(config.photos)
     names = [os.path.splitext(os.path.basename(path))[0] for path in photos]
     if name == "autoencoder_vs_fixed":
@@ -110,7 +111,7 @@ def run_experiment(config: ExperimentConfig, *, load_images, build_dataset) -> l
         "flags": config.settings(),
         "results": results,
     }
-    return [*pngs, write_json(os.path.join(config.out, f"{name}.json"), record)]
+    return [*pngs, files.write_json(os.path.join(config.out, f"{name}.json"), record)]
 
 
 class _Experiment:

@@ -73,6 +73,10 @@ def test_streaming_and_cached_representations_tiny_run(tmp_path, capsys):
         representations=("lbp", "sift"), image_size=64, width=0.05, batch_size=4, steps=2,
         rounds=2, pipeline_batches=3, matmul_size=256,
     )  # fmt: skip
+    # A JSON path where no file can be written is refused before the measuring.
+    with pytest.raises(ValueError, match="json_path to be a file's path. Received: "):
+        throughput.run_benchmark(settings, json_path=str(tmp_path))
+    assert "Estimated run time" not in capsys.readouterr().out
     path = tmp_path / "out" / "benchmark.json"
     throughput.run_benchmark(settings, cache_dir=str(tmp_path / "cache"), json_path=str(path))
     printed = capsys.readouterr().out

@@ -60,6 +60,8 @@ def _photos(folder, count, truncated=False, first=0):
         ("benchmark", ["--batch_size=0"], "Received: batch_size=0"),
         ("convert_weights", ["--in=missing.caffemodel", "--out=x.weights.h5"], "--in: no such"),
         ("reconstruct", ["--model=missing", "--images=a.jpg,b.jpg"], "Received: model='missing'"),
+        ("reconstruct", ["--model=x", "--images="], "--images must be one or more image files"),
+        ("evaluate", ["--model=x", "--images="], "--images must be one or more image files"),
     ],
 )
 def test_bad_flag_values_are_one_line(run_script, tmp_path, script, arguments, expected):
@@ -98,11 +100,16 @@ def test_train_on_undecodable_photos_stops_with_one_line(run_script, tmp_path):
     assert "bad0.jpg" in line and "bad1.jpg" in line
 
 
-def test_export_dir_that_is_a_file(run_script, tmp_path):
+def test_output_folders_that_are_files_are_refused_before_the_work(run_script, tmp_path):
     exports = tmp_path / "exports"
     exports.write_text("not a folder")
     line = _one_line(*run_script("export", f"--work_dir={tmp_path}", f"--export_dir={exports}"))
     assert f"Received: '{exports}', a file" in line
+    # The model is not loaded yet: the out folder is checked first.
+    for script, flag in [("evaluate", "--out_dir"), ("experiment", "--out")]:
+        arguments = ["--name=interpolation"] if script == "experiment" else []
+        line = _one_line(*run_script(script, *arguments, "--model=missing", f"{flag}={exports}"))
+        assert f"{flag[2:]} to be a folder or a new path. Received: '{exports}', a file" in line
 
 
 @pytest.mark.parametrize(
@@ -168,10 +175,12 @@ def test_image_paths_that_are_missing_a_folder_or_not_an_image_are_one_line_each
 
     (tmp_path / "notes.jpg").write_text("not an image")
     (tmp_path / "folder.jpg").mkdir()
+    os.mkfifo(tmp_path / "pipe.jpg")  # Reading it would block.
     cases = {
         "missing.jpg": "Expected an existing image file",
         "folder.jpg": "not a folder",
         "notes.jpg": "does not decode",
+        "pipe.jpg": "not a pipe or device",
     }
     for name, expected in cases.items():
         path = str(tmp_path / name)

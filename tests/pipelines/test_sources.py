@@ -39,6 +39,7 @@ def test_samples_rejects_other_splits():
 
 
 def test_folder_listing_skips_non_images_with_one_warning(odd_folder, caplog):
+    os.mkfifo(odd_folder / "train" / "pipe.jpg")  # Opening it to read would block.
     with caplog.at_level(logging.WARNING, logger="absl"):
         files = list_source_files(f"folder:{odd_folder}", "train")
     names = sorted(os.path.basename(path) for path in files)
@@ -54,8 +55,8 @@ def test_folder_listing_skips_non_images_with_one_warning(odd_folder, caplog):
     messages = [record.getMessage() for record in caplog.records]
     warnings = [message for message in messages if "skipped" in message]
     assert len(warnings) == 1
-    assert "skipped 4 files" in warnings[0]
-    assert "2 not images by content, 1 unsupported types, 1 empty" in warnings[0]
+    assert "skipped 5 files" in warnings[0]
+    assert "3 not images by content, 1 unsupported types, 1 empty" in warnings[0]
     assert [os.path.basename(p) for p in list_source_files(f"folder:{odd_folder}", "test")] == [
         "one.png"
     ]
