@@ -37,7 +37,8 @@ floats = 0.37x a 227x227x3 float crop; fc8 0.007x). The cache key includes a
 SHA-256 digest of the network's weights, so other weights never read a stale
 cache. The network is built (weights loaded and hashed) on every call, also
 when the cache exists: about 2 s for the whole Caffe reference network on a
-CPU.
+CPU. Runs on several taps of one network fill their caches in one pass
+over the crops with `pipelines.network_caches`.
 
 Example:
     >>> prefix, count = materialised(make_dataset, config, source, crop_seed=0)

@@ -186,8 +186,9 @@ def _fill_tap_caches(planned: list[Job], data: Data, out: str) -> None:
 def _train(job: Job, work_dir: str, data: Data, out: str) -> float:
     """Trains (or resumes) one job's run; returns its training minutes over all invocations.
 
-    A finished run is left as it is. The minutes (feature caches included) are
-    added up in `measurements/training-NAME.json` across resumed invocations.
+    A finished run is left as it is. The minutes (a feature cache the run
+    builds itself included) are added up in `measurements/training-NAME.json`
+    across resumed invocations.
     """
     path = os.path.join(out, "measurements", f"training-{job.name}.json")
     spent = 0.0
