@@ -275,8 +275,7 @@ def _streamed(config: DatasetConfig, source: sources.Source, seed: int) -> tf.da
 
 def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data.Dataset:
     """Cached steps 2-11: fixed crops' features computed once, then read in stream order."""
-    # An unseeded cache has fixed crops (seed 0), so later unseeded builds reuse it.
-    crop_seed = 0 if config.seed is None else int(config.seed)
+    crop_seed = cache.crop_seed(config)
     network = None
     if config.cache_features:
         network = cache.NetworkFeatures(
@@ -284,24 +283,10 @@ def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data
         )
 
     def uncached():
-        # 2-3. Fixed record order, no repeat; keys (seed, file index).
-        records = stream.positioned_records(
-            decodable(source),
-            training=False,
-            repeat=False,
-            seed=crop_seed,
-            first=0,
-            num_shards=1,
-            salt=stream.CACHED_CROP,
-        )
-        # 4-6. Read, decode, crops_per_image crops per photo (evaluation: one
-        #      centre crop); crop j of a photo is keyed by fold_in(key, j).
-        copies = config.crops_per_image if config.training else 1
-        dataset = _crops(config, records, copies)
+        dataset = fixed_crops(config, source, crop_seed)
         # 7. Batch (for the encoder only); 8. features; back to single examples.
         if network is not None:
-            batch_size = max(config.batch_size, cache.NETWORK_BATCH)
-            dataset = network.features_of(dataset.batch(batch_size))
+            dataset = network.features_of(dataset.batch(cache.network_batch(config)))
         else:
             dataset = _features_of_batches(config, dataset.batch(config.batch_size))
         return dataset.unbatch().map(
@@ -320,6 +305,24 @@ def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data
         lambda batch: (batch["features"], tf.cast(batch["target"], tf.float32) / 255.0),
         num_parallel_calls=AUTOTUNE,
     )
+
+
+def fixed_crops(config: DatasetConfig, source: sources.Source, crop_seed: int) -> tf.data.Dataset:
+    """Cached steps 2-6: the fixed `{"image", "target"}` crops whose features a cache holds."""
+    # 2-3. Fixed record order, no repeat; keys (seed, file index).
+    records = stream.positioned_records(
+        decodable(source),
+        training=False,
+        repeat=False,
+        seed=crop_seed,
+        first=0,
+        num_shards=1,
+        salt=stream.CACHED_CROP,
+    )
+    # 4-6. Read, decode, crops_per_image crops per photo (evaluation: one
+    #      centre crop); crop j of a photo is keyed by fold_in(key, j).
+    copies = config.crops_per_image if config.training else 1
+    return _crops(config, records, copies)
 
 
 def _crops(config: DatasetConfig, records: tf.data.Dataset, copies: int) -> tf.data.Dataset:

@@ -37,7 +37,8 @@ floats = 0.37x a 227x227x3 float crop; fc8 0.007x). The cache key includes a
 SHA-256 digest of the network's weights, so other weights never read a stale
 cache. The network is built (weights loaded and hashed) on every call, also
 when the cache exists: about 2 s for the whole Caffe reference network on a
-CPU.
+CPU. Runs on several taps of one network fill their caches in one pass
+over the crops with `pipelines.network_caches`.
 
 Example:
     >>> prefix, count = materialised(make_dataset, config, source, crop_seed=0)
@@ -46,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -87,6 +89,33 @@ def materialised(
     folder, which nothing reads (delete it at leisure). The atomic rename
     needs a local file system (not gs://).
     """
+    final, key = cache_folder(config, source, crop_seed=crop_seed, network=network)
+    if is_complete(final):
+        count = _count(final)
+        logging.info("Reusing the feature cache at %s (%d examples).", final, count)
+        return os.path.join(final, "data"), count
+
+    start = time.time()
+    with placed(final) as temporary:
+        logging.info("Building the feature cache at %s (via %s).", final, temporary)
+        dataset = make_dataset().cache(os.path.join(temporary, "data"))
+        count = int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
+        seal(temporary, final, key, count)
+    count = _count(final)
+    logging.info(
+        "Built the feature cache at %s: %d examples in %.1f s.", final, count, time.time() - start
+    )
+    return os.path.join(final, "data"), count
+
+
+def cache_folder(
+    config: DatasetConfig,
+    source: sources.Source,
+    *,
+    crop_seed: int,
+    network: NetworkFeatures | None = None,
+) -> tuple[str, str]:
+    """The folder that holds the cache of `config` (under its `cache_dir`), and its key."""
     key = cache_key(
         config.representation,
         config.encoder_options,
@@ -103,35 +132,34 @@ def materialised(
     parts = (config.representation.name, source.split, str(config.image_size))
     parts += ("crops",) if config.yields_crops else ("features",) if network else ()
     name = "-".join(_safe_name(part) for part in parts) + f"-{key[:16]}"
-    final = os.path.join(os.path.abspath(os.path.expanduser(config.cache_dir)), name)
-    if _is_complete(final):
-        count = _count(final)
-        logging.info("Reusing the feature cache at %s (%d examples).", final, count)
-        return os.path.join(final, "data"), count
+    return os.path.join(os.path.abspath(os.path.expanduser(config.cache_dir)), name), key
 
-    start = time.time()
+
+@contextlib.contextmanager
+def placed(final: str):
+    """Yields a new temporary folder that becomes the cache folder `final` (`files.atomic_path`).
+
+    When another builder placed an equivalent cache at `final` first, the
+    rename fails and its cache is kept: no error then.
+    """
     try:
         with files.atomic_path(final) as temporary:
             os.makedirs(temporary)
-            logging.info("Building the feature cache at %s (via %s).", final, temporary)
-            dataset = make_dataset().cache(os.path.join(temporary, "data"))
-            count = int(dataset.reduce(np.int64(0), lambda total, _: total + 1))
-            if count == 0:
-                raise ValueError(f"No decodable images for the cache {final}.")
-            with open(os.path.join(temporary, "meta.json"), "w") as file:
-                json.dump({"key": key, "count": count}, file)
-            if os.path.exists(final) and not _is_complete(final):
-                logging.warning("Removing an incomplete cache folder %s.", final)
-                shutil.rmtree(final, ignore_errors=True)
+            yield temporary
     except OSError:
-        if not _is_complete(final):
+        if not is_complete(final):
             raise
-        # A concurrent build finished first; its cache is equivalent.
-        count = _count(final)
-    logging.info(
-        "Built the feature cache at %s: %d examples in %.1f s.", final, count, time.time() - start
-    )
-    return os.path.join(final, "data"), count
+
+
+def seal(temporary: str, final: str, key: str, count: int) -> None:
+    """Marks the written cache in `temporary` complete (`meta.json`), to be renamed to `final`."""
+    if count == 0:
+        raise ValueError(f"No decodable images for the cache {final}.")
+    with open(os.path.join(temporary, "meta.json"), "w") as file:
+        json.dump({"key": key, "count": count}, file)
+    if os.path.exists(final) and not is_complete(final):
+        logging.warning("Removing an incomplete cache folder %s.", final)
+        shutil.rmtree(final, ignore_errors=True)
 
 
 def in_order(prefix: str, count: int, config: DatasetConfig, *, seed: int) -> tf.data.Dataset:
@@ -230,13 +258,7 @@ class NetworkFeatures:
         with tf.device(self.device):
             self.network = representation.make_encoder(**encoder_options)
         self.feature_shape = tuple(feature_shape)
-        digest = hashlib.sha256()
-        # Shapes and values in order, not names: auto-generated layer names
-        # depend on what else the process built.
-        for weight in self.network.weights:
-            digest.update(repr(tuple(weight.shape)).encode("utf-8"))
-            digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
-        self.digest = digest.hexdigest()
+        self.digest = weights_digest(self.network)
         self._encode = tf.function(lambda images: self.network(images, training=False))
 
     def features_of(self, batches: tf.data.Dataset) -> tf.data.Dataset:
@@ -263,6 +285,28 @@ class NetworkFeatures:
         )
 
 
+def weights_digest(network) -> str:
+    """SHA-256 of a network's weights, as a network feature cache's key holds it."""
+    digest = hashlib.sha256()
+    # Shapes and values in order, not names: auto-generated layer names
+    # depend on what else the process built.
+    for weight in network.weights:
+        digest.update(repr(tuple(weight.shape)).encode("utf-8"))
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+def crop_seed(config: DatasetConfig) -> int:
+    """The seed of a cache's fixed crops: an unseeded cache has seed 0's, so later unseeded
+    builds reuse it."""
+    return 0 if config.seed is None else int(config.seed)
+
+
+def network_batch(config: DatasetConfig) -> int:
+    """Crops per network call while the network feature cache of `config` fills."""
+    return max(config.batch_size, NETWORK_BATCH)
+
+
 def network_device() -> str:
     """Where a network encoder runs while its feature cache fills: the first GPU, else the CPU."""
     gpus = tf.config.list_logical_devices("GPU")
@@ -278,7 +322,8 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_") or "x"
 
 
-def _is_complete(folder: str) -> bool:
+def is_complete(folder: str) -> bool:
+    """Whether `folder` holds a complete cache (its `meta.json` is written last)."""
     return all(os.path.isfile(os.path.join(folder, name)) for name in ("meta.json", "data.index"))
 
 

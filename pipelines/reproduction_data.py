@@ -13,7 +13,7 @@ import os
 from keras_invert import reproduction
 from pipelines import baselines, sources
 from pipelines.photos import load_images
-from pipelines.training_data import training_dataset
+from pipelines.training_data import fill_feature_caches, training_dataset
 
 
 def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data:
@@ -36,4 +36,5 @@ def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data
         crops=functools.lru_cache(maxsize=4)(functools.partial(load_images, photos)),
         image_names=[os.path.splitext(os.path.basename(path))[0] for path in photos],
         training_mean=baselines.training_mean_image,
+        fill_feature_caches=fill_feature_caches,
     )

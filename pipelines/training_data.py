@@ -11,11 +11,15 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import tensorflow as tf
 
 from keras_invert import config as config_lib
 from keras_invert import distribute
+from pipelines import network_caches
 from pipelines.builder import build_dataset
+from pipelines.dataset_config import DatasetConfig
 
 
 def training_dataset(
@@ -38,17 +42,53 @@ def training_dataset(
     return build_dataset(
         run.data,
         run.train_split,
-        **_encoding(run),
+        **_stream_arguments(run, cache_dir),
         batch_size=shard.batch_size,
+        start_step=shard.start_step,
+        num_shards=shard.num_shards,
+        shard_index=shard.shard_index,
+    )
+
+
+def fill_feature_caches(runs: Sequence[tuple[config_lib.TrainConfig, str]]) -> list[str]:
+    """Fills the network feature caches of runs on taps of one network, in one pass.
+
+    Each cache is the one `training_dataset(run, shard, cache_dir=...)` would
+    build, where it would build it, so the run reuses it
+    (`pipelines.network_caches`); existing caches are kept.
+
+    Args:
+        runs: `(run config, resolved cache folder)` pairs of runs with
+            `cache_features` that differ only in the tap.
+
+    Returns:
+        The cache folders, in the order of `runs`.
+
+    Raises:
+        ValueError: the runs' crops would differ (one line).
+    """
+    configs = [
+        DatasetConfig(
+            run.data,
+            run.train_split,
+            **_stream_arguments(run, cache_dir),
+            batch_size=run.batch_size,
+        )
+        for run, cache_dir in runs
+    ]
+    return network_caches.materialise_together(configs)
+
+
+def _stream_arguments(run: config_lib.TrainConfig, cache_dir: str | None) -> dict:
+    """`build_dataset`'s arguments of a run's training stream but the shard's."""
+    return dict(
+        **_encoding(run),
         training=True,
         seed=run.seed,
         cache_dir=cache_dir,
         crops_per_image=run.crops_per_image,
         min_crop_scale=run.min_crop_scale,
         color_jitter=run.color_jitter,
-        start_step=shard.start_step,
-        num_shards=shard.num_shards,
-        shard_index=shard.shard_index,
         data_service=run.data_service,
         cache_features=run.cache_features,
     )

@@ -57,6 +57,10 @@ class Data:
         image_names: one short name per test photo.
         training_mean: `(work_dir, image_size, size) -> (mean image, description)`
             or None, the mean of a run's training targets.
+        fill_feature_caches: `[(run, cache_dir)] -> folders`, fills the
+            network feature caches of runs on taps of one network in one
+            pass (`pipelines.training_data.fill_feature_caches`); None: each
+            run builds its own.
     """
 
     training_dataset: Callable
@@ -64,6 +68,7 @@ class Data:
     crops: Callable[[int], np.ndarray]
     image_names: Sequence[str]
     training_mean: Callable
+    fill_feature_caches: Callable | None = None
 
 
 class _Progress:
@@ -90,6 +95,7 @@ def reproduce(config: ReproduceConfig, data: Data) -> dict:
     start = time.time()
     out = os.path.abspath(os.path.expanduser(config.out_dir))
     training_minutes = {}
+    _fill_tap_caches(planned, data, out)
     for job in planned:
         progress("training %s", job.name)
         training_minutes[job.name] = _train(job, _run_dir(out, job), data, out)
@@ -154,11 +160,36 @@ def _finished(work_dir: str, steps: int) -> bool:
     return run is not None and run.steps == steps and os.path.exists(final)
 
 
+def _fill_tap_caches(planned: list[Job], data: Data, out: str) -> None:
+    """The feature caches of the unfinished fixed-encoder taps, filled in one pass.
+
+    Each tap's run would decode and crop the same photos and run the network
+    up to its tap; this does it once for all, into each run's own cache
+    folder, where its training finds the cache and reuses it. (These minutes
+    are not in any job's training minutes.)
+    """
+    pending = []
+    for job in planned:
+        work_dir = _run_dir(out, job)
+        if job.group != "tap" or _finished(work_dir, job.changes["steps"]):
+            continue
+        run = runs.resolve_config(work_dir, dict(job.changes), job.preset)
+        if run.cache_features:
+            pending.append((run, runs.cache_dir(run, work_dir)))
+    if data.fill_feature_caches is not None and len(pending) > 1:
+        start = time.time()
+        data.fill_feature_caches(pending)
+        logging.info(
+            "The %d taps' feature caches: %.1f min.", len(pending), (time.time() - start) / 60
+        )
+
+
 def _train(job: Job, work_dir: str, data: Data, out: str) -> float:
     """Trains (or resumes) one job's run; returns its training minutes over all invocations.
 
-    A finished run is left as it is. The minutes (feature caches included) are
-    added up in `measurements/training-NAME.json` across resumed invocations.
+    A finished run is left as it is. The minutes (a feature cache the run
+    builds itself included) are added up in `measurements/training-NAME.json`
+    across resumed invocations.
     """
     path = os.path.join(out, "measurements", f"training-{job.name}.json")
     spent = 0.0
