@@ -161,6 +161,9 @@ class BenchmarkSettings:
                     f"measured for it (only {sorted(ACCELERATOR_RATES)}). "
                     f"Received: accelerator_rate={rate!r}"
                 )
+            # The decoder checks the image size and width: a mistake is refused
+            # here, not after the matmul timing.
+            registry.get(name).build_decoder(self.image_size, width=self.width)
 
     def accelerator_images_per_second(self, name: str) -> float:
         """The accelerator's training images/s the cores per accelerator are for."""

@@ -170,6 +170,8 @@ class TrainConfig:
             # Adam's moment decays: outside [0, 1) its averages grow without bound.
             "beta_1": (0 <= self.beta_1 < 1, "in [0, 1)"),
             "beta_2": (0 <= self.beta_2 < 1, "in [0, 1)"),
+            # A leaky ReLU: a slope of 1 or more (or below 0) is another non-linearity.
+            "negative_slope": (0 <= self.negative_slope < 1, "in [0, 1)"),
             "min_crop_scale": (0 < self.min_crop_scale <= 1, "in (0, 1]"),
             "divergence_factor": (self.divergence_factor > 1, "> 1"),
             "schedule": (self.schedule in SCHEDULES, f"in {SCHEDULES}"),

@@ -34,10 +34,13 @@ _PRESETS = {
     # The README's demo: what an early layer of a real ImageNet classifier
     # keeps, learnt in a few minutes on 2 CPU cores from 23 photos
     # (docs/reference.md, Presets). The network runs once over 32 crops per
-    # photo; the decoder trains on the cached features.
+    # photo; the decoder trains on the cached features. Its rate was chosen by
+    # the held-out error after 1,000 steps: 6e-4 0.189, 1.2e-3 0.169,
+    # 2.4e-3 0.159, 4.8e-3 0.225 (docs/reference.md, Presets).
     "demo": dict(
         _CPU,
         representation="efficientnet-lite0/stage2",
+        learning_rate=2.4e-3,
         steps=1000,
         cache_features=True,
         crops_per_image=32,

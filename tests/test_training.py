@@ -147,7 +147,7 @@ def test_config_round_trips_and_validates(tmp_path):
             ValueError, match=f"Expected {name} > 0 and finite. Received: {name}=inf"
         ):
             config_lib.replace(run, **{name: float("inf")})
-    for name, value in (("beta_1", 2.0), ("beta_2", -1.0)):
+    for name, value in (("beta_1", 2.0), ("beta_2", -1.0), ("negative_slope", 1e9)):
         with pytest.raises(
             ValueError, match=rf"Expected {name} in \[0, 1\)\. Received: {name}={value}"
         ):

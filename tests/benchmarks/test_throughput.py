@@ -42,6 +42,11 @@ def test_settings_reject_network_encoders_and_bad_counts():
         throughput.BenchmarkSettings(rounds=0)
     with pytest.raises(ValueError, match="accelerator_rate"):
         throughput.BenchmarkSettings(accelerator_rate=-1.0)
+    # Checked by building the decoder, before any measuring.
+    with pytest.raises(ValueError, match="multiple of 64. Received: image_size=13"):
+        throughput.BenchmarkSettings(representations=("hog",), image_size=13)
+    with pytest.raises(ValueError, match="positive width multiplier"):
+        throughput.BenchmarkSettings(representations=("lbp",), width=0.0)
 
 
 def _summary_rows(printed):
