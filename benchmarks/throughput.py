@@ -179,10 +179,9 @@ def _uses_cache(name: str) -> bool:
 
 def _times_features_in_model(name: str, settings: BenchmarkSettings) -> bool:
     """True when `name`'s features can move into the model and the settings ask for it."""
-    from keras_invert import config as config_lib
-    from keras_invert import registry
+    from keras_invert import feature_placement, registry
 
-    return settings.features_in_model and config_lib.features_can_move_into_model(
+    return settings.features_in_model and feature_placement.features_can_move_into_model(
         registry.get(name)
     )
 

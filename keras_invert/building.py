@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from keras_invert import config as config_lib
-from keras_invert import losses, registry
+from keras_invert import feature_placement, losses, registry
 from keras_invert.config import TrainConfig
 from keras_invert.discriminator import build_discriminator
 from keras_invert.reconstructor import Encoder, FeatureEncoder, Reconstructor
@@ -95,10 +95,10 @@ def check_config(config: TrainConfig) -> registry.Representation:
             "efficientnet-lite0/..., keras:...). "
             f"Received: representation={config.representation!r}"
         )
-    config_lib.check_cache_features(
+    feature_placement.check_cache_features(
         config.cache_features, cache_dir=config.cache_dir, representation=representation
     )
-    config_lib.check_features_in_model(config.features_in_model, representation)
+    feature_placement.check_features_in_model(config.features_in_model, representation)
     if config.cache_features:
         weights = config_lib.encoder_options(config).get("weights")
         if representation.random_without_weights and weights is None:

@@ -41,8 +41,7 @@ import keras
 from keras import layers
 from keras.saving import deserialize_keras_object, serialize_keras_object
 
-from keras_invert import config as config_lib
-from keras_invert import registry
+from keras_invert import feature_placement, registry
 
 
 @keras.saving.register_keras_serializable(package="keras_invert")
@@ -100,7 +99,7 @@ class FeatureEncoder(layers.Layer):
         kwargs["dtype"] = "float32"
         super().__init__(**kwargs)
         spec = registry.get(representation)
-        config_lib.check_features_in_model(True, spec)
+        feature_placement.check_features_in_model(True, spec)
         self.representation = representation
         self.encoder_options = dict(encoder_options or {})
         self._spec = spec

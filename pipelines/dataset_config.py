@@ -21,8 +21,7 @@ import re
 
 import numpy as np
 
-from keras_invert import config as config_lib
-from keras_invert import registry
+from keras_invert import feature_placement, registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,10 +76,10 @@ class DatasetConfig:
             self.color_jitter,
         )
         _check_distribution(self.start_step, self.num_shards, self.shard_index, self.data_service)
-        config_lib.check_cache_features(
+        feature_placement.check_cache_features(
             self.cache_features, cache_dir=self.cache_dir, representation=representation
         )
-        config_lib.check_features_in_model(self.features_in_model, representation)
+        feature_placement.check_features_in_model(self.features_in_model, representation)
         encoder_options = registry.resolved_encoder_options(representation, self.encoder_options)
         if self.data_service is not None:
             _check_service_inputs(representation, self.source, self.cache_dir)
