@@ -63,11 +63,7 @@ def resolve_config(work_dir: str, changes: dict, preset: str | None = None) -> T
         presets.preset(preset)  # An unknown name is refused, not silently ignored.
     stored = config_lib.load(work_dir)
     if stored is not None:
-        conflicts = {
-            name: (getattr(stored, name), value)
-            for name, value in changes.items()
-            if name not in config_lib.RESUMABLE_CHANGES and getattr(stored, name) != value
-        }
+        conflicts = config_conflicts(stored, changes)
         if conflicts:
             raise ValueError(
                 f"{work_dir} holds a run with a different config ({conflicts}, stored vs flag). "
@@ -77,6 +73,19 @@ def resolve_config(work_dir: str, changes: dict, preset: str | None = None) -> T
     name = preset or changes.get("representation", "hog")
     base = presets.preset(name) if name in presets.preset_names() else config_lib.TrainConfig()
     return config_lib.replace(base, **changes)
+
+
+def config_conflicts(stored: TrainConfig, changes: dict) -> dict:
+    """The fields of `changes` that a run with config `stored` cannot take on a resume.
+
+    Returns `{name: (stored value, changed value)}` for each field outside
+    `config.RESUMABLE_CHANGES` whose value differs; empty when the run may go on.
+    """
+    return {
+        name: (getattr(stored, name), value)
+        for name, value in changes.items()
+        if name not in config_lib.RESUMABLE_CHANGES and getattr(stored, name) != value
+    }
 
 
 def check_start(

@@ -1,5 +1,6 @@
 """The reproduction: its plan, the verdict rules, and one tiny end-to-end run that resumes."""
 
+import dataclasses
 import json
 import os
 
@@ -185,3 +186,19 @@ def test_a_rerun_reuses_every_finished_part(tiny_reproduction):
     assert {
         name: os.path.getmtime(os.path.join(out, "runs", name, "model.keras")) for name in models
     } == models
+
+
+def test_a_rerun_with_another_plan_is_refused_before_any_work(tiny_reproduction):
+    config, data, _ = tiny_reproduction
+    out = config.out_dir
+    before = {
+        name: os.path.getmtime(os.path.join(out, "runs", name, "model.keras"))
+        for name in os.listdir(os.path.join(out, "runs"))
+    }
+    other_seed = dataclasses.replace(config, seed=config.seed + 1)
+    with pytest.raises(ValueError, match=r"another config \(\{'seed'"):
+        reproduction.reproduce(other_seed, data)
+    after = {
+        name: os.path.getmtime(os.path.join(out, "runs", name, "model.keras")) for name in before
+    }
+    assert after == before

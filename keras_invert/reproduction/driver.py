@@ -95,6 +95,8 @@ def reproduce(config: ReproduceConfig, data: Data) -> dict:
     start = time.time()
     out = os.path.abspath(os.path.expanduser(config.out_dir))
     training_minutes = {}
+    for job in planned:  # A run of another plan is refused before any work, not after an hour.
+        _finished(_run_dir(out, job), job)
     _fill_tap_caches(planned, data, out)
     for job in planned:
         progress("training %s", job.name)
@@ -154,10 +156,26 @@ def _run_dir(out: str, job: Job) -> str:
     return os.path.join(out, "runs", job.name)
 
 
-def _finished(work_dir: str, steps: int) -> bool:
+def _finished(work_dir: str, job: Job) -> bool:
+    """Whether `work_dir` holds `job`'s finished run, which a rerun reuses.
+
+    Raises:
+        ValueError: `work_dir` holds a run that another plan trained (another
+            seed, rate, crops...): reusing it would report numbers of a run
+            the plan does not describe.
+    """
     run = config_lib.load(work_dir)
+    if run is None:
+        return False
+    conflicts = runs.config_conflicts(run, job.changes)
+    if conflicts:
+        raise ValueError(
+            f"Expected {work_dir} to hold the run this reproduction plans for {job.name}. "
+            f"Received: a run with another config ({conflicts}, stored vs planned). "
+            "Use a new --out_dir, or remove that folder to train it again."
+        )
     final = os.path.join(work_dir, checkpoints.FINAL_MODEL)
-    return run is not None and run.steps == steps and os.path.exists(final)
+    return run.steps == job.changes["steps"] and os.path.exists(final)
 
 
 def _fill_tap_caches(planned: list[Job], data: Data, out: str) -> None:
@@ -171,7 +189,7 @@ def _fill_tap_caches(planned: list[Job], data: Data, out: str) -> None:
     pending = []
     for job in planned:
         work_dir = _run_dir(out, job)
-        if job.group != "tap" or _finished(work_dir, job.changes["steps"]):
+        if job.group != "tap" or _finished(work_dir, job):
             continue
         run = runs.resolve_config(work_dir, dict(job.changes), job.preset)
         if run.cache_features:
@@ -196,7 +214,7 @@ def _train(job: Job, work_dir: str, data: Data, out: str) -> float:
     if os.path.exists(path):
         with open(path) as file:
             spent = json.load(file)["minutes"]
-    if _finished(work_dir, job.changes["steps"]):
+    if _finished(work_dir, job):
         logging.info("%s: finished earlier (%d steps), reused.", job.name, job.changes["steps"])
         return spent
     start = time.time()
