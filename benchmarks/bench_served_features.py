@@ -4,7 +4,7 @@
         [--rounds=1] [--photo_size=480x640]
 
 For each representation, on the same crops of the bundled photos:
-- the pipelines: the encoder function `pipelines.builder` maps over batches;
+- the pipelines: the encoder function the builder maps over batches (`pipelines.examples`);
 - served: the image signatures of an export (`keras_invert.export`) loaded with
   `tf.saved_model.load`, whose decoder passes the features through, so the time
   is the signature's centre crop plus the features (sizes unknown when traced;

@@ -21,6 +21,7 @@ evaluation examples are the centre square of the full short side.
 The module has the step order; its parts have one module each:
 `pipelines.dataset_config` (the arguments, validated), `pipelines.decode_check`
 (the photos that decode), `pipelines.stream` (the position-keyed order),
+`pipelines.examples` (read, decode, crop and target; features of batches),
 `pipelines.ops` (per-example ops), `pipelines.cache` (the feature cache).
 
 The stream is a function of position (`pipelines.stream`): element `p` of
@@ -102,11 +103,10 @@ from __future__ import annotations
 
 import secrets
 
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from pipelines import cache, ops, sources, stream
+from pipelines import cache, examples, sources, stream
 from pipelines.dataset_config import DatasetConfig
 from pipelines.decode_check import decodable
 
@@ -248,11 +248,11 @@ def _streamed(config: DatasetConfig, source: sources.Source, seed: int) -> tf.da
         num_shards=config.num_shards,
     )
     # 4-6. Read, decode, crop/resize.
-    dataset = _crops(config, records, copies=1)
+    dataset = examples.crops(config, records, copies=1)
     # 7. Batch (this pipeline's batch).
     dataset = dataset.batch(config.batch_size, drop_remainder=config.drop_remainder)
     # 8. Features on batches.
-    dataset = _features_of_batches(config, dataset)
+    dataset = examples.features_of_batches(config, dataset)
     dataset = dataset.map(lambda batch: (batch["features"], batch["target"]))
     if config.data_service is None:
         return dataset
@@ -283,12 +283,12 @@ def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data
         )
 
     def uncached():
-        dataset = fixed_crops(config, source, crop_seed)
+        dataset = examples.fixed_crops(config, source, crop_seed)
         # 7. Batch (for the encoder only); 8. features; back to single examples.
         if network is not None:
             dataset = network.features_of(dataset.batch(cache.network_batch(config)))
         else:
-            dataset = _features_of_batches(config, dataset.batch(config.batch_size))
+            dataset = examples.features_of_batches(config, dataset.batch(config.batch_size))
         return dataset.unbatch().map(
             lambda example: {**example, "target": cache.to_uint8(example["target"])}
         )
@@ -305,103 +305,3 @@ def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data
         lambda batch: (batch["features"], tf.cast(batch["target"], tf.float32) / 255.0),
         num_parallel_calls=AUTOTUNE,
     )
-
-
-def fixed_crops(config: DatasetConfig, source: sources.Source, crop_seed: int) -> tf.data.Dataset:
-    """Cached steps 2-6: the fixed `{"image", "target"}` crops whose features a cache holds."""
-    # 2-3. Fixed record order, no repeat; keys (seed, file index).
-    records = stream.positioned_records(
-        decodable(source),
-        training=False,
-        repeat=False,
-        seed=crop_seed,
-        first=0,
-        num_shards=1,
-        salt=stream.CACHED_CROP,
-    )
-    # 4-6. Read, decode, crops_per_image crops per photo (evaluation: one
-    #      centre crop); crop j of a photo is keyed by fold_in(key, j).
-    copies = config.crops_per_image if config.training else 1
-    return _crops(config, records, copies)
-
-
-def _crops(config: DatasetConfig, records: tf.data.Dataset, copies: int) -> tf.data.Dataset:
-    """Steps 4-6: read, decode, crop/resize + target (both paths)."""
-    # 4. Read the files (parallel); TFDS records are already bytes.
-    dataset = records
-    if "path" in records.element_spec:
-        dataset = dataset.map(ops.read, num_parallel_calls=AUTOTUNE)
-    # 5. Decode. Files that do not decode were left out at step 1; what still
-    #    fails (a TFDS record, a file changed since) is dropped here. One
-    #    training crop per photo decodes only its window of a JPEG (the same
-    #    crop, without the CPU time of the pixels it drops).
-    cropped = config.training and copies == 1
-
-    def decode(example):
-        if cropped:
-            return ops.decode_random_crop(example, config.image_size, config.min_crop_scale)
-        return ops.decode(example)
-
-    dataset = dataset.map(decode, num_parallel_calls=AUTOTUNE)
-    dataset = dataset.ignore_errors(log_warning=True)
-    # 6. Crop, resize to image_size (training: random scale, position, flip); target.
-    if copies > 1:
-        dataset = dataset.flat_map(lambda example: _copies(example, copies))
-    return dataset.map(
-        lambda example: _crop_and_target(example, config, cropped), num_parallel_calls=AUTOTUNE
-    )
-
-
-def _features_of_batches(config: DatasetConfig, dataset: tf.data.Dataset) -> tf.data.Dataset:
-    """Step 8: the encoder on whole batches (batched feature ops are much faster)."""
-    encode = _batch_encoder(config)
-    return dataset.map(
-        lambda batch: {"features": encode(batch["image"]), "target": batch["target"]},
-        num_parallel_calls=AUTOTUNE,
-    )
-
-
-def _batch_encoder(config: DatasetConfig):
-    """`images [B, S, S, 3] -> features [B, *feature_shape]`, in the graph or via numpy."""
-    if config.yields_crops:
-        return lambda images: images
-    representation, feature_shape = config.representation, config.feature_shape
-    encode = representation.batch_encoder(**config.encoder_options)
-    if representation.in_graph:
-
-        def features(images):
-            values = tf.cast(encode(images), tf.float32)
-            return tf.ensure_shape(values, [images.shape[0], *feature_shape])
-
-        return features
-
-    def encode_numpy(images):
-        return np.asarray(encode(images), dtype=np.float32)
-
-    def features(images):
-        values = tf.numpy_function(encode_numpy, [images], tf.float32, stateful=False)
-        return tf.ensure_shape(values, [images.shape[0], *feature_shape])
-
-    return features
-
-
-def _copies(example: dict, count: int) -> tf.data.Dataset:
-    """`count` copies of a decoded photo, copy j keyed by `fold_in(key, j)`."""
-    return tf.data.Dataset.range(count).map(
-        lambda index: {
-            "image": example["image"],
-            "seed": tf.random.experimental.stateless_fold_in(example["seed"], index),
-        }
-    )
-
-
-def _crop_and_target(example: dict, config: DatasetConfig, cropped: bool) -> dict:
-    if config.training:
-        if not cropped:
-            example = ops.random_crop(example, config.image_size, config.min_crop_scale)
-        if config.color_jitter > 0:
-            example = ops.color_jitter(example, config.color_jitter)
-    else:
-        example = ops.center_crop(example, config.image_size)
-    example = ops.add_target(example, config.target_size)
-    return {"image": example["image"], "target": example["target"]}

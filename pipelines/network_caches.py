@@ -44,8 +44,8 @@ import tensorflow as tf
 from absl import logging
 
 from pipelines import cache, ops, sources
-from pipelines.builder import fixed_crops
 from pipelines.dataset_config import DatasetConfig
+from pipelines.examples import fixed_crops
 
 # What the crops depend on (with the network batch): configs filled together share them.
 _SHARED_FIELDS = (

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from keras_invert import vlfeat
-from keras_invert.features.lbp import LBP, UNIFORM_BINS, lbp, lbp_output_size
+from keras_invert.features.lbp import LBP, lbp, lbp_output_size
+from keras_invert.features.lbp_histograms import UNIFORM_BINS
 
 MAX_ABS_TOLERANCE = 1e-4
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
