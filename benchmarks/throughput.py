@@ -429,8 +429,11 @@ def run_benchmark(
     """
     from keras_invert import files
 
+    # Before the minutes of measuring.
     if json_path:
-        files.check_file(json_path, "json_path")  # Before the minutes of measuring.
+        files.check_file(json_path, "json_path")
+    if cache_dir is not None:
+        files.check_folder(cache_dir, "cache_dir")
     temporary = cache_dir is None
     cache_dir = tempfile.mkdtemp(prefix="keras_invert_benchmark_") if temporary else cache_dir
     try:

@@ -66,6 +66,9 @@ def atomic_path(path: str) -> Iterator[str]:
 def check_folder(path: str, name: str) -> None:
     """Refuses a `path` that the project could not write a folder at; writes nothing.
 
+    `name` is the argument or flag that gave `path`; the error names it
+    (`Received: work_dir='/tmp/afile', a file`).
+
     `path` may exist (a folder) or not; its nearest existing ancestor must be
     a folder that this process can create entries in, which is tried with a
     hidden temporary folder, removed at once (permission bits do not say it
@@ -87,6 +90,19 @@ def check_file(path: str, name: str) -> None:
     _check_writable(path, name, folder=False)
 
 
+def check_existing_file(path: str, name: str) -> None:
+    """Refuses a `path` that is not an existing file (a file to read: weights, a model).
+
+    Raises:
+        ValueError: `path` is a folder or does not exist; the error names it as `name`.
+    """
+    if not os.path.isfile(path):
+        kind = "a folder" if os.path.isdir(path) else "not found"
+        raise ValueError(
+            f"Expected {name} to be an existing file. Received: {name}={path!r}, {kind}"
+        )
+
+
 def _check_writable(path: str, name: str, folder: bool) -> None:
     expected = "a folder or a new path" if folder else "a file's path"
     absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
@@ -95,18 +111,19 @@ def _check_writable(path: str, name: str, folder: bool) -> None:
         existing = os.path.dirname(existing)
     if existing == absolute and os.path.isdir(absolute) != folder:
         kind = "a file" if folder else "a folder"
-        raise ValueError(f"Expected {name} to be {expected}. Received: {path!r}, {kind}")
+        raise ValueError(f"Expected {name} to be {expected}. Received: {name}={path!r}, {kind}")
     if existing == absolute and not folder:
         existing = os.path.dirname(absolute)
     elif not os.path.isdir(existing):
         raise ValueError(
-            f"Expected {name} to be {expected}. Received: {path!r}, under the file {existing!r}"
+            f"Expected {name} to be {expected}. Received: {name}={path!r}, under the file "
+            f"{existing!r}"
         )
     try:
         os.rmdir(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=existing))
     except OSError as error:
         raise ValueError(
-            f"Expected {name} in a folder this process can write into. Received: {path!r} "
+            f"Expected {name} in a folder this process can write into. Received: {name}={path!r} "
             f"({existing!r}: {error.strerror})"
         ) from None
 

@@ -63,6 +63,24 @@ def parse_keras_name(name: str) -> tuple[str, str, tuple[float, float]]:
     return path, layer, input_range
 
 
+def absolute_keras_name(name: str) -> str:
+    """`name` with the model path of a `keras:PATH#LAYER` name made absolute; others unchanged.
+
+    A relative path resolves only from the directory the run started in, so
+    a stored config that names one could not be resumed or evaluated from
+    elsewhere.
+
+    Example:
+        >>> absolute_keras_name("keras:net.keras#conv4")  # From /home/me.
+        'keras:/home/me/net.keras#conv4'
+    """
+    if not name.startswith(KERAS_PREFIX):
+        return name
+    path, _, _ = parse_keras_name(name)
+    rest = name[len(KERAS_PREFIX) + len(path) :]
+    return KERAS_PREFIX + os.path.abspath(path) + rest
+
+
 def keras_representation(name: str) -> Representation:
     """The `Representation` of `keras:PATH#LAYER`: layer LAYER of the saved model at PATH.
 

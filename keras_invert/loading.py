@@ -116,7 +116,7 @@ class TrainedModel:
         return prepare(_checked(images), self.image_size).numpy()
 
 
-def load(path: str, encoder_options: dict | None = None) -> TrainedModel:
+def load(path: str, encoder_options: dict | None = None, *, name: str = "model") -> TrainedModel:
     """Loads a training work dir or a SavedModel export (see the module docstring).
 
     Args:
@@ -126,29 +126,34 @@ def load(path: str, encoder_options: dict | None = None) -> TrainedModel:
             `{"backend": "opencv"}` runs a VLFeat-trained SIFT decoder on
             OpenCV maps on a client without `libvl` (they differ: expect
             worse reconstructions).
+        name: the argument or flag that gave `path`, which the errors name.
 
     Raises:
         ValueError: `path` is neither, or holds no trained model yet.
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise ValueError(f"Expected a work dir or an export dir. Received: model={path!r}")
+        kind = "a file" if os.path.exists(path) else "not found"
+        raise ValueError(
+            f"Expected {name} to be a work dir or an export dir. Received: {name}={path!r}, {kind}"
+        )
     run = config_lib.load(path)
     if run is None:
-        return _load_export(path, encoder_options)
+        return _load_export(path, encoder_options, name)
     if encoder_options:
         raise ValueError(
             "A work dir's encoder runs with the options it was trained with: expected no "
             f"encoder_options. Received: encoder_options={encoder_options!r}"
         )
-    return _load_work_dir(path, run)
+    return _load_work_dir(path, run, name)
 
 
-def load_model(work_dir: str) -> keras.Model:
+def load_model(work_dir: str, *, name: str = "work_dir") -> keras.Model:
     """The Keras model a work dir saved: its final model, else its newest readable checkpoint.
 
     A final model that does not load (truncated, corrupt) is skipped for the
     checkpoints with a warning, as `checkpoints.restore` skips unreadable ones.
+    The errors name `work_dir` as `name` (the argument or flag that gave it).
 
     Raises:
         ValueError: the work dir has neither yet, or none of them loads.
@@ -168,18 +173,18 @@ def load_model(work_dir: str) -> keras.Model:
         raise ValueError(
             f"Expected a readable {checkpoints.FINAL_MODEL} or checkpoint in the work dir; its "
             f"{checkpoints.FINAL_MODEL} does not load (truncated or corrupt? {damaged}) and no "
-            f"checkpoint does. Received: work_dir={work_dir!r}"
+            f"checkpoint does. Received: {name}={work_dir!r}"
         )
     if model is None:
-        raise ValueError(f"The work dir has no trained model yet. Received: work_dir={work_dir!r}")
+        raise ValueError(f"The work dir has no trained model yet. Received: {name}={work_dir!r}")
     logging.warning("No readable final model in %s: using its latest checkpoint.", work_dir)
     # A checkpoint holds the raw weights; the final model would hold their average.
     return building.use_averaged_weights(model)
 
 
-def _load_work_dir(path: str, run) -> TrainedModel:
+def _load_work_dir(path: str, run, name: str) -> TrainedModel:
     representation = registry.get(run.representation)
-    model = load_model(path)
+    model = load_model(path, name=name)
     # A perceptual/deepsim run saves its training wrapper; a Reconstructor holds its encoder.
     network, decoder = losses.unwrap(model), building.decoder_of(model)
     options = config_lib.encoder_options(run)
@@ -206,8 +211,14 @@ def _load_work_dir(path: str, run) -> TrainedModel:
     )
 
 
-def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
-    version = export.latest_version_dir(path)
+def _load_export(path: str, encoder_options: dict | None, name: str) -> TrainedModel:
+    try:
+        version = export.latest_version_dir(path)
+    except ValueError:
+        raise ValueError(
+            "Expected a work dir (with a config.json) or an export dir (a SavedModel or its "
+            f"version folders); the folder holds neither. Received: {name}={path!r}"
+        ) from None
     try:
         metadata = export.read_metadata(version)
         loaded = tf.saved_model.load(version)
@@ -215,10 +226,11 @@ def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ValueError(
             f"Expected a complete export written by keras_invert; {version} does not load "
-            f"({reason}). Received: model={path!r}"
+            f"({reason}). Received: {name}={path!r}"
         ) from error
-    name, image_size = metadata["representation"], int(metadata["image_size"])
-    representation = registry.get(name)
+    representation_name = metadata["representation"]
+    image_size = int(metadata["image_size"])
+    representation = registry.get(representation_name)
     from_features = loaded.signatures["from_features"]
     from_images = loaded.signatures.get("serve_float")
 
@@ -228,8 +240,8 @@ def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
     if from_images is not None:
         if encoder_options:
             raise ValueError(
-                f"This {name} export encodes images inside the SavedModel, with the options it "
-                "was exported with: expected no encoder_options. "
+                f"This {representation_name} export encodes images inside the SavedModel, with "
+                "the options it was exported with: expected no encoder_options. "
                 f"Received: encoder_options={encoder_options!r}"
             )
 
@@ -249,7 +261,7 @@ def _load_export(path: str, encoder_options: dict | None) -> TrainedModel:
         reconstruct=reconstruct,
         path=version,
         kind="export",
-        representation=name,
+        representation=representation_name,
         image_size=image_size,
         output_size=representation.target_size(image_size),
         feature_shape=metadata["feature_shape"],

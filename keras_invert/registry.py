@@ -43,6 +43,7 @@ from keras_invert.features.sift import (
 from keras_invert.features.sift import default_backend as default_sift_backend
 from keras_invert.keras_representation import (
     KERAS_PREFIX,
+    absolute_keras_name,
     keras_representation,
     parse_keras_name,
 )
@@ -55,6 +56,7 @@ from keras_invert.representation import Representation
 __all__ = [
     "KERAS_PREFIX",
     "Representation",
+    "absolute_keras_name",
     "build_decoder",
     "get",
     "keras_representation",

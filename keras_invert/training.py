@@ -170,10 +170,7 @@ def initialize_from(model: keras.Model, config: TrainConfig) -> None:
             its decoder is not this run's (representation, image size, width,
             weight shapes), in one line.
     """
-    try:
-        source = loading.load(config.init_from)
-    except ValueError as error:
-        raise ValueError(f"init_from: {error}") from error
+    source = loading.load(config.init_from, name="init_from")
     if source.decoder is None:
         raise ValueError(
             "Expected init_from as the work dir of a run (an export holds no Keras decoder). "

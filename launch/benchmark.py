@@ -17,6 +17,7 @@ from __future__ import annotations
 from absl import app, flags
 
 from benchmarks import throughput
+from keras_invert import files
 from launch import common
 
 FLAGS = flags.FLAGS
@@ -56,6 +57,8 @@ flags.DEFINE_string("json", None, "Also write every figure to this JSON file.")
 def main(argv):
     del argv
     flag_values = FLAGS
+    if flag_values.json:  # Named as the flag, before run_benchmark checks it as json_path.
+        files.check_file(flag_values.json, "json")
     try:
         settings = throughput.BenchmarkSettings(
             representations=tuple(flag_values.representation),

@@ -126,18 +126,3 @@ def _first_line(message: str) -> str | None:
 def _stop(message: str):
     print(f"ERROR: {message}", file=sys.stderr, flush=True)
     sys.exit(USER_ERROR_STATUS)
-
-
-def absolute_representation(name: str) -> str:
-    """`name` with the model path of a `keras:PATH#LAYER` name made absolute.
-
-    A relative path would resolve only from the directory the run started in,
-    so the stored config could not be resumed or evaluated from elsewhere.
-    """
-    from keras_invert import registry
-
-    if not name.startswith(registry.KERAS_PREFIX):
-        return name
-    path, _, _ = registry.parse_keras_name(name)
-    rest = name[len(registry.KERAS_PREFIX) + len(path) :]
-    return registry.KERAS_PREFIX + os.path.abspath(path) + rest

@@ -16,6 +16,8 @@ import typing
 
 from absl import app, flags
 
+from keras_invert.files import check_existing_file
+
 
 def define_config_flags(
     config_class, *, choices=None, bounds=None, skip=(), flag_values=flags.FLAGS
@@ -58,7 +60,7 @@ def define_config_flags(
                 flag_values=flag_values, module_name=module_name,
             )  # fmt: skip
             continue
-        define[_field_kind(hints[name])](
+        define[_field_kind(hints[name])[0]](
             name, None, help_text, flag_values=flag_values, module_name=module_name,
             **bounds.get(name, {}),
         )  # fmt: skip
@@ -77,7 +79,8 @@ def given_fields(config_class, *, paths=(), files=(), flag_values=flags.FLAGS) -
         flag_values: where the flags are defined.
 
     Raises:
-        app.UsageError: a file that does not exist, or a list item that is not a number.
+        ValueError: a file that does not exist or is a folder.
+        app.UsageError: a list item that is not a number.
     """
     hints = typing.get_type_hints(config_class)
     changes = {
@@ -88,13 +91,13 @@ def given_fields(config_class, *, paths=(), files=(), flag_values=flags.FLAGS) -
     for name in paths:
         if changes.get(name):
             changes[name] = os.path.abspath(changes[name])
-            if name in files and not os.path.isfile(changes[name]):
-                raise app.UsageError(f"--{name}: no such file {changes[name]}")
+            if name in files:
+                check_existing_file(changes[name], name)
     for name, value in changes.items():
-        item = typing.get_args(_without_none(hints[name]))[:1]
-        if value is not None and _field_kind(hints[name]) is tuple and item in ((int,), (float,)):
+        kind, items = _field_kind(hints[name])
+        if value is not None and kind is tuple and items[:1] in ((int,), (float,)):
             try:
-                changes[name] = tuple(item[0](entry) for entry in value)
+                changes[name] = tuple(items[0](entry) for entry in value)
             except ValueError as error:
                 raise app.UsageError(f"--{name}: expected numbers ({error})") from error
     return changes
@@ -119,14 +122,8 @@ def _documented_fields(docstring: str) -> dict[str, str]:
     return entries
 
 
-def _without_none(hint):
-    """A field's type without `| None`."""
+def _field_kind(hint) -> tuple[type, tuple]:
+    """A field's type without `| None`: bool, int, float, str or tuple, and its item types."""
     if isinstance(hint, types.UnionType):
         hint = next(kind for kind in typing.get_args(hint) if kind is not type(None))
-    return hint
-
-
-def _field_kind(hint):
-    """bool, int, float, str or tuple: a field's type without `| None`."""
-    hint = _without_none(hint)
-    return typing.get_origin(hint) or hint
+    return typing.get_origin(hint) or hint, typing.get_args(hint)

@@ -13,10 +13,9 @@ Usage:
         --out=alexnet_torchvision.weights.h5 --variant=torchvision
 """
 
-import os
-
 from absl import app, flags, logging
 
+from keras_invert import files
 from launch import common  # Also quiets TensorFlow's C++ logs.
 
 # Not `required=True`: absl validates required flags on every parse in the
@@ -38,8 +37,8 @@ def main(argv):
     input_path, output_path = FLAGS["in"].value, FLAGS["out"].value
     if not input_path or not output_path:
         raise app.UsageError("Both --in and --out are required.")
-    if not os.path.isfile(input_path):
-        raise app.UsageError(f"--in: no such file {input_path}")
+    files.check_existing_file(input_path, "in")
+    files.check_file(output_path, "out")
     # Imported after flag checks so usage errors answer without loading TensorFlow.
     from keras_invert.encoders import convert_alexnet_weights
 

@@ -100,7 +100,7 @@ def main(argv):
     elif "optimization" in methods:
         optimization = evaluation.optimization_targets(models.values())
     rows = evaluation.evaluate(
-        functools.partial(pipelines.load_images, paths),
+        functools.partial(pipelines.load_images, paths, name="images" if FLAGS.images else "data"),
         models,
         decoders=decoders,
         optimization=optimization,

@@ -103,7 +103,9 @@ def main(argv):
     })  # fmt: skip
     written = experiments.run_experiment(
         config,
-        load_images=pipelines.load_images,
+        load_images=functools.partial(
+            pipelines.load_images, name="images" if FLAGS.images else "data"
+        ),
         build_dataset=functools.partial(pipelines.build_dataset, FLAGS.data),
     )
     print("\n".join(written))

@@ -9,8 +9,6 @@ complete.
 
 from __future__ import annotations
 
-import os
-
 from absl import app, flags
 
 from launch import common  # Also quiets TensorFlow's C++ logs.
@@ -25,20 +23,17 @@ def main(argv):
     del argv
 
     from keras_invert import config as config_lib
-    from keras_invert import export, loading
+    from keras_invert import export, files, loading
 
-    if os.path.exists(FLAGS.export_dir) and not os.path.isdir(FLAGS.export_dir):
-        raise app.UsageError(
-            "Expected --export_dir to be a folder or a new path (TF Serving watches it for "
-            f"version folders). Received: {FLAGS.export_dir!r}, a file"
-        )
+    # TF Serving watches the folder for version folders.
+    files.check_folder(FLAGS.export_dir, "export_dir")
     run = config_lib.load(FLAGS.work_dir)
     if run is None:
-        raise app.UsageError(f"{FLAGS.work_dir} has no config.json: is it a training work dir?")
-    try:
-        decoder = loading.load_model(FLAGS.work_dir)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
+        raise app.UsageError(
+            "Expected work_dir to be a training work dir (with a config.json). "
+            f"Received: work_dir={FLAGS.work_dir!r}"
+        )
+    decoder = loading.load_model(FLAGS.work_dir)
     path = export.export_saved_model(
         decoder,
         run.representation,

@@ -61,12 +61,16 @@ def main(argv):
 
     if FLAGS.images and FLAGS.data:
         raise app.UsageError("Give either --images or --data, not both.")
+    # Before the work, not when they are written.
+    files.check_file(FLAGS.out, "out")
+    if FLAGS.metrics_out:
+        files.check_file(FLAGS.metrics_out, "metrics_out")
     model = keras_invert.load(FLAGS.model)
     representation, image_size = model.representation, model.image_size
     paths = FLAGS.images or pipelines.list_source_files(FLAGS.data or "samples", FLAGS.split)
     if not paths:
         raise app.UsageError("No images to reconstruct.")
-    crops = pipelines.load_images(paths, image_size)
+    crops = pipelines.load_images(paths, image_size, name="images" if FLAGS.images else "data")
     if FLAGS.images:
         warn_if_upsampled(paths, image_size)
     reconstructions = model.reconstruct(crops)

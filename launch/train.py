@@ -89,10 +89,9 @@ def _changes() -> dict:
         files=("encoder_weights", "comparator_weights"),
     )
     if changes.get("representation"):
-        try:
-            changes["representation"] = common.absolute_representation(changes["representation"])
-        except ValueError as error:
-            raise app.UsageError(str(error)) from error
+        from keras_invert import registry
+
+        changes["representation"] = registry.absolute_keras_name(changes["representation"])
     return changes
 
 

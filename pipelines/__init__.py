@@ -3,10 +3,9 @@
 - `build_dataset`: a source split -> `(features, target)` batches for `model.fit`
   (see `pipelines.builder` for the step order and randomness, and the modules
   of its parts: `dataset_config`, `decode_check`, `stream`, `examples`, `ops`,
-  `cache`). The
-  stream is a function of element position, so `start_step` (resume),
-  `num_shards`/`shard_index` (one pipeline per tf.distribute worker) are
-  exact and cheap, and `data_service` runs the work on a tf.data service
+  `cache`). The stream is a function of element position, so `start_step`
+  (resume), `num_shards`/`shard_index` (one pipeline per tf.distribute worker)
+  are exact and cheap, and `data_service` runs the work on a tf.data service
   (`launch.data_service`).
 - `DatasetConfig`: `build_dataset`'s arguments, validated, defaults resolved.
 - `training_dataset`: a run's training stream for one input shard, from its

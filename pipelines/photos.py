@@ -21,12 +21,14 @@ from keras_invert import images
 from pipelines.dataset_config import check_positive_int
 
 
-def load_images(paths, image_size: int) -> np.ndarray:
+def load_images(paths, image_size: int, *, name: str = "paths") -> np.ndarray:
     """Centre crops of image files, as the evaluation pipeline makes them.
 
     Args:
         paths: a file name or a list of them.
         image_size: side of the square crops.
+        name: the argument or flag that gave `paths`, which the errors name
+            (`Received: images='photos'`).
 
     Returns:
         float32 `[N, image_size, image_size, 3]` in 0..255.
@@ -44,15 +46,17 @@ def load_images(paths, image_size: int) -> np.ndarray:
         paths = [paths]
     crops = []
     for path in paths:
-        image = read_image(path)
+        image = read_image(path, name=name)
         crops.append(images.center_crop(image, image_size).numpy())
     if not crops:
         return np.zeros((0, image_size, image_size, 3), np.float32)
     return np.stack(crops).astype(np.float32)
 
 
-def read_image(path) -> tf.Tensor:
+def read_image(path, *, name: str = "path") -> tf.Tensor:
     """One image file, decoded (`keras_invert.images.decode`), with errors that say what is wrong.
+
+    The errors name `path` as `name` (the argument or flag that gave it).
 
     Raises:
         FileNotFoundError, IsADirectoryError, ValueError: as `load_images`;
@@ -63,22 +67,22 @@ def read_image(path) -> tf.Tensor:
     if tf.io.gfile.isdir(path):
         raise IsADirectoryError(
             "Expected an image file, not a folder (a folder of photos is the source "
-            f"'folder:{path}'). Received: path={path!r}"
+            f"'folder:{path}'). Received: {name}={path!r}"
         )
     if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"Expected an existing image file. Received: path={path!r}")
+        raise FileNotFoundError(f"Expected an existing image file. Received: {name}={path!r}")
     if os.path.exists(path) and not os.path.isfile(path):  # A FIFO or device: reading blocks.
-        raise ValueError(f"Expected an image file, not a pipe or device. Received: path={path!r}")
+        raise ValueError(f"Expected an image file, not a pipe or device. Received: {name}={path!r}")
     try:
         contents = tf.io.read_file(path)
     except tf.errors.OpError as error:
         raise OSError(
-            f"Could not read the image file ({error.message}). Received: path={path!r}"
+            f"Could not read the image file ({error.message}). Received: {name}={path!r}"
         ) from error
     try:
         return images.decode(contents)
     except tf.errors.OpError as error:
         raise ValueError(
             "Expected an image file (JPEG/PNG/GIF/BMP/WebP); this one does not decode: "
-            f"not an image, or corrupt or truncated. Received: path={path!r}"
+            f"not an image, or corrupt or truncated. Received: {name}={path!r}"
         ) from error

@@ -17,6 +17,8 @@ from __future__ import annotations
 import tensorflow as tf
 from absl import logging
 
+from keras_invert import files
+
 
 def start_dispatcher(port: int = 0, work_dir: str | None = None):
     """Starts a `tf.data.experimental.service.DispatchServer`; returns it (running).
@@ -25,7 +27,12 @@ def start_dispatcher(port: int = 0, work_dir: str | None = None):
         port: the port to listen on (0: a free one, logged).
         work_dir: folder of the dispatcher's journal: a restarted dispatcher
             resumes its jobs from it (None: state in memory only).
+
+    Raises:
+        ValueError: `work_dir` is a file, or a folder this process cannot write into.
     """
+    if work_dir is not None:
+        files.check_folder(work_dir, "work_dir")
     service = tf.data.experimental.service
     config = service.DispatcherConfig(
         port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None

@@ -71,13 +71,31 @@ def test_write_json_takes_numpy_values(tmp_path):
 def test_check_folder_and_check_file_refuse_paths_they_could_not_write(tmp_path):
     files.check_folder(str(tmp_path / "new" / "run"), "work_dir")  # Created later.
     files.check_folder(str(tmp_path), "work_dir")
-    with pytest.raises(ValueError, match="can write into. Received: '/proc/run'"):
+    with pytest.raises(ValueError, match="can write into. Received: work_dir='/proc/run'"):
         files.check_folder("/proc/run", "work_dir")
     assert os.listdir(tmp_path) == []  # The probe leaves nothing.
     files.check_file(str(tmp_path / "new" / "figures.json"), "json_path")
-    with pytest.raises(ValueError, match="json_path to be a file's path. Received: "):
+    with pytest.raises(ValueError) as error:
         files.check_file(str(tmp_path), "json_path")
-    (tmp_path / "notes.txt").write_text("a file")
-    files.check_file(str(tmp_path / "notes.txt"), "json_path")  # Replaced when written.
-    with pytest.raises(ValueError, match="under the file"):
-        files.check_file(str(tmp_path / "notes.txt" / "figures.json"), "json_path")
+    assert str(error.value) == (
+        f"Expected json_path to be a file's path. Received: json_path={str(tmp_path)!r}, a folder"
+    )
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a file")
+    files.check_file(str(notes), "json_path")  # Replaced when written.
+    with pytest.raises(ValueError, match=f"Received: json_path='{notes}/figures.json', under the"):
+        files.check_file(str(notes / "figures.json"), "json_path")
+    with pytest.raises(ValueError, match=f"Received: out='{notes}', a file"):
+        files.check_folder(str(notes), "out")
+
+
+def test_check_existing_file_refuses_a_folder_or_a_missing_path(tmp_path):
+    (tmp_path / "weights.h5").write_text("weights")
+    files.check_existing_file(str(tmp_path / "weights.h5"), "encoder_weights")
+    for path, kind in [(tmp_path, "a folder"), (tmp_path / "missing.h5", "not found")]:
+        with pytest.raises(ValueError) as error:
+            files.check_existing_file(str(path), "encoder_weights")
+        assert str(error.value) == (
+            "Expected encoder_weights to be an existing file. "
+            f"Received: encoder_weights={str(path)!r}, {kind}"
+        )

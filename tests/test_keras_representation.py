@@ -131,3 +131,13 @@ def test_train_export_and_evaluate_a_keras_layer(saved_network, tmp_path, real_p
     assert row["normalized_error"] == pytest.approx(
         metrics.normalized_reconstruction_error(crops / 255.0, reconstructed), rel=1e-4
     )
+
+
+def test_keras_model_paths_are_made_absolute_for_the_stored_config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = registry.absolute_keras_name("keras:models/net.keras#block4?input_range=0,1")
+    assert name == f"keras:{os.path.join(tmp_path, 'models/net.keras')}#block4?input_range=0,1"
+    assert registry.absolute_keras_name(name) == name
+    assert registry.absolute_keras_name("alexnet/conv5") == "alexnet/conv5"
+    with pytest.raises(ValueError, match="keras:PATH.keras#LAYER"):
+        registry.absolute_keras_name("keras:net.keras")

@@ -99,3 +99,18 @@ def test_a_damaged_final_model_falls_back_to_a_checkpoint_or_is_refused(loaded, 
     np.testing.assert_array_equal(
         keras_invert.load(str(work_dir)).reconstruct(photos), loaded.reconstruct(photos)
     )
+
+
+def test_a_path_that_holds_no_trained_model_is_refused_under_the_callers_name(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    cases = {
+        tmp_path / "notes.txt": "a work dir or an export dir. Received: init_from='{}', a file",
+        tmp_path / "missing": "a work dir or an export dir. Received: init_from='{}', not found",
+        tmp_path: "the folder holds neither. Received: init_from='{}'",
+    }
+    for path, expected in cases.items():
+        with pytest.raises(ValueError, match=re.escape(expected.format(path))):
+            keras_invert.load(str(path), name="init_from")
+    config.save(config.TrainConfig(representation="hog"), str(tmp_path))
+    with pytest.raises(ValueError, match=f"no trained model yet. Received: model='{tmp_path}'"):
+        keras_invert.load(str(tmp_path))

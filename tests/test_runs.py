@@ -56,9 +56,9 @@ def test_a_work_dir_or_cache_that_cannot_be_a_folder_is_refused_before_anything_
         (
             str(notes),
             None,
-        ): f"work_dir to be a folder or a new path. Received: {str(notes)!r}, a file",
-        (str(notes / "run"), None): f"under the file {str(notes)!r}",
-        (str(tmp_path / "run"), str(notes)): "cache_dir to be a folder or a new path",
+        ): f"work_dir to be a folder or a new path. Received: work_dir={str(notes)!r}, a file",
+        (str(notes / "run"), None): f"Received: work_dir={str(notes / 'run')!r}, under the file",
+        (str(tmp_path / "run"), str(notes)): f"Received: cache_dir={str(notes)!r}, a file",
     }
     for (work_dir, cache_dir), expected in cases.items():
         with pytest.raises(ValueError, match=re.escape(expected)):

@@ -58,7 +58,11 @@ def _photos(folder, count, truncated=False, first=0):
         ("experiment", ["--name=layers", "--model=x", "--pair=0"], "--pair must be two indices"),
         ("data_service", ["--role=dispatcher", "--port=-5"], "--port must be an integer in the"),
         ("benchmark", ["--batch_size=0"], "Received: batch_size=0"),
-        ("convert_weights", ["--in=missing.caffemodel", "--out=x.weights.h5"], "--in: no such"),
+        (
+            "convert_weights",
+            ["--in=missing.caffemodel", "--out=x.weights.h5"],
+            "Expected in to be an existing file. Received: in='missing.caffemodel', not found",
+        ),
         ("reconstruct", ["--model=missing", "--images=a.jpg,b.jpg"], "Received: model='missing'"),
         ("reconstruct", ["--model=x", "--images="], "--images must be one or more image files"),
         ("evaluate", ["--model=x", "--images="], "--images must be one or more image files"),
@@ -100,16 +104,38 @@ def test_train_on_undecodable_photos_stops_with_one_line(run_script, tmp_path):
     assert "bad0.jpg" in line and "bad1.jpg" in line
 
 
-def test_output_folders_that_are_files_are_refused_before_the_work(run_script, tmp_path):
-    exports = tmp_path / "exports"
-    exports.write_text("not a folder")
-    line = _one_line(*run_script("export", f"--work_dir={tmp_path}", f"--export_dir={exports}"))
-    assert f"Received: '{exports}', a file" in line
-    # The model is not loaded yet: the out folder is checked first.
-    for script, flag in [("evaluate", "--out_dir"), ("experiment", "--out")]:
-        arguments = ["--name=interpolation"] if script == "experiment" else []
-        line = _one_line(*run_script(script, *arguments, "--model=missing", f"{flag}={exports}"))
-        assert f"{flag[2:]} to be a folder or a new path. Received: '{exports}', a file" in line
+def test_a_file_where_a_folder_is_expected_and_the_reverse_name_the_flag(run_script, tmp_path):
+    """Each path flag given the wrong kind of path: one line that names the flag and the path.
+
+    The output paths are checked before the work (a model is not loaded yet).
+    """
+    file, folder = tmp_path / "notes.txt", tmp_path / "folder"
+    file.write_text("not a folder")
+    folder.mkdir()
+    run, images = f"--work_dir={tmp_path / 'run'}", f"--images={folder},{folder}"
+    small = ["--preset=demo_hog", "--image_size=64", "--width=0.0625"]
+    cases = [
+        ("train", [f"--work_dir={file}"], "work_dir", file),
+        ("train", [run, *small, f"--init_from={file}"], "init_from", file),
+        ("train", [run, f"--encoder_weights={folder}"], "encoder_weights", folder),
+        ("export", [f"--work_dir={file}", f"--export_dir={tmp_path / 'new'}"], "work_dir", file),
+        ("export", [f"--work_dir={tmp_path}", f"--export_dir={file}"], "export_dir", file),
+        ("reconstruct", [f"--model={file}", f"--images={file}"], "model", file),
+        ("reconstruct", ["--model=missing", f"--out={folder}"], "out", folder),
+        ("reconstruct", ["--model=missing", f"--metrics_out={folder}"], "metrics_out", folder),
+        ("evaluate", ["--model=missing", f"--out_dir={file}"], "out_dir", file),
+        ("evaluate", [images, "--representation=hog", "--image_size=64"], "images", folder),
+        ("experiment", ["--name=interpolation", "--model=missing", f"--out={file}"], "out", file),
+        ("convert_weights", [f"--in={folder}", "--out=x.weights.h5"], "in", folder),
+        ("convert_weights", [f"--in={file}", f"--out={folder}"], "out", folder),
+        ("benchmark", [f"--json={folder}"], "json", folder),
+        ("benchmark", [f"--cache_dir={file}"], "cache_dir", file),
+        ("data_service", ["--role=dispatcher", f"--work_dir={file}"], "work_dir", file),
+    ]
+    for script, arguments, flag, path in cases:
+        line = _one_line(*run_script(script, *arguments))
+        assert line.startswith("ERROR: Expected ") and f"Received: {flag}='{path}'" in line, line
+    assert sorted(os.listdir(tmp_path)) == ["folder", "notes.txt"]  # Nothing written.
 
 
 @pytest.mark.parametrize(
