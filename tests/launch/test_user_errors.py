@@ -131,6 +131,7 @@ def test_a_file_where_a_folder_is_expected_and_the_reverse_name_the_flag(run_scr
         ("benchmark", [f"--json={folder}"], "json", folder),
         ("benchmark", [f"--cache_dir={file}"], "cache_dir", file),
         ("data_service", ["--role=dispatcher", f"--work_dir={file}"], "work_dir", file),
+        ("reproduce", [f"--out_dir={file}"], "out_dir", file),
     ]
     for script, arguments, flag, path in cases:
         line = _one_line(*run_script(script, *arguments))
