@@ -113,6 +113,20 @@ def test_each_finding_fails_on_numbers_against_it():
     assert verdicts == [FAILS] * 6
 
 
+def test_a_top_decoder_worse_than_the_mean_training_image_is_called_memorised():
+    errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5, "stage2": 0.1, "stage5": 0.3, "logits": 0.8}
+    numbers = _numbers(errors, coarse=(0.7, 0.5))
+    plan = _plan(list(errors))
+    top = numbers["evaluations"]["logits"]["means"]
+    top.append({"method": findings.TRAINING_MEAN, "normalized_error": 0.7})
+    depth = findings.assess(ReproduceConfig(out_dir="o"), plan, numbers)[2]
+    assert depth.verdict == FAILS
+    assert "(0.800) is worse than even the mean training image (0.700)" in depth.why
+    top[-1]["normalized_error"] = 0.9
+    depth = findings.assess(ReproduceConfig(out_dir="o"), plan, numbers)[2]
+    assert depth.verdict == FAILS and "mean training image" not in depth.why
+
+
 def test_a_finding_without_its_measurement_says_so():
     errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5, "logits": 0.6}
     numbers = _numbers(errors)

@@ -33,6 +33,7 @@ HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold at this scale"
 NOT_MEASURED = "not measured"
 ORACLE = "mean image (of these photos)"
+TRAINING_MEAN = "mean training image"
 DEPTH_CORRELATION = 0.7
 """The Spearman correlation of error and depth above which the error 'grows with depth'."""
 
@@ -149,7 +150,20 @@ def _depth(config, planned, numbers, errors) -> Finding:
             "per step and got the fewest)"
         )
     if not survives:
-        reasons.append("the top layer's colours and layout are no better than the mean image's")
+        reason = "the top layer's colours and layout are no better than the mean image's"
+        training_means = [
+            row["normalized_error"]
+            for row in top["means"]
+            if row["method"].startswith(TRAINING_MEAN)
+        ]
+        if training_means and curve[-1] > min(training_means):
+            # Worse than a constant: the decoder memorised its photos rather than generalised.
+            reason += (
+                f"; its decoder ({curve[-1]:.3f}) is worse than even the mean training image "
+                f"({min(training_means):.3f}): trained on few photos, it paints their textures "
+                "into new ones, and more training photos are the lever"
+            )
+        reasons.append(reason)
     return Finding(3, "Error over depth", claim, ours, DOES_NOT_HOLD, "; ".join(reasons))
 
 
