@@ -27,6 +27,16 @@ def test_the_cpu_plan_trains_every_feature_and_tap_in_depth_order():
     assert all(job.changes["cache_features"] for job in planned if job.group == "tap")
 
 
+def test_each_tap_trains_at_its_rate_and_the_autoencoder_at_its_taps():
+    planned = jobs(ReproduceConfig(out_dir="o"))
+    rates = {job.name: job.changes["learning_rate"] for job in planned if job.group != "shallow"}
+    assert rates["efficientnet-lite0-stem"] == rates["efficientnet-lite0-stage3"] == 2.4e-3
+    assert rates["efficientnet-lite0-stage4"] == rates["efficientnet-lite0-logits"] == 1.2e-3
+    assert rates["efficientnet-lite0-stage4-autoencoder"] == 1.2e-3
+    full = jobs(ReproduceConfig(out_dir="o", scale="full", alexnet_weights="/w.h5"))
+    assert {job.changes["learning_rate"] for job in full if job.group != "shallow"} == {1e-3}
+
+
 def test_alexnet_layers_join_with_weights_and_steps_scale():
     planned = jobs(ReproduceConfig(out_dir="o", alexnet_weights="/w.h5", step_scale=0.5))
     alexnet = [job for job in planned if job.group == "alexnet"]
