@@ -41,10 +41,9 @@ common.validate("step_scale", lambda scale: scale > 0, "> 0")
 def main(argv):
     del argv
     from keras_invert import files, reproduction
-
-    files.check_folder(FLAGS.out_dir, "out_dir")  # Before the hour of work.
     from pipelines.reproduction_data import reproduction_data
 
+    files.check_folder(FLAGS.out_dir, "out_dir")  # Before the hour of work.
     options = dict(
         out_dir=FLAGS.out_dir,
         data=FLAGS.data,

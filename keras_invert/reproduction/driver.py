@@ -96,7 +96,7 @@ def reproduce(config: ReproduceConfig, data: Data) -> dict:
     out = os.path.abspath(os.path.expanduser(config.out_dir))
     training_minutes = {}
     for job in planned:  # A run of another plan is refused before any work, not after an hour.
-        _finished(_run_dir(out, job), job)
+        _stored_run(_run_dir(out, job), job)
     _fill_tap_caches(planned, data, out)
     for job in planned:
         progress("training %s", job.name)
@@ -156,8 +156,8 @@ def _run_dir(out: str, job: Job) -> str:
     return os.path.join(out, "runs", job.name)
 
 
-def _finished(work_dir: str, job: Job) -> bool:
-    """Whether `work_dir` holds `job`'s finished run, which a rerun reuses.
+def _stored_run(work_dir: str, job: Job) -> config_lib.TrainConfig | None:
+    """The config of the run in `work_dir` (None: no run yet).
 
     Raises:
         ValueError: `work_dir` holds a run that another plan trained (another
@@ -165,17 +165,21 @@ def _finished(work_dir: str, job: Job) -> bool:
             the plan does not describe.
     """
     run = config_lib.load(work_dir)
-    if run is None:
-        return False
-    conflicts = runs.config_conflicts(run, job.changes)
+    conflicts = run and runs.config_conflicts(run, job.changes)
     if conflicts:
         raise ValueError(
             f"Expected {work_dir} to hold the run this reproduction plans for {job.name}. "
             f"Received: a run with another config ({conflicts}, stored vs planned). "
             "Use a new --out_dir, or remove that folder to train it again."
         )
+    return run
+
+
+def _finished(work_dir: str, job: Job) -> bool:
+    """Whether `work_dir` holds `job`'s finished run, which a rerun reuses (see `_stored_run`)."""
+    run = _stored_run(work_dir, job)
     final = os.path.join(work_dir, checkpoints.FINAL_MODEL)
-    return run.steps == job.changes["steps"] and os.path.exists(final)
+    return run is not None and run.steps == job.changes["steps"] and os.path.exists(final)
 
 
 def _fill_tap_caches(planned: list[Job], data: Data, out: str) -> None:

@@ -151,16 +151,16 @@ def _depth(config, planned, numbers, errors) -> Finding:
         )
     if not survives:
         reason = "the top layer's colours and layout are no better than the mean image's"
-        training_means = [
-            row["normalized_error"]
-            for row in top["means"]
-            if row["method"].startswith(TRAINING_MEAN)
-        ]
-        if training_means and curve[-1] > min(training_means):
+        training_mean = min(
+            (row["normalized_error"] for row in top["means"]
+             if row["method"].startswith(TRAINING_MEAN)),
+            default=None,
+        )  # fmt: skip
+        if training_mean is not None and curve[-1] > training_mean:
             # Worse than a constant: the decoder memorised its photos rather than generalised.
             reason += (
                 f"; its decoder ({curve[-1]:.3f}) is worse than even the mean training image "
-                f"({min(training_means):.3f}): trained on few photos, it paints their textures "
+                f"({training_mean:.3f}): trained on few photos, it paints their textures "
                 "into new ones, and more training photos are the lever"
             )
         reasons.append(reason)
