@@ -108,7 +108,7 @@ def main(argv):
     import numpy as np
     import tensorflow as tf
 
-    from keras_invert import building, registry
+    from keras_invert import building, optimizers, registry
     from keras_invert import config as config_lib
     from keras_invert.encoders import ALEXNET_LAYERS
 
@@ -163,7 +163,7 @@ def main(argv):
             if mode == "decoder_only":
                 inputs = model.encoder(images)
                 model = model.decoder
-                model.compile(optimizer=building.build_optimizer(run), loss="mean_squared_error")
+                model.compile(optimizer=optimizers.build_optimizer(run), loss="mean_squared_error")
             rate = _images_per_second(model, inputs, targets)
             rows.append((layer, _MODE_NAMES[mode], rate))
             del model

@@ -1,12 +1,13 @@
-"""Builds a run's compiled training model and its optimiser, in the run's precision.
+"""Builds a run's compiled training model, in the run's precision.
 
-Implements docs/reference.md, Training: Adam on the squared Euclidean pixel
-loss (mean squared error: the same minimiser, a constant scale), the
-learning rate lowered towards the end (or warmed up and decayed on a cosine),
-the weights optionally averaged (EMA). The training model is the decoder,
-the encoder and decoder (`Reconstructor`) for a network encoder computed in
-the train step (or for HOG and LBP with `features_in_model`), and either
-inside a `losses.PerceptualModel` for the "perceptual" and "deepsim" losses.
+Implements docs/reference.md, Training: the squared Euclidean pixel loss
+(mean squared error: the same minimiser, a constant scale), minimised by the
+run's optimiser (`keras_invert.optimizers`: Adam, the learning rate lowered
+towards the end or warmed up and decayed on a cosine, optional EMA). The
+training model is the decoder, the encoder and decoder (`Reconstructor`) for
+a network encoder computed in the train step (or for HOG and LBP with
+`features_in_model`), and either inside a `losses.PerceptualModel` for the
+"perceptual" and "deepsim" losses.
 `check_restored` refuses a restored model that another config trained.
 
 Example:
@@ -26,52 +27,8 @@ from keras_invert import config as config_lib
 from keras_invert import feature_placement, losses, registry
 from keras_invert.config import TrainConfig
 from keras_invert.discriminator import build_discriminator
+from keras_invert.optimizers import build_optimizer
 from keras_invert.reconstructor import Encoder, FeatureEncoder, Reconstructor
-
-
-def build_optimizer(config: TrainConfig, average: bool = True) -> keras.optimizers.Optimizer:
-    """Adam on the run's learning-rate schedule, averaging the weights when `ema_momentum` is set.
-
-    Args:
-        config: the run's configuration.
-        average: keep the weights' moving average (`config.ema_momentum`);
-            False for the "deepsim" discriminator, which nothing uses after training.
-    """
-    momentum = config.ema_momentum if average else None
-    return keras.optimizers.Adam(
-        learning_rate_schedule(config),
-        beta_1=config.beta_1,
-        beta_2=config.beta_2,
-        use_ema=momentum is not None,
-        ema_momentum=momentum or 0.99,  # Keras's default; unused without EMA.
-    )
-
-
-def learning_rate_schedule(config: TrainConfig):
-    """The rate as a function of the optimiser's step (docs/reference.md, Learning rate).
-
-    "step": `learning_rate` divided by 10 after each fraction in
-    `learning_rate_drops`. "cosine": from 0 linearly up to `learning_rate`
-    over `warmup_steps`, then half a cosine down to 0 at `steps`. A function
-    of the step alone, saved with the optimiser: a resumed run continues it
-    exactly.
-    """
-    schedules = keras.optimizers.schedules
-    if config.schedule == "cosine":
-        decay_steps = config.steps - config.warmup_steps
-        if not config.warmup_steps:
-            return schedules.CosineDecay(config.learning_rate, decay_steps)
-        return schedules.CosineDecay(
-            0.0,
-            decay_steps,
-            warmup_target=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-        )
-    boundaries = sorted({max(1, int(f * config.steps)) for f in config.learning_rate_drops})
-    if not boundaries:
-        return config.learning_rate
-    values = [config.learning_rate / 10**i for i in range(len(boundaries) + 1)]
-    return schedules.PiecewiseConstantDecay(boundaries, values)
 
 
 def use_averaged_weights(model: keras.Model) -> keras.Model:

@@ -38,15 +38,16 @@ def training_mean_image(model_path: str, image_size: int, size: int):
     if run is None:
         return None
     try:
-        return _mean_target(run.data, run.train_split, image_size, size)
+        return mean_target(run.data, run.train_split, image_size, size)
     except (ValueError, OSError) as error:
         logging.warning("No mean training image for %s: %s", model_path, error)
         return None
 
 
 @functools.lru_cache(maxsize=8)
-def _mean_target(data: str, split: str, image_size: int, size: int):
-    """`training_mean_image` of a source: computed once for models trained on the same data."""
+def mean_target(data: str, split: str, image_size: int, size: int):
+    """`(mean image, description)` of a source's training targets, as `training_mean_image`
+    gives them; computed once for models trained on the same data."""
     total, count = np.zeros((size, size, 3), np.float64), 0
     for path in list_source_files(data, split):
         try:

@@ -67,16 +67,19 @@ def fill_feature_caches(runs: Sequence[tuple[config_lib.TrainConfig, str]]) -> l
     Raises:
         ValueError: the runs' crops would differ (one line).
     """
-    configs = [
-        DatasetConfig(
-            run.data,
-            run.train_split,
-            **_stream_arguments(run, cache_dir),
-            batch_size=run.batch_size,
-        )
-        for run, cache_dir in runs
-    ]
+    configs = [cache_config(run, cache_dir) for run, cache_dir in runs]
     return network_caches.materialise_together(configs)
+
+
+def cache_config(run: config_lib.TrainConfig, cache_dir: str) -> DatasetConfig:
+    """The dataset config of the feature cache that `run`'s training stream reads.
+
+    Its fixed crops (`pipelines.examples.fixed_crops`) are the photos' crops
+    whose features the cache holds.
+    """
+    return DatasetConfig(
+        run.data, run.train_split, **_stream_arguments(run, cache_dir), batch_size=run.batch_size
+    )
 
 
 def _stream_arguments(run: config_lib.TrainConfig, cache_dir: str | None) -> dict:

@@ -133,3 +133,71 @@ def test_the_check_sees_circles_and_imports_inside_functions():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c", "a"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+# What runs on an accelerator machine that has JAX and no TensorFlow: the
+# decoders, the run's optimiser and config, the reproduction's plan, the metrics
+# and the benchmarks that train there. Loading them must not import TensorFlow
+# (an import inside a function runs only when it is called, so it does not count).
+ACCELERATOR_MODULES = (
+    "keras_invert.decoders",
+    "keras_invert.optimizers",
+    "keras_invert.reproduction.plan",
+    "keras_invert.metrics",
+    "keras_invert.encoders",
+    "benchmarks.bench_decoder_step",
+    "benchmarks.bench_tap_training",
+)
+
+
+def _load_time_imports(module: str, path: pathlib.Path) -> set[str]:
+    """The dotted names `module` imports when it is loaded: outside function bodies."""
+    tree = ast.parse(path.read_text(), str(path))
+    functions = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
+    ]
+    deferred = {id(inner) for function in functions for inner in ast.walk(function)}
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in deferred or not isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        names |= set(_imported_names(module, path, ast.Module(body=[node], type_ignores=[])))
+    return names
+
+
+def _loaded_modules(roots, sources: dict[str, pathlib.Path]) -> dict[str, set[str]]:
+    """`{module: its load-time imports}` for `roots` and all they load, packages included."""
+    loaded, queue = {}, list(roots)
+    while queue:
+        module = queue.pop()
+        if module in loaded or module not in sources:
+            continue
+        loaded[module] = _load_time_imports(module, sources[module])
+        parents = [module.rsplit(".", depth)[0] for depth in range(1, module.count(".") + 1)]
+        for name in loaded[module] | set(parents):
+            while name and name not in sources and name.partition(".")[0] in sources:
+                name = name.rpartition(".")[0]
+            queue.append(name)
+    return loaded
+
+
+def test_what_runs_without_tensorflow_loads_none():
+    sources = {
+        _module_name(path): path
+        for package in (*PACKAGES, "benchmarks")
+        for path in sorted((ROOT / package).rglob("*.py"))
+    }
+    loaded = _loaded_modules(ACCELERATOR_MODULES, sources)
+    assert "keras_invert.config" in loaded and "keras_invert" in loaded  # The walk found them.
+    offending = sorted(
+        f"{module} imports {name}"
+        for module, names in loaded.items()
+        for name in names
+        if name.partition(".")[0] == "tensorflow" or name.partition(".")[0] == "pipelines"
+    )
+    assert not offending, "Loaded on a machine without TensorFlow:\n" + "\n".join(offending)
+    # The check sees an import that is loaded, and skips one deferred into a function.
+    tree_path = ROOT / "keras_invert/decoders.py"
+    assert _load_time_imports("keras_invert.decoders", tree_path) >= {"keras"}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import building, distribute, presets, runs, training
+from keras_invert import building, distribute, optimizers, presets, runs, training
 from keras_invert import config as config_lib
 from keras_invert.callbacks import DivergenceError, DivergenceGuard
 from keras_invert.checkpoints import Checkpoints, optimizer_step, save_final
@@ -123,7 +123,7 @@ def test_divergence_guard_detects_explosion():
 
 
 def test_learning_rate_is_lowered_towards_the_end():
-    optimizer = building.build_optimizer(_tiny_config(steps=100, learning_rate_drops=(0.5, 0.9)))
+    optimizer = optimizers.build_optimizer(_tiny_config(steps=100, learning_rate_drops=(0.5, 0.9)))
     schedule = (
         optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
     )

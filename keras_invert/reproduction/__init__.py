@@ -9,8 +9,25 @@
 it trains and how each verdict is reached.
 """
 
-from keras_invert.reproduction.driver import Data, reproduce
-from keras_invert.reproduction.findings import Finding, assess
-from keras_invert.reproduction.plan import Job, ReproduceConfig, jobs
+import importlib
 
 __all__ = ["Data", "Finding", "Job", "ReproduceConfig", "assess", "jobs", "reproduce"]
+
+_HOMES = {
+    "Data": "driver",
+    "reproduce": "driver",
+    "Finding": "findings",
+    "assess": "findings",
+    "Job": "plan",
+    "ReproduceConfig": "plan",
+    "jobs": "plan",
+}
+
+
+def __getattr__(name):
+    # Imported on first use: `plan` needs Keras alone, so a benchmark on an
+    # accelerator machine without TensorFlow (JAX) reads the reproduction's
+    # schedule from it; the driver needs TensorFlow.
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"keras_invert.reproduction.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'keras_invert.reproduction' has no attribute {name!r}")

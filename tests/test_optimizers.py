@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from keras_invert import building
 from keras_invert import config as config_lib
+from keras_invert import optimizers
 
 
 def _rates(config, steps):
-    schedule = building.learning_rate_schedule(config)
+    schedule = optimizers.learning_rate_schedule(config)
     return [float(schedule(step)) for step in steps]
 
 
@@ -27,10 +27,10 @@ def test_cosine_schedule_warms_up_from_zero_then_decays_to_zero():
 
 def test_optimizer_averages_the_weights_only_when_asked():
     run = config_lib.TrainConfig(steps=10, ema_momentum=0.999)
-    assert building.build_optimizer(run).use_ema
-    assert building.build_optimizer(run).ema_momentum == 0.999
-    assert not building.build_optimizer(run, average=False).use_ema
-    assert not building.build_optimizer(config_lib.TrainConfig(steps=10)).use_ema
+    assert optimizers.build_optimizer(run).use_ema
+    assert optimizers.build_optimizer(run).ema_momentum == 0.999
+    assert not optimizers.build_optimizer(run, average=False).use_ema
+    assert not optimizers.build_optimizer(config_lib.TrainConfig(steps=10)).use_ema
 
 
 @pytest.mark.parametrize(
