@@ -27,7 +27,16 @@ from keras_invert.checkpoints import Checkpoints, optimizer_step
 
 
 class DivergenceError(RuntimeError):
-    """Raised when the training loss is not finite or explodes."""
+    """Raised when the training loss is not finite or explodes.
+
+    Args:
+        reason: what happened ("Training diverged at step 12: the loss is nan.").
+        advice: what to do about it; the message is `reason` then `advice`.
+    """
+
+    def __init__(self, reason: str, advice: str = ""):
+        super().__init__(f"{reason} {advice}".strip())
+        self.reason = reason
 
 
 class CheckpointCallback(keras.callbacks.Callback):
@@ -69,12 +78,13 @@ class DivergenceGuard(keras.callbacks.Callback):
         step = optimizer_step(self.model)
         if not math.isfinite(loss):
             raise DivergenceError(
-                f"Training diverged at step {step}: the loss is {loss}. {_LOWER_THE_RATE}"
+                f"Training diverged at step {step}: the loss is {loss}.", _LOWER_THE_RATE
             )
         if loss > self.factor * self.best:
             raise DivergenceError(
                 f"Training diverged at step {step}: the running loss {loss:.4g} is more than "
-                f"{self.factor:g} times the best epoch loss {self.best:.4g}. {_LOWER_THE_RATE}"
+                f"{self.factor:g} times the best epoch loss {self.best:.4g}.",
+                _LOWER_THE_RATE,
             )
 
     def on_train_batch_end(self, batch, logs=None):

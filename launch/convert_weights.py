@@ -42,7 +42,7 @@ def main(argv):
     # Imported after flag checks so usage errors answer without loading TensorFlow.
     from keras_invert.encoders import convert_alexnet_weights
 
-    variant = convert_alexnet_weights(input_path, output_path, FLAGS.variant)
+    variant = convert_alexnet_weights(input_path, output_path, FLAGS.variant, names=("in", "out"))
     logging.info("Wrote %s (AlexNet %s) from %s", output_path, variant, input_path)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from absl import flags
+from absl import app, flags
 
 from launch import common
 
@@ -40,7 +40,7 @@ common.validate("step_scale", lambda scale: scale > 0, "> 0")
 
 def main(argv):
     del argv
-    from keras_invert import files, reproduction
+    from keras_invert import callbacks, files, reproduction
     from pipelines.reproduction_data import reproduction_data
 
     files.check_folder(FLAGS.out_dir, "out_dir")  # Before the hour of work.
@@ -60,7 +60,10 @@ def main(argv):
     if FLAGS.taps is not None:
         options["taps"] = tuple(FLAGS.taps)
     config = reproduction.ReproduceConfig(**options)
-    written = reproduction.reproduce(config, reproduction_data(config))
+    try:
+        written = reproduction.reproduce(config, reproduction_data(config))
+    except callbacks.DivergenceError as error:
+        raise app.UsageError(str(error)) from error  # One line: what diverged, what to do.
     print(written["results"])
 
 

@@ -295,7 +295,11 @@ def _load_weights(model: keras.Model, weights):
 
 
 def convert_alexnet_weights(
-    input_path: str | os.PathLike, output_path: str | os.PathLike, variant: str | None = None
+    input_path: str | os.PathLike,
+    output_path: str | os.PathLike,
+    variant: str | None = None,
+    *,
+    names: tuple[str, str] = ("input_path", "output_path"),
 ) -> str:
     """Converts a Caffe or torchvision AlexNet file into a Keras `.weights.h5`.
 
@@ -308,6 +312,7 @@ def convert_alexnet_weights(
             (variant "torchvision").
         output_path: the file to write; must end in `.weights.h5`.
         variant: "caffe" or "torchvision"; by default from `input_path`'s suffix.
+        names: what the errors call the two paths (a script's flags: `("in", "out")`).
 
     Returns:
         The variant converted.
@@ -317,9 +322,10 @@ def convert_alexnet_weights(
         'caffe'
     """
     input_path, output_path = os.fspath(input_path), os.fspath(output_path)
+    input_name, output_name = names
     if not output_path.endswith(".weights.h5"):
         raise ValueError(
-            f"`output_path` must end in .weights.h5. Received: output_path={output_path!r}"
+            f"Expected {output_name} to end in .weights.h5. Received: {output_name}={output_path!r}"
         )
     if variant is None:
         if input_path.endswith(".caffemodel"):
@@ -328,8 +334,8 @@ def convert_alexnet_weights(
             variant = "torchvision"
         else:
             raise ValueError(
-                "Cannot tell the variant from the file name; pass `variant`. "
-                f"Received: input_path={input_path!r}"
+                "Expected a file name ending in .caffemodel, .pth or .pt, or a variant. "
+                f"Received: {input_name}={input_path!r}"
             )
     if variant not in ALEXNET_VARIANTS:
         raise ValueError(

@@ -33,7 +33,17 @@ import keras
 import numpy as np
 from absl import logging
 
-from keras_invert import checkpoints, evaluation, figures, files, images, loading, metrics, runs
+from keras_invert import (
+    callbacks,
+    checkpoints,
+    evaluation,
+    figures,
+    files,
+    images,
+    loading,
+    metrics,
+    runs,
+)
 from keras_invert import config as config_lib
 from keras_invert.experiments import runners
 from keras_invert.reproduction import findings, report
@@ -231,6 +241,13 @@ def _train(job: Job, work_dir: str, data: Data, out: str) -> float:
 
     try:
         runs.run(run, dataset_from, work_dir, strategy=strategy)
+    except callbacks.DivergenceError as error:
+        # The plan sets the rate (no flag lowers it): the way out is another seed.
+        raise callbacks.DivergenceError(
+            f"{job.name}: {error.reason}",
+            f"The reproduction trains it at Adam {run.learning_rate:g}; start again with "
+            "another --seed and a new --out_dir.",
+        ) from error
     finally:
         spent += (time.time() - start) / 60
         files.write_json(path, {"minutes": spent, "steps": run.steps})

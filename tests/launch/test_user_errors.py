@@ -216,3 +216,41 @@ def test_image_paths_that_are_missing_a_folder_or_not_an_image_are_one_line_each
         message = common.user_error_message(error.value)
         assert message is not None and "\n" not in message, name
         assert expected in message and repr(path) in message, message
+
+
+def test_a_reproduction_job_that_diverges_is_one_line_with_a_way_out(
+    run_script, tmp_path, monkeypatch
+):
+    from keras_invert import callbacks, runs
+
+    def diverge(run, *args, **kwargs):
+        # What the divergence guard raises inside training.
+        raise callbacks.DivergenceError(
+            "Training diverged at step 3: the loss is nan.", "Lower --learning_rate."
+        )
+
+    monkeypatch.setattr(runs, "run", diverge)
+    line = _one_line(
+        *run_script("reproduce", f"--out_dir={tmp_path / 'out'}", "--shallow=hog", "--taps=")
+    )
+    # The job, what happened, and a way out the command has (it has no rate flag).
+    assert line == (
+        "ERROR: hog: Training diverged at step 3: the loss is nan. The reproduction trains "
+        "it at Adam 0.0006; start again with another --seed and a new --out_dir."
+    )
+
+
+def test_convert_weights_names_its_flags_for_the_file_names_it_refuses(run_script, tmp_path):
+    weights = tmp_path / "alexnet.bin"
+    weights.write_bytes(b"not read: the names are checked first")
+    out = tmp_path / "alexnet.h5"
+    line = _one_line(*run_script("convert_weights", f"--in={weights}", f"--out={out}"))
+    assert line == f"ERROR: Expected out to end in .weights.h5. Received: out='{out}'"
+    line = _one_line(
+        *run_script("convert_weights", f"--in={weights}", f"--out={tmp_path / 'a.weights.h5'}")
+    )
+    assert line == (
+        "ERROR: Expected a file name ending in .caffemodel, .pth or .pt, or a variant. "
+        f"Received: in='{weights}'"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["alexnet.bin"]
