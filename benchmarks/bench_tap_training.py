@@ -97,10 +97,20 @@ def decode_jpeg(data: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     )
 
 
+# Arrays every packed file holds (the targets' sides depend on the taps).
+_PACKED = ("train_jpeg", "train_offsets", "test_images", "test_names", "test_targets_224")
+
+
 def load_packed(path: str) -> dict[str, np.ndarray]:
     """The packed file's arrays, the JPEG ones decoded (`[N, H, W, 3]` uint8)."""
     with np.load(path, allow_pickle=False) as packed:
         arrays = {name: packed[name] for name in packed.files}
+    missing = sorted(set(_PACKED) - set(arrays))
+    if missing:
+        raise ValueError(
+            f"Expected a file of benchmarks.pack_tap_crops (arrays {', '.join(_PACKED)}, ...). "
+            f"Received: data={path!r} without {', '.join(missing)}"
+        )
     for name in [name for name in arrays if name.endswith("_jpeg")]:
         stem = name[: -len("_jpeg")]
         arrays[stem] = decode_jpeg(arrays.pop(name), arrays.pop(f"{stem}_offsets"))

@@ -78,3 +78,7 @@ def test_bad_flags_end_in_one_line(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert f"Received: data='{missing}', not found" in result.stderr
+    other = tmp_path / "other.npz"
+    np.savez(other, train=np.zeros(3))
+    with pytest.raises(ValueError, match="without test_images, test_names, test_targets_224, "):
+        bench_tap_training.load_packed(str(other))
