@@ -37,6 +37,22 @@ def test_each_tap_trains_at_its_rate_and_the_autoencoder_at_its_taps():
     assert {job.changes["learning_rate"] for job in full if job.group != "shallow"} == {1e-3}
 
 
+def test_the_full_plan_caches_nothing_and_the_cpu_plan_caches_every_job():
+    from keras_invert import config as config_lib
+    from keras_invert import presets
+
+    def run_config(job):
+        base = presets.preset(job.preset) if job.preset else config_lib.TrainConfig()
+        return config_lib.replace(base, **job.changes)
+
+    full = jobs(ReproduceConfig(out_dir="o", scale="full", alexnet_weights="/w.h5"))
+    assert {job.group for job in full} == {"shallow", "tap", "autoencoder", "alexnet"}
+    for run in map(run_config, full):  # The "sift" preset's cache included.
+        assert run.cache_dir is None and not run.cache_features, run.representation
+    for run in map(run_config, jobs(ReproduceConfig(out_dir="o", alexnet_weights="/w.h5"))):
+        assert run.cache_dir == "cache", run.representation
+
+
 def test_alexnet_layers_join_with_weights_and_steps_scale():
     planned = jobs(ReproduceConfig(out_dir="o", alexnet_weights="/w.h5", step_scale=0.5))
     alexnet = [job for job in planned if job.group == "alexnet"]

@@ -11,7 +11,8 @@ train, each a set of `TrainConfig` fields over a preset. Two scales:
   computed once), with fewer steps for the early taps, whose decoders are
   the most expensive (224 px maps all the way up).
 - "full": the paper's decoders (width 1.0, batch 64, 256 px shallow
-  features) and many more steps, for a GPU and a large photo set.
+  features) and many more steps, for a GPU and a large photo set; no
+  feature caches (fresh crops every step, the networks in the model).
 
 `step_scale` multiplies every job's steps (quick looks, tests).
 
@@ -87,7 +88,8 @@ class ReproduceConfig:
         The experiments' default taps that `taps` leaves out are not run.
         binarise_tap: the tap of the binarised/dropped-features experiment.
         dark_knowledge_tap: the tap of the top-5 experiment (the classifier's logits).
-        crops_per_image: crops per training photo in the network taps' feature caches.
+        crops_per_image: crops per training photo in the network taps' feature
+            caches (scale "cpu"; scale "full" caches nothing).
         shallow_crops_per_image: the same for the shallow features (the HOG demo's, `demo_hog`).
         optimization_steps: optimisation steps (None: the original method's).
         num_test_images: test photos used (None: all of the split).
@@ -187,21 +189,30 @@ def jobs(config: ReproduceConfig) -> list[Job]:
     def steps(count: int) -> int:
         return max(1, round((count if cpu else _FULL_STEPS) * config.step_scale))
 
+    # At scale "cpu" every job caches the features of a few fixed crops per
+    # photo (the shallow ones through the "demo_hog" preset). At scale "full"
+    # nothing is cached: every step reads fresh random crops, the shallow
+    # features are computed in the input pipeline and the networks inside the
+    # training model, as the paper trained. A cache holds every crop's
+    # features densely: 32 crops of each of ImageNet's 1.28 million photos
+    # would take 66 TB at the `stem` tap alone.
+    if cpu:
+        shallow_caching = dict(crops_per_image=config.shallow_crops_per_image)
+        network_caching = dict(
+            cache_dir="cache", cache_features=True, crops_per_image=config.crops_per_image
+        )
+    else:
+        shallow_caching = network_caching = dict(cache_dir=None, cache_features=False)
     planned = []
     for name in config.shallow:
         changes = dict(
-            common,
-            representation=name,
-            steps=steps(_CPU_SHALLOW_STEPS),
-            crops_per_image=config.shallow_crops_per_image,
+            common, representation=name, steps=steps(_CPU_SHALLOW_STEPS), **shallow_caching
         )
         # "demo_hog" is the CPU schedule for HOG; the representation presets are the paper's.
         planned.append(Job(name, "shallow", "demo_hog" if cpu else name, changes))
     network = dict(
         common,
-        cache_dir="cache",
-        cache_features=True,
-        crops_per_image=config.crops_per_image,
+        **network_caching,
         width=0.25 if cpu else 1.0,
         batch_size=16 if cpu else 64,
         learning_rate=6e-4 if cpu else 1e-3,  # AlexNet's at "cpu": not measured on its layers.
@@ -219,7 +230,7 @@ def jobs(config: ReproduceConfig) -> list[Job]:
         tap = config.autoencoder_tap
         changes = dict(
             tap_changes(tap),
-            cache_features=False,  # The encoder trains: the cache holds crops.
+            cache_features=False,  # The encoder trains: a cache (scale "cpu") holds crops.
             autoencoder=True,
             steps=steps(_CPU_AUTOENCODER_STEPS),
         )
