@@ -1,4 +1,5 @@
-"""Photos as arrays, outside tf.data: `load_images` (centre crops) and `read_image` (one file).
+"""Photos as arrays, outside tf.data: `load_images` (centre crops), `read_image` (one file),
+and `source_photos` (the first photos of any source's split, TFDS included).
 
 The reconstruct and evaluate scripts, the experiments and the tests read
 explicit files with these: each file is decoded as the training pipeline
@@ -16,8 +17,10 @@ import os
 
 import numpy as np
 import tensorflow as tf
+from absl import logging
 
 from keras_invert import images
+from pipelines import sources
 from pipelines.dataset_config import check_positive_int
 
 
@@ -86,3 +89,44 @@ def read_image(path, *, name: str = "path") -> tf.Tensor:
             "Expected an image file (JPEG/PNG/GIF/BMP/WebP); this one does not decode: "
             f"not an image, or corrupt or truncated. Received: {name}={path!r}"
         ) from error
+
+
+def source_photos(source: str, split: str, count: int | None = None):
+    """The first `count` photos of a source's split (None: all): `(names, crops)`.
+
+    Args:
+        source: "samples", "folder:PATH" or "tfds:NAME" (`pipelines.sources`).
+        split: the split.
+        count: how many photos, in the source's fixed order (files sorted,
+            TFDS records as stored).
+
+    Returns:
+        `names`: one short name per photo (a file's name without its
+        extension; a TFDS record's "SPLIT-INDEX"); `crops`: a function
+        `image_size -> float32 [N, S, S, 3]` 0..255 of their centre crops,
+        as `load_images` makes them, TFDS images decoded by the same op.
+    """
+    resolved = sources.resolve(source, split)
+    if resolved.files is not None:
+        paths = list(resolved.files)[:count] if count else list(resolved.files)
+        names = [os.path.splitext(os.path.basename(path))[0] for path in paths]
+        return names, lambda image_size: load_images(paths, image_size)
+    records = resolved.tfds_records(shuffle=False, seed=None)
+    names, decoded = [], []
+    for index, record in enumerate((records.take(count) if count else records).as_numpy_iterator()):
+        try:
+            decoded.append(images.decode(record["bytes"]))
+        except tf.errors.InvalidArgumentError:  # As the pipelines, which drop such records.
+            logging.warning(
+                "%s split %s: record %d does not decode; left out.", source, split, index
+            )
+            continue
+        names.append(f"{split}-{index}")
+
+    def crops(image_size: int) -> np.ndarray:
+        check_positive_int("image_size", image_size)
+        if not decoded:
+            return np.zeros((0, image_size, image_size, 3), np.float32)
+        return np.stack([images.center_crop(image, image_size).numpy() for image in decoded])
+
+    return names, crops

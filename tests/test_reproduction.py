@@ -242,3 +242,22 @@ def test_a_rerun_with_another_plan_is_refused_before_any_work(tiny_reproduction)
         name: os.path.getmtime(os.path.join(out, "runs", name, "model.keras")) for name in before
     }
     assert after == before
+
+
+@pytest.mark.slow
+def test_a_tiny_reproduction_on_a_tfds_source(tmp_path):
+    """The command a user runs on ImageNet (`--data=tfds:imagenet2012`), on faked TFDS data."""
+    import tensorflow_datasets as tfds
+
+    from pipelines.reproduction_data import reproduction_data
+
+    config = ReproduceConfig(
+        out_dir=str(tmp_path), data="tfds:cifar10", shallow=("hog",), taps=("stage6", "logits"),
+        autoencoder_tap="stage6", step_scale=0.0005, crops_per_image=1,
+        shallow_crops_per_image=1, optimization_steps=2, num_test_images=3,
+    )  # fmt: skip
+    with tfds.testing.mock_data(num_examples=12):
+        written = reproduction.reproduce(config, reproduction_data(config))
+    numbers = json.load(open(written["json"]))
+    assert numbers["test_photos"] == ["test-0", "test-1", "test-2"]
+    assert set(numbers["evaluations"]) == {job.name for job in jobs(config)}

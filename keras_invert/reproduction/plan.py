@@ -63,6 +63,8 @@ _DEFAULT_TAPS = {
 _DEFAULT_OPTIMIZATION_TAPS = ("stage2", "stage5", "logits")
 _CPU_ALEXNET_STEPS = 2000
 _FULL_STEPS = 60_000
+DEFAULT_TEST_IMAGES = 100
+"""Test photos a reproduction measures on when `num_test_images` is None (at most)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +94,10 @@ class ReproduceConfig:
             caches (scale "cpu"; scale "full" caches nothing).
         shallow_crops_per_image: the same for the shallow features (the HOG demo's, `demo_hog`).
         optimization_steps: optimisation steps (None: the original method's).
-        num_test_images: test photos used (None: all of the split).
+        num_test_images: test photos used, the first of the split (None: all,
+            at most `DEFAULT_TEST_IMAGES`: a split such as ImageNet's 50,000
+            validation photos is more than the optimisation baseline can
+            invert).
         seed: of the training streams and the optimisation's noise.
     """
 
@@ -153,6 +158,11 @@ class ReproduceConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value > 0):
                 raise ValueError(f"Expected {name} a positive integer. Received: {value!r}")
+
+    @property
+    def test_image_count(self) -> int:
+        """How many test photos to use, at most: `num_test_images`, or `DEFAULT_TEST_IMAGES`."""
+        return self.num_test_images or DEFAULT_TEST_IMAGES
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,51 @@
+"""pipelines.photos.source_photos and the reproduction's test photos, from files and from TFDS."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from keras_invert import images
+from keras_invert.reproduction import ReproduceConfig
+from keras_invert.reproduction.plan import DEFAULT_TEST_IMAGES
+from pipelines import sources
+from pipelines.photos import load_images, source_photos
+from pipelines.reproduction_data import reproduction_data
+
+
+def test_file_sources_give_the_first_photos_as_load_images_crops_them():
+    names, crops = source_photos("samples", "test", 4)
+    assert names == ["imagenet_00_243", "imagenet_04_949", "imagenet_08_915", "imagenet_14_129"]
+    paths = sources.list_source_files("samples", "test")[:4]
+    np.testing.assert_array_equal(crops(64), load_images(paths, 64))
+    assert len(source_photos("samples", "test")[0]) == 6
+
+
+def test_tfds_test_photos_are_decoded_and_centre_cropped_like_files():
+    with tfds.testing.mock_data(num_examples=7):
+        names, crops = source_photos("tfds:cifar10", "test", 5)
+        records = sources.resolve("tfds:cifar10", "test").tfds_records(shuffle=False, seed=None)
+        first = next(records.as_numpy_iterator())["bytes"]
+        assert names == [f"test-{index}" for index in range(5)]
+        pixels = crops(48)
+        assert pixels.shape == (5, 48, 48, 3) and pixels.dtype == np.float32
+        np.testing.assert_array_equal(
+            pixels[0], images.center_crop(images.decode(first), 48).numpy()
+        )
+        assert len(source_photos("tfds:cifar10", "test")[0]) == 7
+
+
+def test_a_tfds_reproduction_reads_its_test_split_capped_and_has_no_training_mean(tmp_path):
+    config = ReproduceConfig(out_dir=str(tmp_path), data="tfds:cifar10", taps=("logits",))
+    assert config.test_image_count == DEFAULT_TEST_IMAGES
+    with tfds.testing.mock_data(num_examples=DEFAULT_TEST_IMAGES + 20):
+        data = reproduction_data(config)
+        assert data.image_names[-1] == f"test-{DEFAULT_TEST_IMAGES - 1}"
+        assert data.crops(32).shape == (DEFAULT_TEST_IMAGES, 32, 32, 3)
+        data.check_source(config)  # The train split resolves (offline, prepared).
+    # The training photos of a TFDS source are records, not files: no mean image.
+    from keras_invert import config as config_lib
+
+    config_lib.save(config_lib.TrainConfig(data="tfds:cifar10"), str(tmp_path))
+    assert data.training_mean(str(tmp_path), 32, 32) is None
+    with pytest.raises(ValueError, match="two test photos or more"):
+        reproduction_data(ReproduceConfig(out_dir=str(tmp_path), num_test_images=1))
