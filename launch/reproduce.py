@@ -34,7 +34,7 @@ flags.DEFINE_list("taps", None, "EfficientNet-Lite0 taps (default: stem to logit
 flags.DEFINE_string("alexnet_weights", None, "AlexNet weights: also train its eight layers.")
 flags.DEFINE_integer("optimization_steps", None, "Optimisation steps (default: the method's).")
 flags.DEFINE_integer(
-    "num_test_images", None, "Use the first N test photos (default: all, at most 100).", lower_bound=2
+    "num_test_images", None, "The first N test photos (default: all, at most 100).", lower_bound=2
 )
 flags.DEFINE_integer("seed", 0, "Seed of the training streams and the optimisation.")
 common.validate("step_scale", lambda scale: scale > 0, "> 0")

@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from absl import logging
@@ -19,6 +20,9 @@ from absl import logging
 from keras_invert import config as config_lib
 from keras_invert import images
 from pipelines import list_source_files, read_image
+
+MAX_MEAN_PHOTOS = 1000
+"""At most this many training photos make a mean image (evenly spaced beyond it)."""
 
 
 def training_mean_image(model_path: str, image_size: int, size: int):
@@ -47,9 +51,18 @@ def training_mean_image(model_path: str, image_size: int, size: int):
 @functools.lru_cache(maxsize=8)
 def mean_target(data: str, split: str, image_size: int, size: int):
     """`(mean image, description)` of a source's training targets, as `training_mean_image`
-    gives them; computed once for models trained on the same data."""
+    gives them; computed once for models trained on the same data.
+
+    Up to `MAX_MEAN_PHOTOS` photos: a larger split gives every k-th photo of
+    its sorted list, k the smallest stride that keeps to the limit.
+    """
+    paths = list_source_files(data, split)
+    # A large split is sampled evenly along its sorted list (which a class-per-folder
+    # layout sorts by class): its mean, not a day of decoding.
+    stride = math.ceil(len(paths) / MAX_MEAN_PHOTOS)
+    sampled = paths[::stride]
     total, count = np.zeros((size, size, 3), np.float64), 0
-    for path in list_source_files(data, split):
+    for path in sampled:
         try:
             image = read_image(path)
         except ValueError:
@@ -61,4 +74,6 @@ def mean_target(data: str, split: str, image_size: int, size: int):
     mean = (total / count).astype(np.float32)
     mean.flags.writeable = False  # Shared by every caller.
     description = f"mean of {count} training photos ({data}, split {split})"
+    if stride > 1:
+        description += f", 1 in {stride} of {len(paths)}"
     return mean, description
