@@ -37,6 +37,9 @@ flags.DEFINE_integer(
     "num_test_images", None, "The first N test photos (default: all, at most 100).", lower_bound=2
 )
 flags.DEFINE_integer("seed", 0, "Seed of the training streams and the optimisation.")
+flags.DEFINE_enum(
+    "strategy", "default", ["default", "mirrored"], "default: one device; mirrored: every GPU."
+)
 common.validate("step_scale", lambda scale: scale > 0, "> 0")
 
 
@@ -58,6 +61,7 @@ def main(argv):
         optimization_steps=FLAGS.optimization_steps,
         num_test_images=FLAGS.num_test_images,
         seed=FLAGS.seed,
+        strategy=FLAGS.strategy,
     )
     if FLAGS.taps is not None:
         options["taps"] = tuple(FLAGS.taps)

@@ -53,6 +53,13 @@ def test_the_full_plan_caches_nothing_and_the_cpu_plan_caches_every_job():
         assert run.cache_dir == "cache", run.representation
 
 
+def test_every_job_trains_under_the_reproductions_strategy():
+    planned = jobs(ReproduceConfig(out_dir="o", strategy="mirrored", alexnet_weights="/w.h5"))
+    assert {job.changes["strategy"] for job in planned} == {"mirrored"}
+    with pytest.raises(ValueError, match=r"strategy in \('default', 'mirrored'\)"):
+        ReproduceConfig(out_dir="o", strategy="multi_worker")
+
+
 def test_alexnet_layers_join_with_weights_and_steps_scale():
     planned = jobs(ReproduceConfig(out_dir="o", alexnet_weights="/w.h5", step_scale=0.5))
     alexnet = [job for job in planned if job.group == "alexnet"]
@@ -220,7 +227,8 @@ def test_a_rerun_reuses_every_finished_part(tiny_reproduction):
         job.name: os.path.getmtime(os.path.join(out, "runs", job.name, "model.keras"))
         for job in jobs(config)
     }
-    again = reproduction.reproduce(config, data)
+    # Another strategy is how a run trains, not what: everything is reused.
+    again = reproduction.reproduce(dataclasses.replace(config, strategy="mirrored"), data)
     assert again["figures"] == written["figures"]
     assert {path: os.path.getmtime(path) for path in kept} == kept
     assert {

@@ -31,6 +31,10 @@ from keras_invert.encoders import EFFICIENTNET_LITE0_TAPS
 from keras_invert.encoders.alexnet import ALEXNET_LAYERS
 
 SCALES = ("cpu", "full")
+# A reproduction also evaluates, runs experiments and writes its report in one
+# process, so it trains on one machine's devices; multi-worker training is
+# `launch.train`'s.
+STRATEGIES = ("default", "mirrored")
 SHALLOW = ("hog", "sift", "lbp")
 EFFICIENTNET = "efficientnet-lite0"
 
@@ -99,6 +103,9 @@ class ReproduceConfig:
             validation photos is more than the optimisation baseline can
             invert).
         seed: of the training streams and the optimisation's noise.
+        strategy: how each job trains: "default" (one device) or "mirrored"
+            (every GPU of this machine, the batch split among them). A run
+            may resume under another strategy.
     """
 
     out_dir: str
@@ -119,10 +126,15 @@ class ReproduceConfig:
     optimization_steps: int | None = None
     num_test_images: int | None = None
     seed: int = 0
+    strategy: str = "default"
 
     def __post_init__(self):
         if self.scale not in SCALES:
             raise ValueError(f"Expected scale in {SCALES}. Received: scale={self.scale!r}")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(
+                f"Expected strategy in {STRATEGIES}. Received: strategy={self.strategy!r}"
+            )
         if not (math.isfinite(self.step_scale) and self.step_scale > 0):
             raise ValueError(f"Expected step_scale > 0. Received: step_scale={self.step_scale!r}")
         for name in ("shallow", "taps", "optimization_taps"):
@@ -191,6 +203,7 @@ def jobs(config: ReproduceConfig) -> list[Job]:
         train_split=config.train_split,
         test_split=config.test_split,
         seed=config.seed,
+        strategy=config.strategy,
         max_minutes=None,  # A job ends at its steps: "finished" means the same on every rerun.
         summary_images=0,
     )
