@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -106,6 +107,17 @@ def materialised(
         "Built the feature cache at %s: %d examples in %.1f s.", final, count, time.time() - start
     )
     return os.path.join(final, "data"), count
+
+
+def estimated_bytes(config: DatasetConfig, photos: int) -> int:
+    """About the disk bytes of the cache of `config` over `photos` photos.
+
+    Each element is its features as float32 and its target as uint8
+    (tf.data's own framing adds little). Evaluation caches one crop a photo.
+    """
+    crops = photos * (config.crops_per_image if config.training else 1)
+    features = 4 * math.prod(config.feature_shape)
+    return crops * (features + 3 * config.target_size**2)
 
 
 def cache_folder(

@@ -8,11 +8,13 @@ Example:
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 
-from keras_invert import reproduction
-from pipelines import baselines, sources
+from keras_invert import reproduction, runs
+from pipelines import baselines, cache, sources
 from pipelines.photos import source_photos
-from pipelines.training_data import fill_feature_caches, training_dataset
+from pipelines.training_data import cache_config, fill_feature_caches, training_dataset
 
 
 def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data:
@@ -25,8 +27,10 @@ def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data
 
     Raises:
         ValueError: the test split has fewer than two photos (the normalised
-            error divides by the distance between test photos).
+            error divides by the distance between test photos), or the
+            feature caches would not fit on the disk (`check_cache_room`).
     """
+    check_cache_room(config)
     names, crops = source_photos(config.data, config.test_split, config.test_image_count)
     if len(names) < 2:
         raise ValueError(f"Expected two test photos or more. Received: {len(names)} photos")
@@ -37,4 +41,45 @@ def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data
         image_names=names,
         training_mean=baselines.training_mean_image,
         fill_feature_caches=fill_feature_caches,
+    )
+
+
+def check_cache_room(config: reproduction.ReproduceConfig) -> None:
+    """Refuses, before any work, a reproduction whose feature caches would not fit on its disk.
+
+    Scale "cpu" caches the features of every training crop (32 or 128 per
+    photo): right for the bundled photos, terabytes for a large photo set.
+    The estimate (`pipelines.cache.estimated_bytes`) counts the jobs whose
+    cache folder holds no complete cache yet.
+
+    Raises:
+        ValueError: the estimate exceeds the free space where `out_dir` is.
+    """
+    needed, count = 0, None
+    for job in reproduction.jobs(config):
+        work_dir = os.path.join(config.out_dir, "runs", job.name)
+        run = runs.resolve_config(work_dir, dict(job.changes), job.preset)
+        folder = runs.cache_dir(run, work_dir)
+        if folder is None or _holds_a_cache(folder):
+            continue
+        if count is None:
+            count = sources.photo_count(sources.resolve(run.data, run.train_split))
+            if count is None:
+                return  # A TFDS split that cannot be counted: nothing to check against.
+        needed += cache.estimated_bytes(cache_config(run, folder), count)
+    existing = os.path.abspath(os.path.expanduser(config.out_dir))
+    while not os.path.isdir(existing):
+        existing = os.path.dirname(existing)
+    free = shutil.disk_usage(existing).free
+    if needed > free:
+        raise ValueError(
+            f"Expected room for the feature caches of {count} training photos: about "
+            f"{needed / 1e9:,.1f} GB. Received: {free / 1e9:,.1f} GB free at {existing!r}. "
+            "Use --scale=full (it caches nothing) or a smaller photo set."
+        )
+
+
+def _holds_a_cache(folder: str) -> bool:
+    return os.path.isdir(folder) and any(
+        cache.is_complete(os.path.join(folder, name)) for name in os.listdir(folder)
     )

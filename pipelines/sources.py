@@ -130,6 +130,20 @@ class Source:
         return _tfds_records(self, shuffle=shuffle, seed=seed)
 
 
+def photo_count(source: Source) -> int | None:
+    """The number of photos of a resolved source's split; None when TFDS cannot say."""
+    if source.files is not None:
+        return len(source.files)
+    import tensorflow_datasets as tfds
+
+    options = source.tfds_options
+    try:
+        builder = tfds.builder(options["name"], data_dir=options["data_dir"])
+        return int(builder.info.splits[source.split].num_examples)
+    except Exception:  # noqa: BLE001 - not prepared, or a split TFDS cannot count: unknown.
+        return None
+
+
 def resolve(source: str, split: str) -> Source:
     """Parses a source string and lists its examples for `split`."""
     if not isinstance(source, str) or not source:

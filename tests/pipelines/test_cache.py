@@ -206,3 +206,23 @@ def test_network_features_run_on_the_first_gpu_else_the_cpu(monkeypatch):
             tf.config, "list_logical_devices", lambda kind, d=devices: d if kind == "GPU" else []
         )
         assert cache.network_device() == expected
+
+
+def test_the_size_estimate_is_close_to_a_built_cache(tmp_path):
+    from pipelines import cache, sources
+    from pipelines.dataset_config import DatasetConfig
+
+    arguments = dict(
+        representation="hog", image_size=64, cache_dir=str(tmp_path), crops_per_image=3, seed=0
+    )
+    build_dataset("samples", "train", batch_size=4, **arguments)
+    built = sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(tmp_path)
+        for name in names
+    )
+    config = DatasetConfig("samples", "train", batch_size=4, **arguments)
+    photos = sources.photo_count(sources.resolve("samples", "train"))
+    estimate = cache.estimated_bytes(config, photos)
+    assert photos == 23 and estimate == 23 * 3 * (4 * 8 * 8 * 31 + 3 * 64 * 64)
+    assert 0.9 < built / estimate < 1.2, (built, estimate)

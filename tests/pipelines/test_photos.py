@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from keras_invert import images
-from keras_invert.reproduction import ReproduceConfig
+from keras_invert.reproduction import ReproduceConfig, jobs
 from keras_invert.reproduction.plan import DEFAULT_TEST_IMAGES
 from pipelines import sources
 from pipelines.photos import load_images, source_photos
@@ -49,3 +49,40 @@ def test_a_tfds_reproduction_reads_its_test_split_capped_and_has_no_training_mea
     assert data.training_mean(str(tmp_path), 32, 32) is None
     with pytest.raises(ValueError, match="two test photos or more"):
         reproduction_data(ReproduceConfig(out_dir=str(tmp_path), num_test_images=1))
+
+
+def test_a_reproduction_whose_caches_would_fill_the_disk_is_refused_before_any_work(
+    tmp_path, monkeypatch
+):
+    import shutil
+
+    from pipelines import reproduction_data as data_module
+
+    config = ReproduceConfig(out_dir=str(tmp_path / "out"))
+    full = shutil._ntuple_diskusage(10**12, 10**12 - 10**8, 10**8)  # 0.1 GB free.
+    monkeypatch.setattr(data_module.shutil, "disk_usage", lambda path: full)
+    with pytest.raises(ValueError, match=r"23 training photos: about 6\.0 GB\. Received: 0\.1 GB"):
+        reproduction_data(config)
+    assert not (tmp_path / "out").exists()
+    # Caches already built (a resumed reproduction) need no more room.
+    for job in jobs(config):
+        for name in ("meta.json", "data.index"):
+            folder = tmp_path / "out" / "runs" / job.name / "cache" / "built"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}")
+    reproduction_data(config)
+
+
+def test_photos_are_counted_and_an_uncountable_tfds_split_is_not_checked(tmp_path, monkeypatch):
+    import shutil
+
+    from pipelines import reproduction_data as data_module
+
+    assert sources.photo_count(sources.resolve("samples", "test")) == 6
+    full = shutil._ntuple_diskusage(10**12, 10**12 - 10**8, 10**8)
+    monkeypatch.setattr(data_module.shutil, "disk_usage", lambda path: full)
+    # Faked TFDS data records no split sizes (a prepared dataset does): unknown, not refused.
+    with tfds.testing.mock_data(num_examples=9):
+        assert sources.photo_count(sources.resolve("tfds:cifar10", "train")) is None
+        config = ReproduceConfig(out_dir=str(tmp_path), data="tfds:cifar10", taps=("logits",))
+        data_module.check_cache_room(config)
