@@ -11,6 +11,7 @@ import functools
 import os
 import shutil
 
+from keras_invert import config as config_lib
 from keras_invert import reproduction, runs
 from pipelines import baselines, cache, sources
 from pipelines.photos import source_photos
@@ -49,8 +50,8 @@ def check_cache_room(config: reproduction.ReproduceConfig) -> None:
 
     Scale "cpu" caches the features of every training crop (32 or 128 per
     photo): right for the bundled photos, terabytes for a large photo set.
-    The estimate (`pipelines.cache.estimated_bytes`) counts the jobs whose
-    cache folder holds no complete cache yet.
+    The estimate (`pipelines.cache.estimated_bytes`) counts the jobs not
+    started yet whose cache folder holds no complete cache.
 
     Raises:
         ValueError: the estimate exceeds the free space where `out_dir` is.
@@ -58,6 +59,8 @@ def check_cache_room(config: reproduction.ReproduceConfig) -> None:
     needed, count = 0, None
     for job in reproduction.jobs(config):
         work_dir = os.path.join(config.out_dir, "runs", job.name)
+        if config_lib.load(work_dir) is not None:
+            continue  # A run started earlier: its cache is built, and the driver judges its plan.
         run = runs.resolve_config(work_dir, dict(job.changes), job.preset)
         folder = runs.cache_dir(run, work_dir)
         if folder is None or _holds_a_cache(folder):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from keras_invert import config as config_lib
 from keras_invert import images
 from keras_invert.reproduction import ReproduceConfig, jobs
 from keras_invert.reproduction.plan import DEFAULT_TEST_IMAGES
@@ -43,8 +44,6 @@ def test_a_tfds_reproduction_reads_its_test_split_capped_and_has_no_training_mea
         assert data.crops(32).shape == (DEFAULT_TEST_IMAGES, 32, 32, 3)
         data.check_source(config)  # The train split resolves (offline, prepared).
     # The training photos of a TFDS source are records, not files: no mean image.
-    from keras_invert import config as config_lib
-
     config_lib.save(config_lib.TrainConfig(data="tfds:cifar10"), str(tmp_path))
     assert data.training_mean(str(tmp_path), 32, 32) is None
     with pytest.raises(ValueError, match="two test photos or more"):
@@ -64,12 +63,15 @@ def test_a_reproduction_whose_caches_would_fill_the_disk_is_refused_before_any_w
     with pytest.raises(ValueError, match=r"23 training photos: about 6\.0 GB\. Received: 0\.1 GB"):
         reproduction_data(config)
     assert not (tmp_path / "out").exists()
-    # Caches already built (a resumed reproduction) need no more room.
-    for job in jobs(config):
+    # Caches already built need no more room, nor do runs started earlier (resumed).
+    planned = jobs(config)
+    for job in planned[:3]:
         for name in ("meta.json", "data.index"):
             folder = tmp_path / "out" / "runs" / job.name / "cache" / "built"
             folder.mkdir(parents=True, exist_ok=True)
             (folder / name).write_text("{}")
+    for job in planned[3:]:
+        config_lib.save(config_lib.TrainConfig(), str(tmp_path / "out" / "runs" / job.name))
     reproduction_data(config)
 
 
