@@ -32,6 +32,7 @@ import io
 import itertools
 import os
 import time
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -103,7 +104,14 @@ _PACKED = ("train_jpeg", "train_offsets", "test_images", "test_names", "test_tar
 
 def load_packed(path: str) -> dict[str, np.ndarray]:
     """The packed file's arrays, the JPEG ones decoded (`[N, H, W, 3]` uint8)."""
-    with np.load(path, allow_pickle=False) as packed:
+    expected = "Expected a file of benchmarks.pack_tap_crops (.npz)"
+    try:
+        packed = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile) as error:  # Not a NumPy file of arrays.
+        raise ValueError(f"{expected}. Received: data={path!r} ({error})") from error
+    if not isinstance(packed, np.lib.npyio.NpzFile):
+        raise ValueError(f"{expected}. Received: data={path!r}, a single array")
+    with packed:
         arrays = {name: packed[name] for name in packed.files}
     missing = sorted(set(_PACKED) - set(arrays))
     if missing:
@@ -140,11 +148,14 @@ def tap_runs(taps, step_scale: float = 1.0, **choices) -> dict[str, config_lib.T
     return planned
 
 
-def encode(taps, weights: str, images: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """`{tap: features of images}` from the frozen encoder, in one pass."""
+def encode(taps, weights: str, *image_sets: np.ndarray, batch_size: int = 64) -> list[dict]:
+    """`{tap: features}` of each image set, from one frozen encoder (built and loaded once)."""
     network = efficientnet_lite0(weights=weights, outputs=list(taps))
-    features = network.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
-    return {tap: np.asarray(features[tap]) for tap in taps}
+    encoded = []
+    for images in image_sets:
+        features = network.predict(images.astype(np.float32), batch_size=batch_size, verbose=0)
+        encoded.append({tap: np.asarray(features[tap]) for tap in taps})
+    return encoded
 
 
 def train(decoder, run, features, targets) -> tuple[float, float]:
@@ -259,8 +270,9 @@ def main(argv):
     packed = load_packed(FLAGS.data)
     runs = tap_runs(FLAGS.taps, FLAGS.step_scale)
     start = time.perf_counter()
-    train_features = encode(FLAGS.taps, FLAGS.weights, packed["train"])
-    test_features = encode(FLAGS.taps, FLAGS.weights, packed["test_images"])
+    train_features, test_features = encode(
+        FLAGS.taps, FLAGS.weights, packed["train"], packed["test_images"]
+    )
     print(
         f"backend {keras.backend.backend()}, {len(packed['train'])} training crops, "
         f"{len(packed['test_images'])} test photos; features in {time.perf_counter() - start:.1f} s"

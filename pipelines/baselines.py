@@ -59,7 +59,7 @@ def mean_target(data: str, split: str, image_size: int, size: int):
     paths = list_source_files(data, split)
     # A large split is sampled evenly along its sorted list (which a class-per-folder
     # layout sorts by class): its mean, not a day of decoding.
-    stride = math.ceil(len(paths) / MAX_MEAN_PHOTOS)
+    stride = max(1, math.ceil(len(paths) / MAX_MEAN_PHOTOS))
     sampled = paths[::stride]
     total, count = np.zeros((size, size, 3), np.float64), 0
     for path in sampled:

@@ -339,6 +339,13 @@ def is_complete(folder: str) -> bool:
     return all(os.path.isfile(os.path.join(folder, name)) for name in ("meta.json", "data.index"))
 
 
+def holds_a_complete_cache(root: str) -> bool:
+    """Whether the cache root `root` (a run's `cache_dir`) holds a complete cache of any key."""
+    return os.path.isdir(root) and any(
+        is_complete(os.path.join(root, name)) for name in os.listdir(root)
+    )
+
+
 def _count(folder: str) -> int:
     with open(os.path.join(folder, "meta.json")) as file:
         return int(json.load(file)["count"])

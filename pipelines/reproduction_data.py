@@ -63,7 +63,7 @@ def check_cache_room(config: reproduction.ReproduceConfig) -> None:
             continue  # A run started earlier: its cache is built, and the driver judges its plan.
         run = runs.resolve_config(work_dir, dict(job.changes), job.preset)
         folder = runs.cache_dir(run, work_dir)
-        if folder is None or _holds_a_cache(folder):
+        if folder is None or cache.holds_a_complete_cache(folder):
             continue
         if count is None:
             count = sources.photo_count(sources.resolve(run.data, run.train_split))
@@ -80,9 +80,3 @@ def check_cache_room(config: reproduction.ReproduceConfig) -> None:
             f"{needed / 1e9:,.1f} GB. Received: {free / 1e9:,.1f} GB free at {existing!r}. "
             "Use --scale=full (it caches nothing) or a smaller photo set."
         )
-
-
-def _holds_a_cache(folder: str) -> bool:
-    return os.path.isdir(folder) and any(
-        cache.is_complete(os.path.join(folder, name)) for name in os.listdir(folder)
-    )

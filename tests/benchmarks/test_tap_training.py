@@ -54,10 +54,10 @@ def test_a_tap_trains_and_is_measured_against_the_mean_training_image(packed):
     _, loaded = packed
     run = bench_tap_training.tap_runs(["head"], step_scale=0.002)["head"]
     assert run.steps == 5  # 2,500 planned
-    features = {
-        "train": bench_tap_training.encode(["head"], "imagenet", loaded["train"])["head"],
-        "test": bench_tap_training.encode(["head"], "imagenet", loaded["test_images"])["head"],
-    }
+    train, test = bench_tap_training.encode(
+        ["head"], "imagenet", loaded["train"], loaded["test_images"]
+    )
+    features = {"train": train["head"], "test": test["head"]}
     assert features["train"].shape == (23, 1280)
     row, pictures = bench_tap_training.measure("head", run, features, loaded)
     assert (row["tap"], row["steps"], row["batch_size"]) == ("head", 5, 16)
@@ -82,3 +82,9 @@ def test_bad_flags_end_in_one_line(tmp_path):
     np.savez(other, train=np.zeros(3))
     with pytest.raises(ValueError, match="without test_images, test_names, test_targets_224, "):
         bench_tap_training.load_packed(str(other))
+    for name, write in (("text.npz", lambda p: p.write_text("not numpy")),
+                        ("array.npy", lambda p: np.save(p, np.zeros(3)))):  # fmt: skip
+        path = tmp_path / name
+        write(path)
+        with pytest.raises(ValueError, match=r"Expected a file of benchmarks.pack_tap_crops"):
+            bench_tap_training.load_packed(str(path))
