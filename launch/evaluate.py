@@ -26,13 +26,18 @@ from launch import common
 FLAGS = flags.FLAGS
 flags.DEFINE_list("model", [], "Work dirs or SavedModel export dirs, one table row each.")
 flags.DEFINE_list("method", None, "decoder and/or optimization (default: decoder with --model).")
-flags.DEFINE_string("data", "samples", "Pipeline source of the test photos.")
+flags.DEFINE_string(
+    "data", None, "Source of the test photos: samples (the default), folder:PATH, tfds:NAME."
+)
 flags.DEFINE_string("split", "test", "Split of --data.")
 flags.DEFINE_list("images", None, "Image files instead of --data.")
 # Given empty (`--images=`), it would silently fall back to --data.
 common.validate("images", bool, "one or more image files")
 flags.DEFINE_integer(
-    "num_images", None, "Use only the first N photos (default: all).", lower_bound=2
+    "num_images",
+    None,
+    "Use only the first N photos (default: all; a TFDS split's first 100).",
+    lower_bound=2,
 )
 flags.DEFINE_string("out_dir", "runs/evaluate", "Where evaluation.json and evaluation.csv go.")
 flags.DEFINE_string("representation", None, "Optimisation: the representation to invert.")
@@ -58,7 +63,6 @@ common.validate("optimization_learning_rate", lambda rate: rate > 0, "> 0")
 
 def main(argv):
     del argv
-    import functools
 
     import keras_invert
     import pipelines
@@ -75,11 +79,10 @@ def main(argv):
         raise app.UsageError("--method=decoder needs --model.")
     if "optimization" in methods and not (FLAGS.representation or FLAGS.model):
         raise app.UsageError("--method=optimization needs --representation or --model.")
-    if FLAGS.images and FLAGS.data != "samples":
+    if FLAGS.images and FLAGS["data"].present:
         raise app.UsageError("Give either --images or --data, not both.")
-    paths = FLAGS.images or pipelines.list_source_files(FLAGS.data, FLAGS.split)
-    paths = paths[: FLAGS.num_images] if FLAGS.num_images else paths
-    if len(paths) < 2:
+    photos = pipelines.chosen_photos(FLAGS.images, FLAGS.data, FLAGS.split, FLAGS.num_images)
+    if len(photos) < 2:
         raise app.UsageError("The normalised error needs at least two images.")
     try:
         classify = evaluation.make_classifier(FLAGS.classifier) if FLAGS.classifier else None
@@ -100,7 +103,7 @@ def main(argv):
     elif "optimization" in methods:
         optimization = evaluation.optimization_targets(models.values())
     rows = evaluation.evaluate(
-        functools.partial(pipelines.load_images, paths, name="images" if FLAGS.images else "data"),
+        photos.crops,
         models,
         decoders=decoders,
         optimization=optimization,
@@ -114,8 +117,9 @@ def main(argv):
         training_means=training_means,
         classify=classify,
     )
-    json_path, csv_path = evaluation.save(FLAGS.out_dir, rows, paths)
-    print(f"\n{len(paths)} images from {FLAGS.images and 'files' or FLAGS.data}/{FLAGS.split}\n")
+    json_path, csv_path = evaluation.save(FLAGS.out_dir, rows, list(photos.labels))
+    origin = "files" if FLAGS.images else f"{FLAGS.data or 'samples'}/{FLAGS.split}"
+    print(f"\n{len(photos)} images from {origin}\n")
     print(evaluation.format_table(rows))
     print(f"\n{json_path}\n{csv_path}")
 

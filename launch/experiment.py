@@ -32,7 +32,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_enum("name", None, EXPERIMENTS, "Which experiment.", required=True)
 flags.DEFINE_list("model", None, "Work dirs or SavedModel export dirs.", required=True)
 flags.DEFINE_string("out", "runs/experiments", "Output folder for NAME.png and NAME.json.")
-flags.DEFINE_string("data", "samples", "Pipeline source of the photos.")
+flags.DEFINE_string(
+    "data", "samples", "Source of the photos and of fitting data: samples, folder:PATH, tfds:NAME."
+)
 flags.DEFINE_string("split", "test", "Split of --data for the photos shown.")
 flags.DEFINE_list("images", None, "Image files instead of --data/--split.")
 # Given empty (`--images=`), it would silently fall back to --data.
@@ -91,21 +93,20 @@ def main(argv):
     import pipelines
     from keras_invert import experiments
 
-    photos = FLAGS.images or pipelines.list_source_files(FLAGS.data, FLAGS.split)
+    # Shown: --images, else --data's; --data still gives the fitting and fine-tuning data.
+    photos = pipelines.chosen_photos(FLAGS.images, FLAGS.data, FLAGS.split, FLAGS.num_images)
     # Each field of the config has the flag of its name, but models, photos and the indices.
     fields = [field.name for field in dataclasses.fields(experiments.ExperimentConfig)]
     config = experiments.ExperimentConfig(**{
         **{name: FLAGS[name].value for name in fields if name in FLAGS},
         "models": FLAGS.model,
-        "photos": photos[: FLAGS.num_images],
+        "photos": photos.labels,
         "pair": [int(index) for index in FLAGS.pair],
         "units": [int(unit) for unit in FLAGS.units],
     })  # fmt: skip
     written = experiments.run_experiment(
         config,
-        load_images=functools.partial(
-            pipelines.load_images, name="images" if FLAGS.images else "data"
-        ),
+        load_images=photos.load,
         build_dataset=functools.partial(pipelines.build_dataset, FLAGS.data),
     )
     print("\n".join(written))

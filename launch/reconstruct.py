@@ -3,6 +3,8 @@
     python -m launch.reconstruct --model=WORK_OR_EXPORT_DIR --images=a.jpg,b.png --out=grid.png
     python -m launch.reconstruct --model=WORK_DIR --images=photo.jpg --out=one.png
     python -m launch.reconstruct --model=WORK_DIR --data=samples --split=test --out=grid.png
+    python -m launch.reconstruct --model=WORK_DIR --data=tfds:imagenette --split=validation \\
+        --num_images=8 --out=grid.png
 
 Writes a PNG grid (one row per image: original | reconstruction) and prints
 the normalised reconstruction error (docs/reference.md, Evaluation; it needs
@@ -26,8 +28,16 @@ flags.DEFINE_string("model", None, "Training work dir or SavedModel export dir."
 flags.DEFINE_list("images", None, "Image files to reconstruct (one or more).")
 # Given empty (`--images=`), it would silently fall back to --data.
 common.validate("images", bool, "one or more image files")
-flags.DEFINE_string("data", None, "A pipeline source instead of --images, e.g. 'samples'.")
+flags.DEFINE_string(
+    "data", None, "A source instead of --images: samples (the default), folder:PATH, tfds:NAME."
+)
 flags.DEFINE_string("split", "test", "Split of --data.")
+flags.DEFINE_integer(
+    "num_images",
+    None,
+    "Only the first N photos (default: all; a TFDS split's first 100).",
+    lower_bound=1,
+)
 flags.DEFINE_string("out", "reconstructions.png", "Output PNG grid.")
 flags.DEFINE_string("metrics_out", None, "Optional JSON file for the figures.")
 
@@ -59,7 +69,7 @@ def main(argv):
     from keras_invert import evaluation, figures, files, images, metrics
     from pipelines import baselines
 
-    if FLAGS.images and FLAGS.data:
+    if FLAGS.images and FLAGS["data"].present:
         raise app.UsageError("Give either --images or --data, not both.")
     # Before the work, not when they are written.
     files.check_file(FLAGS.out, "out")
@@ -67,12 +77,12 @@ def main(argv):
         files.check_file(FLAGS.metrics_out, "metrics_out")
     model = keras_invert.load(FLAGS.model)
     representation, image_size = model.representation, model.image_size
-    paths = FLAGS.images or pipelines.list_source_files(FLAGS.data or "samples", FLAGS.split)
-    if not paths:
+    photos = pipelines.chosen_photos(FLAGS.images, FLAGS.data, FLAGS.split, FLAGS.num_images)
+    if not photos.labels:
         raise app.UsageError("No images to reconstruct.")
-    crops = pipelines.load_images(paths, image_size, name="images" if FLAGS.images else "data")
+    crops = photos.crops(image_size)
     if FLAGS.images:
-        warn_if_upsampled(paths, image_size)
+        warn_if_upsampled(photos.labels, image_size)
     reconstructions = model.reconstruct(crops)
     size = reconstructions.shape[1]
     originals = np.asarray(images.target(crops, size))
@@ -84,11 +94,11 @@ def main(argv):
     rows = evaluation.reconstruction_rows(
         f"{representation} decoder", originals, reconstructions, training_mean
     )
-    print(f"\n{len(paths)} images, {representation}, reconstructions {size}x{size}: {FLAGS.out}\n")
+    print(f"\n{len(photos)} images, {representation}, reconstructions {size}x{size}: {FLAGS.out}\n")
     table = [{"": name, **values} for name, values in rows.items()]
     print(evaluation.format_table(table, ["", *metrics.MEASURES]))
     if FLAGS.metrics_out:
-        files.write_json(FLAGS.metrics_out, {"images": paths, "results": rows})
+        files.write_json(FLAGS.metrics_out, {"images": list(photos.labels), "results": rows})
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@
 - `load_images`: centre crops of image files as a numpy batch, for the
   reconstruct and evaluate scripts; `read_image`: one file decoded, with an
   error that says whether it is missing, a folder or not an image.
+- `chosen_photos`: the photos a script's `--images` or `--data`/`--split`
+  name, TFDS splits included, as `Photos` (labels, names, crops at any size).
 - `list_source_files`: the photos of a "samples" or "folder:PATH" split.
 - `SAMPLE_PHOTOS`, `SAMPLE_TEST_PHOTOS`: the bundled photos and the fixed
   held-out ones (see `pipelines.sources`).
@@ -26,7 +28,7 @@ Example:
 
 from pipelines.builder import build_dataset
 from pipelines.dataset_config import DatasetConfig
-from pipelines.photos import load_images, read_image
+from pipelines.photos import Photos, chosen_photos, load_images, read_image
 from pipelines.sources import SAMPLE_PHOTOS, SAMPLE_TEST_PHOTOS, list_source_files
 from pipelines.training_data import sample_batch, training_dataset
 
@@ -34,7 +36,9 @@ __all__ = [
     "SAMPLE_PHOTOS",
     "SAMPLE_TEST_PHOTOS",
     "DatasetConfig",
+    "Photos",
     "build_dataset",
+    "chosen_photos",
     "list_source_files",
     "load_images",
     "read_image",

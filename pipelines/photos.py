@@ -1,8 +1,9 @@
 """Photos as arrays, outside tf.data: `load_images` (centre crops), `read_image` (one file),
-and `source_photos` (the first photos of any source's split, TFDS included).
+`source_photos` (the first photos of any source's split, TFDS included) and
+`chosen_photos` (image files or a source's photos, as the scripts' flags give them).
 
-The reconstruct and evaluate scripts, the experiments and the tests read
-explicit files with these: each file is decoded as the training pipeline
+The reconstruct, evaluate and experiment scripts and the reproduction read
+their photos with these: each file is decoded as the training pipeline
 decodes it (`keras_invert.images.decode`), and a file that cannot be used is
 an error that names it and says why (missing, a folder, not an image),
 rather than a skip.
@@ -13,13 +14,17 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
 from absl import logging
 
 from keras_invert import images
+from keras_invert.reproduction.plan import DEFAULT_TEST_IMAGES
 from pipelines import sources
 from pipelines.dataset_config import check_positive_int
 
@@ -91,8 +96,64 @@ def read_image(path, *, name: str = "path") -> tf.Tensor:
         ) from error
 
 
-def source_photos(source: str, split: str, count: int | None = None):
-    """The first `count` photos of a source's split (None: all): `(names, crops)`.
+@dataclasses.dataclass(frozen=True)
+class Photos:
+    """Photos chosen to be reconstructed or shown, read on demand at any crop size.
+
+    Attributes:
+        labels: what identifies each photo: a file's path, or a TFDS record's
+            "SPLIT-INDEX" (records have no file).
+        names: one short name per photo (a file's name without its
+            extension; a record's label).
+        crops: `image_size -> float32 [N, S, S, 3]` 0..255, the photos'
+            centre crops, as `load_images` makes them.
+    """
+
+    labels: tuple
+    names: tuple
+    crops: Callable[[int], np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def load(self, labels, image_size: int) -> np.ndarray:
+        """The crops of some of the photos, by label (the experiments' `load_images`)."""
+        index = {label: position for position, label in enumerate(self.labels)}
+        unknown = [label for label in labels if label not in index]
+        if unknown:
+            raise ValueError(f"Expected labels of these photos. Received: {unknown!r}")
+        return self.crops(image_size)[[index[label] for label in labels]]
+
+
+def chosen_photos(images=None, source=None, split="test", count=None) -> Photos:
+    """The photos a user chose by flags: image files, else the first photos of a source's split.
+
+    The one place the reconstruct, evaluate and experiment scripts turn
+    `--images` or `--data`/`--split` into photos, so that they read the same
+    photos the same way, TFDS splits included.
+
+    Args:
+        images: image files (the `--images` flag); they win over `source`.
+        source: "samples" (None), "folder:PATH" or "tfds:NAME".
+        split: the source's split.
+        count: only the first `count` photos. None: all of them, except for
+            a TFDS split, of which the first `DEFAULT_TEST_IMAGES` are read
+            (a split such as ImageNet's 50,000 validation photos would
+            otherwise be decoded into memory).
+    """
+    if images:
+        paths = tuple(os.fspath(path) for path in images)[:count]
+        names = tuple(os.path.splitext(os.path.basename(path))[0] for path in paths)
+        return Photos(paths, names, functools.partial(load_images, paths, name="images"))
+    source = source or "samples"
+    if count is None and source.startswith("tfds:"):
+        count = DEFAULT_TEST_IMAGES
+        logging.info("%s split %s: the first %d photos.", source, split, count)
+    return source_photos(source, split, count)
+
+
+def source_photos(source: str, split: str, count: int | None = None) -> Photos:
+    """The first `count` photos of a source's split (None: all).
 
     Args:
         source: "samples", "folder:PATH" or "tfds:NAME" (`pipelines.sources`).
@@ -101,16 +162,15 @@ def source_photos(source: str, split: str, count: int | None = None):
             TFDS records as stored).
 
     Returns:
-        `names`: one short name per photo (a file's name without its
-        extension; a TFDS record's "SPLIT-INDEX"); `crops`: a function
-        `image_size -> float32 [N, S, S, 3]` 0..255 of their centre crops,
-        as `load_images` makes them, TFDS images decoded by the same op.
+        `Photos`: files are labelled by their paths and read with
+        `load_images` (whose errors name `data`); TFDS records are labelled
+        "SPLIT-INDEX", decoded once by the same op and centre-cropped alike.
     """
     resolved = sources.resolve(source, split)
     if resolved.files is not None:
-        paths = list(resolved.files)[:count] if count else list(resolved.files)
-        names = [os.path.splitext(os.path.basename(path))[0] for path in paths]
-        return names, lambda image_size: load_images(paths, image_size)
+        paths = tuple(resolved.files)[:count] if count else tuple(resolved.files)
+        names = tuple(os.path.splitext(os.path.basename(path))[0] for path in paths)
+        return Photos(paths, names, functools.partial(load_images, paths, name="data"))
     records = resolved.tfds_records(shuffle=False, seed=None)
     names, decoded = [], []
     for index, record in enumerate((records.take(count) if count else records).as_numpy_iterator()):
@@ -129,4 +189,4 @@ def source_photos(source: str, split: str, count: int | None = None):
             return np.zeros((0, image_size, image_size, 3), np.float32)
         return np.stack([images.center_crop(image, image_size).numpy() for image in decoded])
 
-    return names, crops
+    return Photos(tuple(names), tuple(names), crops)

@@ -32,14 +32,14 @@ def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data
             feature caches would not fit on the disk (`check_cache_room`).
     """
     check_cache_room(config)
-    names, crops = source_photos(config.data, config.test_split, config.test_image_count)
-    if len(names) < 2:
-        raise ValueError(f"Expected two test photos or more. Received: {len(names)} photos")
+    photos = source_photos(config.data, config.test_split, config.test_image_count)
+    if len(photos) < 2:
+        raise ValueError(f"Expected two test photos or more. Received: {len(photos)} photos")
     return reproduction.Data(
         training_dataset=training_dataset,
         check_source=lambda run: sources.resolve(run.data, run.train_split),
-        crops=functools.lru_cache(maxsize=4)(crops),
-        image_names=names,
+        crops=functools.lru_cache(maxsize=4)(photos.crops),
+        image_names=list(photos.names),
         training_mean=baselines.training_mean_image,
         fill_feature_caches=fill_feature_caches,
     )

@@ -103,6 +103,38 @@ def test_one_table_for_decoders_optimization_and_the_mean_image(models, tmp_path
         assert 0 <= float(row["top1_agreement"]) <= float(row["top5_agreement"]) <= 1
 
 
+def test_evaluate_reconstruct_and_experiment_read_the_first_photos_of_a_tfds_split(
+    models, tmp_path, run_script
+):
+    import tensorflow_datasets as tfds
+
+    work_dir, _ = models
+    with tfds.testing.mock_data(num_examples=4):
+        status, stderr = run_script(
+            "evaluate", f"--model={work_dir}", "--data=tfds:cifar10", "--num_images=3",
+            f"--out_dir={tmp_path / 'evaluation'}",
+        )  # fmt: skip
+        assert status == 0, stderr
+        status, stderr = run_script(
+            "reconstruct", f"--model={work_dir}", "--data=tfds:cifar10", "--num_images=2",
+            f"--out={tmp_path / 'grid.png'}", f"--metrics_out={tmp_path / 'metrics.json'}",
+        )  # fmt: skip
+        assert status == 0, stderr
+        status, stderr = run_script(
+            "experiment", "--name=layers", f"--model={work_dir}", "--data=tfds:cifar10",
+            "--num_images=2", f"--out={tmp_path / 'figures'}",
+        )  # fmt: skip
+        assert status == 0, stderr
+    with open(tmp_path / "figures" / "layers.json") as file:
+        assert json.load(file)["photos"] == ["test-0", "test-1"]
+    with open(tmp_path / "evaluation" / "evaluation.json") as file:
+        figures = json.load(file)
+    assert figures["images"] == ["test-0", "test-1", "test-2"]
+    assert 0 < figures["rows"][0]["normalized_error"] < 2
+    with open(tmp_path / "metrics.json") as file:
+        assert json.load(file)["images"] == ["test-0", "test-1"]
+
+
 def test_small_reconstructions_are_resized_up_before_reencoding():
     from keras_invert import evaluation
 

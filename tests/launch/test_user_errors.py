@@ -66,6 +66,8 @@ def _photos(folder, count, truncated=False, first=0):
         ("reconstruct", ["--model=missing", "--images=a.jpg,b.jpg"], "Received: model='missing'"),
         ("reconstruct", ["--model=x", "--images="], "--images must be one or more image files"),
         ("evaluate", ["--model=x", "--images="], "--images must be one or more image files"),
+        ("evaluate", ["--model=x", "--images=a.jpg,b.jpg", "--data=samples"], "not both"),
+        ("reconstruct", ["--model=x", "--images=a.jpg", "--data=samples"], "not both"),
     ],
 )
 def test_bad_flag_values_are_one_line(run_script, tmp_path, script, arguments, expected):

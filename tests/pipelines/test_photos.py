@@ -1,4 +1,4 @@
-"""pipelines.photos.source_photos and the reproduction's test photos, from files and from TFDS."""
+"""pipelines.photos: the photos a script or the reproduction reads, from files and from TFDS."""
 
 import numpy as np
 import pytest
@@ -9,30 +9,64 @@ from keras_invert import images
 from keras_invert.reproduction import ReproduceConfig, jobs
 from keras_invert.reproduction.plan import DEFAULT_TEST_IMAGES
 from pipelines import sources
-from pipelines.photos import load_images, source_photos
+from pipelines.photos import chosen_photos, load_images, source_photos
 from pipelines.reproduction_data import reproduction_data
 
 
 def test_file_sources_give_the_first_photos_as_load_images_crops_them():
-    names, crops = source_photos("samples", "test", 4)
-    assert names == ["imagenet_00_243", "imagenet_04_949", "imagenet_08_915", "imagenet_14_129"]
+    photos = source_photos("samples", "test", 4)
+    names = ("imagenet_00_243", "imagenet_04_949", "imagenet_08_915", "imagenet_14_129")
+    assert photos.names == names
     paths = sources.list_source_files("samples", "test")[:4]
-    np.testing.assert_array_equal(crops(64), load_images(paths, 64))
-    assert len(source_photos("samples", "test")[0]) == 6
+    assert photos.labels == tuple(paths)
+    np.testing.assert_array_equal(photos.crops(64), load_images(paths, 64))
+    assert len(source_photos("samples", "test")) == 6
+
+
+def test_chosen_photos_are_the_files_given_else_the_sources_first():
+    paths = sources.list_source_files("samples", "test")
+    given = chosen_photos([paths[3], paths[1]], "folder:/ignored", "train", count=None)
+    assert given.labels == (paths[3], paths[1]) and given.names[0] == "imagenet_14_129"
+    np.testing.assert_array_equal(given.crops(32), load_images([paths[3], paths[1]], 32))
+    assert chosen_photos(paths, count=2).labels == tuple(paths[:2])
+    # No files and no source: the bundled test photos.
+    assert chosen_photos().labels == tuple(paths)
+    assert chosen_photos(None, "samples", "test", 3).labels == tuple(paths[:3])
+    # A missing file is named by the flag that gave it.
+    with pytest.raises(FileNotFoundError, match="Received: images='nope.jpg'"):
+        chosen_photos(["nope.jpg"]).crops(32)
+
+
+def test_photos_load_a_subset_by_label_as_the_experiments_ask():
+    photos = chosen_photos(None, "samples", "test", 4)
+    every = photos.crops(32)
+    wanted = [photos.labels[2], photos.labels[0]]
+    np.testing.assert_array_equal(photos.load(wanted, 32), every[[2, 0]])
+    with pytest.raises(ValueError, match="Expected labels of these photos. Received: .'x.jpg'"):
+        photos.load(["x.jpg"], 32)
 
 
 def test_tfds_test_photos_are_decoded_and_centre_cropped_like_files():
     with tfds.testing.mock_data(num_examples=7):
-        names, crops = source_photos("tfds:cifar10", "test", 5)
+        photos = source_photos("tfds:cifar10", "test", 5)
         records = sources.resolve("tfds:cifar10", "test").tfds_records(shuffle=False, seed=None)
         first = next(records.as_numpy_iterator())["bytes"]
-        assert names == [f"test-{index}" for index in range(5)]
-        pixels = crops(48)
+        assert photos.names == photos.labels == tuple(f"test-{index}" for index in range(5))
+        pixels = photos.crops(48)
         assert pixels.shape == (5, 48, 48, 3) and pixels.dtype == np.float32
         np.testing.assert_array_equal(
             pixels[0], images.center_crop(images.decode(first), 48).numpy()
         )
-        assert len(source_photos("tfds:cifar10", "test")[0]) == 7
+        assert len(source_photos("tfds:cifar10", "test")) == 7
+
+
+def test_a_tfds_split_chosen_without_a_count_is_read_up_to_the_default():
+    with tfds.testing.mock_data(num_examples=DEFAULT_TEST_IMAGES + 5):
+        photos = chosen_photos(None, "tfds:cifar10", "test")
+        assert len(photos) == DEFAULT_TEST_IMAGES
+        assert photos.labels[-1] == f"test-{DEFAULT_TEST_IMAGES - 1}"
+        assert len(chosen_photos(None, "tfds:cifar10", "test", 3)) == 3
+        assert photos.load(["test-4"], 16).shape == (1, 16, 16, 3)
 
 
 def test_a_tfds_reproduction_reads_its_test_split_capped_and_has_no_training_mean(tmp_path):
