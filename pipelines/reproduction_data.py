@@ -23,6 +23,8 @@ def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data
 
     The test photos are the first `config.test_image_count` of its test
     split, TFDS splits included; their crops are read once per size. The
+    decoders are also measured on the first as many photos of its training
+    split, which they trained on (on other crops of them). The
     mean training image needs the training photos as files, so a TFDS
     source has none (logged).
 
@@ -35,6 +37,7 @@ def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data
     photos = source_photos(config.data, config.test_split, config.test_image_count)
     if len(photos) < 2:
         raise ValueError(f"Expected two test photos or more. Received: {len(photos)} photos")
+    seen = source_photos(config.data, config.train_split, config.test_image_count)
     return reproduction.Data(
         training_dataset=training_dataset,
         check_source=lambda run: sources.resolve(run.data, run.train_split),
@@ -42,6 +45,7 @@ def reproduction_data(config: reproduction.ReproduceConfig) -> reproduction.Data
         image_names=list(photos.names),
         training_mean=baselines.training_mean_image,
         fill_feature_caches=fill_feature_caches,
+        training_crops=functools.lru_cache(maxsize=4)(seen.crops) if len(seen) > 1 else None,
     )
 
 

@@ -154,10 +154,24 @@ def test_a_top_decoder_worse_than_the_mean_training_image_is_called_memorised():
     top.append({"method": findings.TRAINING_MEAN, "normalized_error": 0.7})
     depth = findings.assess(ReproduceConfig(out_dir="o"), plan, numbers)[2]
     assert depth.verdict == FAILS
-    assert "(0.800) is worse than even the mean training image (0.700)" in depth.why
+    assert "(0.800) is worse than even the mean training image (0.700):" in depth.why
+    numbers["evaluations"]["logits"][findings.SEEN] = {"normalized_error": 0.35}
+    depth = findings.assess(ReproduceConfig(out_dir="o"), plan, numbers)[2]
+    assert "(0.700) but scores 0.350 on its training photos: trained on few" in depth.why
     top[-1]["normalized_error"] = 0.9
     depth = findings.assess(ReproduceConfig(out_dir="o"), plan, numbers)[2]
     assert depth.verdict == FAILS and "mean training image" not in depth.why
+
+
+def test_a_decoder_behind_optimisation_cites_its_error_on_its_training_photos():
+    errors = {"hog": 0.7, "sift": 0.8, "lbp": 0.9, "stage2": 0.1, "stage5": 0.3, "logits": 0.6}
+    numbers = _numbers(errors, optimisation={"hog": 0.6})
+    plan = _plan(list(errors))
+    first = findings.assess(ReproduceConfig(out_dir="o"), plan, numbers)[0]
+    assert first.verdict == FAILS and first.why.endswith("own features")
+    numbers["evaluations"]["hog"][findings.SEEN] = {"normalized_error": 0.3}
+    first = findings.assess(ReproduceConfig(out_dir="o"), plan, numbers)[0]
+    assert first.why.endswith("own features (its error on its training photos: hog 0.300)")
 
 
 def test_a_finding_without_its_measurement_says_so():
@@ -211,6 +225,13 @@ def test_a_tiny_reproduction_writes_the_findings_tables_and_figures(tiny_reprodu
     assert len(numbers["findings"]) == 6
     fixed = numbers["experiments"]["fixed_vs_autoencoder"]["models"]
     assert np.isfinite(fixed["autoencoder"]["normalized_error"])
+    # Every decoder is measured on training photos too, and both tables show it.
+    for evaluation in numbers["evaluations"].values():
+        seen = evaluation[findings.SEEN]
+        assert seen["photos"] == 3 and 0 < seen["normalized_error"] < 2
+    assert "| decoder, on its training photos | " in text
+    assert "| layer | decoder error | luma | SSIM | error on training photos |" in text
+    assert "also measured on 3 of their training photos" in text
 
 
 def test_a_rerun_reuses_every_finished_part(tiny_reproduction):
@@ -250,6 +271,22 @@ def test_a_rerun_with_another_plan_is_refused_before_any_work(tiny_reproduction)
         name: os.path.getmtime(os.path.join(out, "runs", name, "model.keras")) for name in before
     }
     assert after == before
+
+
+def test_a_stored_evaluation_without_the_training_photos_is_measured_again(tiny_reproduction):
+    # As a reproduction measured before the training photos were: only that part is redone.
+    config, data, _ = tiny_reproduction
+    folder = os.path.join(config.out_dir, "measurements")
+    old = os.path.join(folder, "evaluation-hog.json")
+    stored = json.load(open(old))
+    del stored[findings.SEEN]
+    with open(old, "w") as file:
+        json.dump(stored, file)
+    before = {name: os.path.getmtime(os.path.join(folder, name)) for name in os.listdir(folder)}
+    reproduction.reproduce(config, data)
+    assert findings.SEEN in json.load(open(old))
+    after = {name: os.path.getmtime(os.path.join(folder, name)) for name in before}
+    assert [name for name in before if after[name] != before[name]] == ["evaluation-hog.json"]
 
 
 @pytest.mark.slow

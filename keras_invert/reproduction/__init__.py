@@ -2,6 +2,8 @@
 
 - `plan`: `ReproduceConfig` (the choices) and `jobs` (the decoders to train).
 - `driver`: `reproduce(config, data)`, resumable stage by stage.
+- `measurements`: the decoders and the optimisation evaluated, stored and
+  reused by a rerun.
 - `findings`: the six findings judged on the numbers, with plain verdicts.
 - `report`: `results.md` with the paper's tables, the findings and the figures.
 

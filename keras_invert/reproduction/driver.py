@@ -16,8 +16,8 @@ Layout of `out_dir`:
     results.md, results.json
 
 Example:
-    >>> data = Data(training_dataset=..., sample_batch=..., check_source=...,
-    ...             crops=..., image_names=[...], training_mean=...)
+    >>> data = Data(training_dataset=..., check_source=..., crops=...,
+    ...             image_names=[...], training_mean=..., training_crops=...)
     >>> reproduce(ReproduceConfig(out_dir="results"), data)
 """
 
@@ -36,21 +36,15 @@ from absl import logging
 from keras_invert import (
     callbacks,
     checkpoints,
-    evaluation,
     figures,
     files,
-    images,
     loading,
-    metrics,
     runs,
 )
 from keras_invert import config as config_lib
 from keras_invert.experiments import runners
-from keras_invert.reproduction import findings, report
+from keras_invert.reproduction import findings, measurements, report
 from keras_invert.reproduction.plan import Job, ReproduceConfig, jobs, tap_name
-
-COARSE_SIZE = 8
-"""Side of the block averages on which colour and rough layout are compared (finding 3)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,6 +65,8 @@ class Data:
             network feature caches of runs on taps of one network in one
             pass (`pipelines.training_data.fill_feature_caches`); None: each
             run builds its own.
+        training_crops: as `crops`, for photos of the training split (the
+            decoders saw other crops of them); None: not measured.
     """
 
     training_dataset: Callable
@@ -79,6 +75,7 @@ class Data:
     image_names: Sequence[str]
     training_mean: Callable
     fill_feature_caches: Callable | None = None
+    training_crops: Callable[[int], np.ndarray] | None = None
 
 
 class _Progress:
@@ -118,17 +115,20 @@ def reproduce(config: ReproduceConfig, data: Data) -> dict:
     evaluations = {}
     for job in planned:
         progress("evaluating %s", job.name)
-        evaluations[job.name] = _cached(
+        evaluations[job.name] = measurements.cached(
             out, f"evaluation-{job.name}", [models[job.name]],
-            lambda job=job: _evaluate_decoder(job, models[job.name], data),
+            lambda job=job: measurements.evaluate_decoder(job, models[job.name], data),
+            keys=[findings.SEEN] if data.training_crops else [],
         )  # fmt: skip
     optimizations = {}
     for job in planned:
         if _optimised(config, job):
             progress("optimisation on %s", job.representation)
-            optimizations[job.name] = _cached(
+            optimizations[job.name] = measurements.cached(
                 out, f"optimization-{job.name}", [],
-                lambda job=job: _evaluate_optimization(config, job, models[job.name], data),
+                lambda job=job: measurements.evaluate_optimization(
+                    config, job, models[job.name], data
+                ),
             )  # fmt: skip
     figure_paths, experiments = _experiments(config, planned, models, data, out, progress)
     depth = _depth_figure(planned, evaluations, optimizations, out)
@@ -254,67 +254,11 @@ def _train(job: Job, work_dir: str, data: Data, out: str) -> float:
     return spent
 
 
-def _cached(out: str, name: str, models, measure: Callable[[], dict], outputs=()) -> dict:
-    """`measure()`, stored as `measurements/NAME.json`; reused while newer than `models`.
-
-    `outputs` are files `measure` also writes (a figure): without them the
-    stored numbers are not reused.
-    """
-    path = os.path.join(out, "measurements", f"{name}.json")
-    newest = max((_model_time(model) for model in models), default=0.0)
-    fresh = os.path.exists(path) and os.path.getmtime(path) >= newest
-    if fresh and all(os.path.exists(output) for output in outputs):
-        with open(path) as file:
-            return json.load(file)
-    result = files.plain(measure())
-    files.write_json(path, result)
-    return result
-
-
-def _model_time(model) -> float:
-    final = os.path.join(model.path, checkpoints.FINAL_MODEL)
-    return os.path.getmtime(final) if os.path.exists(final) else time.time()
-
-
 def _optimised(config: ReproduceConfig, job: Job) -> bool:
     if job.group == "shallow":
         return job.representation == "hog"  # SIFT and LBP have no gradient.
     taps = {tap_name(tap) for tap in config.optimization_taps}
     return job.group == "tap" and job.representation in taps
-
-
-def _evaluate_decoder(job: Job, model, data: Data) -> dict:
-    """The decoder's row, its coarse (colour and layout) errors and the mean-image rows."""
-    row, originals, reconstructions = evaluation.evaluate_decoder(job.name, model, data.crops)
-    training_mean = data.training_mean(model.path, model.image_size, model.output_size)
-    means = evaluation.mean_image_rows(
-        originals, model.image_size, [training_mean] if training_mean else []
-    )
-    coarse = {"decoder": _coarse_error(originals, reconstructions)}
-    oracle = np.broadcast_to(originals.mean(axis=0), originals.shape)
-    coarse["mean image (of these photos)"] = _coarse_error(originals, oracle)
-    if training_mean is not None:
-        constant = np.broadcast_to(training_mean[0], originals.shape)
-        coarse["mean training image"] = _coarse_error(originals, constant)
-    return {"decoder": row, "means": means, "coarse_error": coarse}
-
-
-def _coarse_error(originals, reconstructions) -> float:
-    """The normalised error of `COARSE_SIZE` x `COARSE_SIZE` block averages: colour and layout."""
-    small = [
-        images.target(np.asarray(x) * 255.0, COARSE_SIZE).numpy()
-        for x in (originals, reconstructions)
-    ]
-    return float(metrics.normalized_reconstruction_error(*small))
-
-
-def _evaluate_optimization(config: ReproduceConfig, job: Job, model, data: Data) -> dict:
-    overrides = {"steps": config.optimization_steps}
-    row = evaluation.evaluate_optimization(
-        job.representation, model.image_size, data.crops, model.encoder_options,
-        overrides=overrides, seed=config.seed,
-    )  # fmt: skip
-    return {"optimization": row}
 
 
 def _depth_figure(planned, evaluations, optimizations, out) -> str | None:
@@ -370,7 +314,9 @@ def _experiments(config, planned, models, data, out, progress):
             return figure.numbers
 
         used_models = [models[name] for name in used]
-        numbers[stage] = _cached(out, f"experiment-{stage}", used_models, measure, [png])
+        numbers[stage] = measurements.cached(
+            out, f"experiment-{stage}", used_models, measure, [png]
+        )
         paths.append(png)
 
     layered = [job.name for job in planned if job.group in ("shallow", "tap", "alexnet")]

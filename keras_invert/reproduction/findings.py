@@ -36,6 +36,9 @@ ORACLE = "mean image (of these photos)"
 TRAINING_MEAN = "mean training image"
 DEPTH_CORRELATION = 0.7
 """The Spearman correlation of error and depth above which the error 'grows with depth'."""
+SEEN = "training_photos"
+"""An evaluation's measures on photos the decoder trained on, beside the test photos'."""
+SEEN_MEASURES = ("normalized_error", "luma_correlation", "ssim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +96,15 @@ def _decoder_against_optimisation(planned, numbers, errors) -> Finding:
     worse = [name for name, mine, theirs, *_ in pairs if mine >= theirs]
     if not worse:
         return Finding(1, "Decoder against optimisation", claim, ours, HOLDS)
+    seen = [
+        f"{name} {numbers['evaluations'][name][SEEN]['normalized_error']:.3f}"
+        for name in worse
+        if SEEN in numbers["evaluations"][name]
+    ]
     why = (
         f"the decoder is not better for {', '.join(worse)}: it learnt from few training "
         "photos, while optimisation matches each test photo's own features"
+        + (f" (its error on its training photos: {', '.join(seen)})" if seen else "")
     )
     return Finding(1, "Decoder against optimisation", claim, ours, DOES_NOT_HOLD, why)
 
@@ -158,10 +167,13 @@ def _depth(config, planned, numbers, errors) -> Finding:
         )  # fmt: skip
         if training_mean is not None and curve[-1] > training_mean:
             # Worse than a constant: the decoder memorised its photos rather than generalised.
+            seen = top.get(SEEN, {}).get("normalized_error")
             reason += (
                 f"; its decoder ({curve[-1]:.3f}) is worse than even the mean training image "
-                f"({training_mean:.3f}): trained on few photos, it paints their textures "
-                "into new ones, and more training photos are the lever"
+                f"({training_mean:.3f})"
+                + (f" but scores {seen:.3f} on its training photos" if seen is not None else "")
+                + ": trained on few photos, it paints their textures into new ones, and more "
+                "training photos are the lever"
             )
         reasons.append(reason)
     return Finding(3, "Error over depth", claim, ours, DOES_NOT_HOLD, "; ".join(reasons))

@@ -13,7 +13,7 @@ import os
 import platform
 
 from keras_invert import files
-from keras_invert.reproduction.findings import ORACLE, Finding
+from keras_invert.reproduction.findings import ORACLE, SEEN, Finding
 from keras_invert.reproduction.plan import ReproduceConfig
 
 _FIGURE_TITLES = {
@@ -43,6 +43,7 @@ def write(out_dir, config: ReproduceConfig, planned, numbers, found: list[Findin
         "Luma correlation and SSIM measure structure (higher is better). The mean image of "
         "the test photos themselves has seen them: a deliberately strong constant baseline.",
         "",
+        *_seen_note(planned, numbers),
         "## Findings",
         "",
     ]
@@ -89,6 +90,10 @@ def _shallow_table(planned, numbers) -> list[str]:
     ]
     decoder = [numbers["evaluations"][job.name]["decoder"] for job in shallow]
     lines.append("| decoder | " + " | ".join(" / ".join(_measures(row)) for row in decoder) + " |")
+    seen = [numbers["evaluations"][job.name].get(SEEN) for job in shallow]
+    if any(seen):
+        cells = [" / ".join(_measures(row)) if row else "-" for row in seen]
+        lines.append("| decoder, on its training photos | " + " | ".join(cells) + " |")
     optimisation = []
     for job in shallow:
         found = numbers["optimizations"].get(job.name)
@@ -110,9 +115,10 @@ def _layer_table(planned, numbers) -> list[str]:
     if not layers:
         return ["Not trained in this reproduction."]
     lines = [
-        "| layer | decoder error | luma | SSIM | 8x8 colour/layout error | optimisation error "
-        "| mean image error (8x8) | steps | minutes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| layer | decoder error | luma | SSIM | error on training photos "
+        "| 8x8 colour/layout error | optimisation error | mean image error (8x8) | steps "
+        "| minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for job in layers:
         evaluation = numbers["evaluations"][job.name]
@@ -121,14 +127,32 @@ def _layer_table(planned, numbers) -> list[str]:
         optimisation = found["optimization"].get("normalized_error") if found else None
         oracle = _mean_row(evaluation, ORACLE) or {}
         label = job.representation + (" (autoencoder)" if job.group == "autoencoder" else "")
+        seen = evaluation.get(SEEN) or {}
         lines.append(
-            f"| {label} | {' | '.join(_measures(row))} "
+            f"| {label} | {' | '.join(_measures(row))} | {_cell(seen.get('normalized_error'))} "
             f"| {_cell(evaluation['coarse_error']['decoder'])} | {_cell(optimisation)} "
             f"| {_cell(oracle.get('normalized_error'))} "
             f"({_cell(evaluation['coarse_error'][ORACLE])}) | {job.changes['steps']} "
             f"| {numbers['training_minutes'][job.name]:.1f} |"
         )
     return lines
+
+
+def _seen_note(planned, numbers) -> list[str]:
+    """What the measures on training photos say, where they were taken."""
+    seen = [numbers["evaluations"][job.name].get(SEEN) for job in planned]
+    seen = [row for row in seen if row]
+    if not seen:
+        return []
+    return [
+        f"The decoders were also measured on {seen[0]['photos']} of their training photos "
+        "(centre crops; training saw other crops of them), normalised among themselves. "
+        "Where that error is close to the test photos', a decoder is held back by its "
+        "training (steps, width) and would gain from more of it; where it is far below, "
+        "the decoder learnt its training photos rather than the representation, and more "
+        "photos are the lever.",
+        "",
+    ]
 
 
 def _mean_methods(evaluation) -> list[str]:
