@@ -35,8 +35,8 @@ def write(out_dir, config: ReproduceConfig, planned, numbers, found: list[Findin
         f"({', '.join(numbers['test_photos'])}), which no decoder saw in training. "
         f"Scale `{config.scale}` (step scale {config.step_scale:g}); "
         f"{os.cpu_count()} CPU cores ({platform.machine()}); training took "
-        f"{sum(numbers['training_minutes'].values()):.0f} minutes in all, the last invocation "
-        f"{numbers['minutes']:.0f} minutes (a rerun reuses finished parts).",
+        f"{_minutes(sum(numbers['training_minutes'].values()))} in all, the last invocation "
+        f"{_minutes(numbers['minutes'])} (a rerun reuses finished parts).",
         "",
         "Normalised error: mean ||x - x_hat|| over the photos, divided by the mean distance "
         "between two test photos (lower is better; a constant mean image scores about 0.7). "
@@ -67,6 +67,12 @@ def write(out_dir, config: ReproduceConfig, planned, numbers, found: list[Findin
         with open(temporary, "w") as file:
             file.write("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def _minutes(value: float) -> str:
+    if value < 0.5:
+        return "under a minute"
+    return "1 minute" if round(value) == 1 else f"{value:.0f} minutes"
 
 
 def _cell(value, digits=3) -> str:
