@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 from keras_invert import files
 from keras_invert.feature_placement import check_cache_features, check_features_in_model
@@ -165,8 +166,9 @@ class TrainConfig:
             "batch_size": (self.batch_size > 0, "> 0"),
             "steps": (self.steps > 0, "> 0"),
             "steps_per_epoch": (self.steps_per_epoch > 0, "> 0"),
-            # An infinite rate or width would start a run that can only diverge or fail.
-            "learning_rate": (0 < self.learning_rate < math.inf, "> 0 and finite"),
+            # Adam moves each weight by about the rate a step: above 1 a run can only
+            # diverge (or overflow), and an infinite width fails.
+            "learning_rate": (0 < self.learning_rate <= 1, "in (0, 1]"),
             "width": (0 < self.width < math.inf, "> 0 and finite"),
             # Adam's moment decays: outside [0, 1) its averages grow without bound.
             "beta_1": (0 <= self.beta_1 < 1, "in [0, 1)"),
@@ -182,6 +184,15 @@ class TrainConfig:
             ),
             "ema_momentum": (self.ema_momentum is None or 0 < self.ema_momentum < 1, "in (0, 1)"),
             "discriminator_pause_ratio": (0 <= self.discriminator_pause_ratio < math.inf, ">= 0"),
+            "seed": (
+                self.seed is None
+                or (
+                    isinstance(self.seed, int)
+                    and not isinstance(self.seed, bool)
+                    and 0 <= self.seed < 2**32
+                ),
+                "None or a whole number in [0, 2**32)",
+            ),  # fmt: skip
             "init_from": (
                 self.init_from is None or (isinstance(self.init_from, str) and self.init_from),
                 "a work dir or None",
@@ -247,7 +258,9 @@ def _check_execution(config: TrainConfig) -> None:
     if not isinstance(config.jit_compile, bool):
         raise ValueError(f"Expected a bool. Received: jit_compile={config.jit_compile!r}")
     service = config.data_service
-    if service is not None and not (isinstance(service, str) and service.startswith("grpc://")):
+    if service is not None and not (
+        isinstance(service, str) and re.fullmatch(r"grpc://\S+:\d{1,5}", service)
+    ):
         raise ValueError(
             "Expected data_service as 'grpc://HOST:PORT' (a tf.data service dispatcher) or "
             f"None. Received: data_service={service!r}"
@@ -306,9 +319,9 @@ def _check_loss(config: TrainConfig) -> None:
             )
         object.__setattr__(config, "loss_weights", weights)
     rate = config.discriminator_learning_rate
-    if rate is not None and (config.loss != "deepsim" or not 0 < rate < math.inf):
+    if rate is not None and (config.loss != "deepsim" or not 0 < rate <= 1):
         raise ValueError(
-            "discriminator_learning_rate is a positive, finite rate for loss='deepsim'. Received: "
+            "discriminator_learning_rate is a rate in (0, 1] for loss='deepsim'. Received: "
             f"loss={config.loss!r}, discriminator_learning_rate={rate!r}"
         )
 

@@ -180,6 +180,9 @@ def save_png(path: str, image, *, keep_identical: bool = False) -> str:
 
     if os.path.isdir(path):
         raise ValueError(f"Expected a PNG file's path, not a folder. Received: path={path!r}")
+    if not os.fspath(path).lower().endswith(".png"):
+        # OpenCV picks the format from the suffix: ".jpg" would write a lossy JPEG.
+        raise ValueError(f"Expected a path ending in .png. Received: path={path!r}")
     bgr = cv2.cvtColor(np.asarray(image, np.uint8), cv2.COLOR_RGB2BGR)
     if keep_identical and os.path.exists(path):
         stored = cv2.imread(path, cv2.IMREAD_COLOR)
@@ -193,6 +196,7 @@ def save_png(path: str, image, *, keep_identical: bool = False) -> str:
             written = False
         if not written:
             raise ValueError(
-                f"Could not write the PNG: expected a path ending in .png. Received: path={path!r}"
+                f"Could not write the PNG of {bgr.shape[1]}x{bgr.shape[0]} pixels: OpenCV "
+                f"refused it (too large for PNG?). Received: path={path!r}"
             )
     return path

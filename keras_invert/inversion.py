@@ -241,6 +241,14 @@ def _check(name, value, valid):
         raise ValueError(f"Invalid argument of optimize. Received: {name}={value!r}")
 
 
+def _diverged(step: int, learning_rate, tv_weight, alpha_weight) -> ValueError:
+    return ValueError(
+        f"The optimisation diverged at step {step}: its images or energy stopped being "
+        "finite. Expected a smaller learning rate or prior weights. Received: "
+        f"learning_rate={learning_rate!r}, tv_weight={tv_weight!r}, alpha_weight={alpha_weight!r}"
+    )
+
+
 def optimize(
     encoder,
     target_features,
@@ -285,13 +293,13 @@ def optimize(
     image_shape = tuple(int(d) for d in image_shape)
     _check("image_shape", image_shape, len(image_shape) == 3 and min(image_shape) > 0)
     _check("steps", steps, isinstance(steps, int) and steps > 0)
-    _check("learning_rate", learning_rate, learning_rate > 0)
+    _check("learning_rate", learning_rate, 0 < learning_rate < math.inf)
     _check("momentum", momentum, 0 <= momentum < 1)
     _check("learning_rate_drops", learning_rate_drops, all(0 < f < 1 for f in learning_rate_drops))
     _check("alpha", alpha, alpha >= 1)
     _check("tv_beta", tv_beta, tv_beta >= 1)
-    _check("alpha_weight", alpha_weight, alpha_weight >= 0)
-    _check("tv_weight", tv_weight, tv_weight >= 0)
+    _check("alpha_weight", alpha_weight, 0 <= alpha_weight < math.inf)
+    _check("tv_weight", tv_weight, 0 <= tv_weight < math.inf)
     target = tf.convert_to_tensor(np.asarray(target_features, np.float32))
     _check("target_features", tuple(target.shape), target.shape.rank >= 2 and target.shape[0] > 0)
     count = int(target.shape[0])
@@ -335,7 +343,12 @@ def optimize(
             velocity = tf.zeros_like(x)  # Their code: a new rate restarts the momentum.
         rate = tf.constant(learning_rate / 10**drops, tf.float32)
         # The terms are those of x before this update: the last pass only evaluates.
-        updated, velocity, terms = step(x, velocity, rate, problem)
+        try:
+            updated, velocity, terms = step(x, velocity, rate, problem)
+        except tf.errors.InvalidArgumentError as error:  # An encoder's finiteness check.
+            raise _diverged(index, learning_rate, tv_weight, alpha_weight) from error
+        if not np.all(np.isfinite(terms["total"].numpy())):
+            raise _diverged(index, learning_rate, tv_weight, alpha_weight)
         if initial is None:
             initial = terms["feature"].numpy().astype(np.float64)
         # Choice: each image's lowest-energy iterate is returned, so that a

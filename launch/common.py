@@ -118,6 +118,11 @@ def validate(name: str, check, expected: str) -> None:
     )
 
 
+def validate_path(name: str) -> None:
+    """Refuses an empty path for flag `name` (`--out=`), which would mean the current folder."""
+    validate(name, bool, "a path (given empty, it would be the current folder)")
+
+
 def _first_line(message: str) -> str | None:
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return lines[0] if lines else None

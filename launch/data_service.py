@@ -19,6 +19,8 @@ resumes its jobs (fault tolerance); without it the state is in memory only.
 
 from __future__ import annotations
 
+import re
+
 from absl import app, flags
 
 from launch import common  # Also quiets TensorFlow's C++ logs.
@@ -42,6 +44,13 @@ flags.DEFINE_integer(
     lower_bound=1,
 )
 flags.DEFINE_string("work_dir", None, "Dispatcher: folder of its journal (fault tolerance).")
+# Without a port the worker would wait for a dispatcher it can never reach, silently.
+common.validate(
+    "dispatcher",
+    lambda address: re.fullmatch(r"(grpc://)?\S+:\d{1,5}", address),
+    "HOST:PORT of the dispatcher",
+)
+common.validate_path("work_dir")
 
 
 def main(argv):

@@ -19,6 +19,8 @@ representation unless flags override them, for `--representation` at
 
 from __future__ import annotations
 
+import math
+
 from absl import app, flags
 
 from launch import common
@@ -58,7 +60,11 @@ flags.DEFINE_string(
     "Registry name of a classifier tap (efficientnet-lite0/logits, keras:PATH#LAYER): adds "
     "top-1/top-5 agreement between its predictions on originals and on reconstructions.",
 )
-common.validate("optimization_learning_rate", lambda rate: rate > 0, "> 0")
+common.validate("optimization_learning_rate", lambda rate: 0 < rate < math.inf, "> 0 and finite")
+for _name in ("tv_weight", "alpha_weight"):
+    common.validate(_name, math.isfinite, "finite")
+common.validate_path("out_dir")
+common.validate_path("encoder_weights")
 
 
 def main(argv):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 
 from absl import app, flags
 
@@ -40,7 +41,9 @@ flags.DEFINE_list("images", None, "Image files instead of --data/--split.")
 # Given empty (`--images=`), it would silently fall back to --data.
 common.validate("images", bool, "one or more image files")
 flags.DEFINE_integer("num_images", 4, "Photos shown (the first N of the split).", lower_bound=2)
-flags.DEFINE_integer("steps", 8, "interpolation: blends, both ends included.", lower_bound=2)
+flags.DEFINE_integer(
+    "steps", 8, "interpolation: blends, both ends included.", lower_bound=2, upper_bound=64
+)
 flags.DEFINE_list("pair", ["0", "1"], "interpolation: indices of the two photos.")
 flags.DEFINE_float("dropout_rate", 0.5, "perturbation: fraction of feature entries dropped.")
 flags.DEFINE_bool("dropout_keep_norm", True, "perturbation: rescale to keep each norm.")
@@ -67,7 +70,13 @@ flags.DEFINE_list("compare", COMPARED, "autoencoder_vs_fixed: experiments run on
 common.validate("dropout_rate", lambda rate: 0 <= rate < 1, "in [0, 1)")
 common.validate("retrain_learning_rate", lambda rate: rate > 0, "> 0")
 common.validate("pair", lambda pair: len(pair) == 2 and all(map(str.isdigit, pair)), "two indices")
-common.validate("units", lambda units: all(map(str.isdigit, units)), "unit indices")
+common.validate(
+    "units", lambda units: units and all(map(str.isdigit, units)), "one or more unit indices"
+)
+common.validate("percentile", lambda value: 0 <= value <= 100, "in [0, 100]")  # Refuses NaN.
+common.validate("activation", math.isfinite, "finite")
+common.validate("retrain_learning_rate", lambda rate: rate <= 1, "at most 1")
+common.validate_path("out")
 
 
 def check_flags(compared) -> None:

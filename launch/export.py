@@ -16,6 +16,8 @@ from launch import common  # Also quiets TensorFlow's C++ logs.
 FLAGS = flags.FLAGS
 flags.DEFINE_string("work_dir", None, "Training run directory.", required=True)
 flags.DEFINE_string("export_dir", None, "Base directory that TF Serving watches.", required=True)
+common.validate_path("work_dir")
+common.validate_path("export_dir")
 flags.DEFINE_integer("version", None, "Version number (default: next free).")
 
 

@@ -19,6 +19,8 @@ is refused with an error that says which.
 
 from __future__ import annotations
 
+import os
+
 from absl import app, flags, logging
 
 from launch import common
@@ -40,6 +42,8 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string("out", "reconstructions.png", "Output PNG grid.")
 flags.DEFINE_string("metrics_out", None, "Optional JSON file for the figures.")
+common.validate("out", lambda path: path.lower().endswith(".png"), "a path ending in .png")
+common.validate_path("metrics_out")
 
 
 def warn_if_upsampled(paths, image_size: int) -> None:
@@ -71,6 +75,17 @@ def main(argv):
 
     if FLAGS.images and FLAGS["data"].present:
         raise app.UsageError("Give either --images or --data, not both.")
+    inputs = {os.path.realpath(path) for path in FLAGS.images or ()}
+    if os.path.realpath(FLAGS.out) in inputs:
+        raise app.UsageError(f"--out would overwrite one of the --images. Received: {FLAGS.out!r}")
+    if FLAGS.metrics_out and os.path.realpath(FLAGS.metrics_out) in {
+        os.path.realpath(FLAGS.out),
+        *inputs,
+    }:
+        raise app.UsageError(
+            "--metrics_out would overwrite --out or one of the --images. "
+            f"Received: {FLAGS.metrics_out!r}"
+        )
     # Before the work, not when they are written.
     files.check_file(FLAGS.out, "out")
     if FLAGS.metrics_out:

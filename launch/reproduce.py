@@ -16,6 +16,7 @@ docs/reference.md, Reproduction.
 
 from __future__ import annotations
 
+import math
 import os
 
 from absl import app, flags
@@ -40,7 +41,21 @@ flags.DEFINE_integer("seed", 0, "Seed of the training streams and the optimisati
 flags.DEFINE_enum(
     "strategy", "default", ["default", "mirrored"], "default: one device; mirrored: every GPU."
 )
-common.validate("step_scale", lambda scale: scale > 0, "> 0")
+common.validate("step_scale", lambda scale: 0 < scale < math.inf, "> 0 and finite")
+common.validate("seed", lambda seed: 0 <= seed < 2**32, "in [0, 2**32)")
+common.validate_path("out_dir")
+common.validate_path("alexnet_weights")
+
+
+def check_alexnet_weights(path: str) -> None:
+    """Refuses a weights file that AlexNet cannot load, naming --alexnet_weights."""
+    from keras_invert import files, registry
+
+    files.check_existing_file(path, "alexnet_weights")
+    try:
+        registry.get("alexnet/fc8").make_encoder(weights=path)
+    except ValueError as error:
+        raise app.UsageError(f"--alexnet_weights: {error}") from error
 
 
 def main(argv):
@@ -49,6 +64,8 @@ def main(argv):
     from pipelines.reproduction_data import reproduction_data
 
     files.check_folder(FLAGS.out_dir, "out_dir")  # Before the hour of work.
+    if FLAGS.alexnet_weights:  # Read now: a bad file would otherwise stop the run hours in.
+        check_alexnet_weights(FLAGS.alexnet_weights)
     options = dict(
         out_dir=FLAGS.out_dir,
         data=FLAGS.data,

@@ -72,6 +72,7 @@ config_flags.define_config_flags(
     },
     skip=("encoder_options",),
 )
+common.validate_path("work_dir")
 for _name in ("width", "learning_rate", "discriminator_learning_rate"):
     common.validate(_name, lambda value: value > 0, "> 0")
 # 0 is a budget spent at once: the run stops after its first epoch (and checkpoint).

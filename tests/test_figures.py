@@ -39,7 +39,12 @@ def test_save_png_writes_the_rgb_image_and_nothing_else(tmp_path):
 
 def test_save_png_refuses_a_folder_or_a_path_without_a_png_writer(tmp_path):
     image = np.zeros((4, 5, 3), np.uint8)
-    for path, expected in [(tmp_path, "not a folder"), (tmp_path / "grid", "ending in .png")]:
+    cases = [
+        (tmp_path, "not a folder"),
+        (tmp_path / "grid", "ending in .png"),
+        (tmp_path / "grid.jpg", "ending in .png"),  # OpenCV would write a lossy JPEG.
+    ]
+    for path, expected in cases:
         with pytest.raises(ValueError, match=f"{expected}. Received: path={str(path)!r}"):
             figures.save_png(str(path), image)
     assert os.listdir(tmp_path) == []

@@ -97,6 +97,15 @@ def test_bad_arguments_are_refused(photos, hog):
         inversion.optimize(hog, hog(photos), image_shape=(40, 40, 3), steps=2)
 
 
+def test_a_diverging_optimisation_is_one_error_that_names_its_rate(photos, hog):
+    with pytest.raises(ValueError, match=r"diverged at step \d+.*Received: learning_rate=1e\+30"):
+        inversion.optimize(hog, hog(photos), image_shape=(32, 32, 3), steps=4, learning_rate=1e30)
+    for name in ("learning_rate", "tv_weight", "alpha_weight"):
+        with pytest.raises(ValueError, match=f"Received: {name}=inf"):
+            inversion.optimize(hog, hog(photos), image_shape=(32, 32, 3), steps=2,
+                               **{name: float("inf")})  # fmt: skip
+
+
 def test_alexnet_layers_from_the_registry_work():
     # The registry's network (preprocessing and resizing to 227 inside) passes gradients.
     encoder = registry.get("alexnet/conv1").make_encoder()  # Random weights (a warning).

@@ -104,7 +104,7 @@ def test_half_written_checkpoint_is_skipped(tmp_path, real_photos):
 
 
 def test_divergence_stops_with_clear_error(tmp_path, real_photos):
-    run = _tiny_config(steps=10, learning_rate=1e6)
+    run = _tiny_config(steps=10, learning_rate=1.0)
     with pytest.raises(DivergenceError, match="learning_rate"):
         training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
 

@@ -68,6 +68,30 @@ def _photos(folder, count, truncated=False, first=0):
         ("evaluate", ["--model=x", "--images="], "--images must be one or more image files"),
         ("evaluate", ["--model=x", "--images=a.jpg,b.jpg", "--data=samples"], "not both"),
         ("reconstruct", ["--model=x", "--images=a.jpg", "--data=samples"], "not both"),
+        # An empty path would be the current folder: refused like a missing one.
+        ("train", ["--work_dir="], "--work_dir must be a path (given empty, it would be the"),
+        ("export", ["--work_dir=x", "--export_dir="], "--export_dir must be a path"),
+        ("evaluate", ["--model=x", "--out_dir="], "--out_dir must be a path"),
+        ("experiment", ["--name=layers", "--model=x", "--out="], "--out must be a path"),
+        ("reproduce", ["--out_dir="], "--out_dir must be a path"),
+        ("reconstruct", ["--model=x", "--metrics_out="], "--metrics_out must be a path"),
+        # What a file would be, and what it would overwrite, before any work.
+        ("reconstruct", ["--model=x", "--out=grid.jpg"], "--out must be a path ending in .png"),
+        ("reconstruct", ["--model=x", "--images=a.png", "--out=a.png"], "overwrite one of the"),
+        ("reconstruct", ["--model=x", "--out=g.png", "--metrics_out=g.png"], "overwrite --out"),
+        # Values that can only diverge, hang or mean nothing.
+        ("train", ["--learning_rate=1e300"], "Expected learning_rate in (0, 1]. Received: "),
+        ("train", ["--seed=-1"], "Expected seed None or a whole number in [0, 2**32). Received"),
+        ("reproduce", ["--out_dir=o", "--seed=-3"], "--seed must be in [0, 2**32). Received: -3"),
+        (
+            "evaluate",
+            ["--method=optimization", "--representation=hog", "--tv_weight=inf"],
+            "--tv_weight must be finite. Received: inf",
+        ),
+        ("experiment", ["--name=single_neuron", "--model=x", "--units="], "one or more unit"),
+        ("experiment", ["--name=single_neuron", "--model=x", "--percentile=nan"], "in [0, 100]"),
+        ("experiment", ["--name=interpolation", "--model=x", "--steps=100000"], "[2, 64]"),
+        ("data_service", ["--role=worker", "--dispatcher=bogus"], "--dispatcher must be HOST:PORT"),
     ],
 )
 def test_bad_flag_values_are_one_line(run_script, tmp_path, script, arguments, expected):
@@ -256,3 +280,15 @@ def test_convert_weights_names_its_flags_for_the_file_names_it_refuses(run_scrip
         f"Received: in='{weights}'"
     )
     assert sorted(os.listdir(tmp_path)) == ["alexnet.bin"]
+
+
+def test_reproduce_reads_its_alexnet_weights_before_any_work(run_script, tmp_path):
+    out = f"--out_dir={tmp_path / 'results'}"
+    missing = str(tmp_path / "missing.weights.h5")
+    line = _one_line(*run_script("reproduce", out, f"--alexnet_weights={missing}"))
+    assert f"Received: alexnet_weights={missing!r}" in line
+    text = tmp_path / "notes.weights.h5"
+    text.write_text("not weights")
+    line = _one_line(*run_script("reproduce", out, f"--alexnet_weights={text}"))
+    assert line.startswith("ERROR: --alexnet_weights: ") and str(text) in line
+    assert not (tmp_path / "results").exists()
