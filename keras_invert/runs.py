@@ -69,6 +69,17 @@ def resolve_config(work_dir: str, changes: dict, preset: str | None = None) -> T
                 f"{work_dir} holds a run with a different config ({conflicts}, stored vs flag). "
                 "Use a new --work_dir, or drop the flags to resume."
             )
+        # A preset only starts a run, but one of another representation (not overridden
+        # by a flag, which the check above compares) is a mistake, not a resume.
+        wanted = None
+        if preset is not None and "representation" not in changes:
+            wanted = presets.preset(preset).representation
+        if wanted is not None and wanted != stored.representation:
+            raise ValueError(
+                f"{work_dir} holds a run of {stored.representation}; preset {preset!r} trains "
+                f"{wanted}. Use a new --work_dir, or drop --preset to resume. "
+                f"Received: preset={preset!r}"
+            )
         return config_lib.replace(stored, **changes)
     name = preset or changes.get("representation", "hog")
     base = presets.preset(name) if name in presets.preset_names() else config_lib.TrainConfig()

@@ -14,10 +14,40 @@ Example:
 
 from __future__ import annotations
 
+import socket
+import time
+
 import tensorflow as tf
 from absl import logging
 
 from keras_invert import files
+
+
+def check_reachable(address: str, seconds: float = 20.0) -> None:
+    """Refuses a dispatcher `address` ("grpc://HOST:PORT") that nothing answers at.
+
+    A trainer pointed at a dispatcher that is not running would otherwise wait
+    without a word. The dispatcher gets `seconds` to come up (started just
+    before, in another shell).
+
+    Raises:
+        ValueError: no connection to `address` within `seconds`.
+    """
+    host, _, port = address.removeprefix("grpc://").rpartition(":")
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+            return
+        except (OSError, ValueError) as error:
+            if time.monotonic() >= deadline:
+                raise ValueError(
+                    f"Expected a tf.data service dispatcher at {address}; nothing answered "
+                    f"there in {seconds:g} s ({error}). Start one first (python -m "
+                    f"launch.data_service --role=dispatcher --port=PORT). "
+                    f"Received: data_service={address!r}"
+                ) from None
+            time.sleep(0.5)
 
 
 def start_dispatcher(port: int = 0, work_dir: str | None = None):

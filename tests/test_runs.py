@@ -25,9 +25,14 @@ def test_a_new_run_starts_from_the_preset_of_its_representation(tmp_path):
 def test_a_stored_run_resumes_and_refuses_a_different_config(tmp_path):
     stored = config_lib.replace(presets.preset("demo"), steps=10)
     config_lib.save(stored, str(tmp_path))
-    # The stored config wins over the preset; how the run runs may change.
-    resumed = runs.resolve_config(str(tmp_path), {"steps": 20, "jit_compile": True}, "hog")
+    # The stored config wins over its preset; how the run runs may change.
+    resumed = runs.resolve_config(str(tmp_path), {"steps": 20, "jit_compile": True}, "demo")
     assert resumed == config_lib.replace(stored, steps=20, jit_compile=True)
+    # A preset of another representation is a mistake, unless a flag names the stored one.
+    with pytest.raises(ValueError, match=r"holds a run of efficientnet-lite0/stage2; preset 'hog'"):
+        runs.resolve_config(str(tmp_path), {"steps": 20}, "hog")
+    same = {"representation": stored.representation}
+    assert runs.resolve_config(str(tmp_path), same, "demo_hog") == stored
     assert runs.resolve_config(str(tmp_path), {"width": 0.25}) == stored  # The stored value.
     with pytest.raises(ValueError, match=r"different config \(\{'width': \(0\.25, 0\.5\)\}"):
         runs.resolve_config(str(tmp_path), {"width": 0.5, "steps": 20})

@@ -337,3 +337,15 @@ def test_mirrored_training_resumes_on_the_service(result_script, tmp_path):
     assert not set(range(8)) & set(result["positions"])
     assert result["steps"] == 4 and result["final"] and result["tasks"] >= 1
     assert len(result["losses"]) == 2 and np.isfinite(result["losses"]).all()
+
+
+def test_a_dispatcher_that_nothing_answers_at_is_refused_in_seconds():
+    with socket.socket() as listening:  # A port that answers, then one that does not.
+        listening.bind(("localhost", 0))
+        listening.listen()
+        address = f"grpc://localhost:{listening.getsockname()[1]}"
+        service.check_reachable(address, seconds=2)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"nothing answered there in 1 s .*Received: data_serv"):
+        service.check_reachable(address, seconds=1)
+    assert time.monotonic() - start < 10
