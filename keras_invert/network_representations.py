@@ -55,9 +55,10 @@ _ALEXNET_NAMES = {"caffe": "alexnet", "torchvision": "alexnet-torchvision"}
 
 _RANDOM_ENCODER_WARNING = """
 !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
-!! The %s encoder has RANDOM weights: no `weights` (--encoder_weights) given.
-!! A decoder trained on a fixed random AlexNet learns to invert a random
-!! network, not the ImageNet-trained one of the paper: its reconstructions say
+!! The %s network has RANDOM weights: no `weights` given (--encoder_weights
+!! for the encoder, --comparator_weights for a perceptual loss's comparator).
+!! A decoder trained on a fixed random AlexNet (or judged by one) learns about
+!! a random network, not the ImageNet-trained one of the paper: its results say
 !! nothing about what a trained network keeps, and its errors are not
 !! comparable to the paper's figures. (With --autoencoder the random weights
 !! are only where joint training starts, which is fine.)
