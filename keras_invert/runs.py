@@ -30,7 +30,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from keras_invert import building, distribute, files, presets, registry, training
+from keras_invert import building, checkpoints, distribute, files, presets, registry, training
 from keras_invert import config as config_lib
 from keras_invert.callbacks import ConfigWriter
 from keras_invert.config import TrainConfig
@@ -131,10 +131,38 @@ def check_start(
     if check_data is not None:
         check_data(config)
     if config_lib.load(work_dir) is None:
+        _check_new_work_dir(config, work_dir)
         model = building.build_model(config)
         if config.init_from is not None:
             training.initialize_from(model, config)
     return strategy
+
+
+def _check_new_work_dir(config: TrainConfig, work_dir: str) -> None:
+    """Refuses to start a run in a folder that holds something else (photos, an export).
+
+    A new run's folder may be missing, empty, or hold what a run writes
+    (a feature cache filled beforehand, as a reproduction does; a start killed
+    before its config was saved).
+    """
+    if not os.path.isdir(work_dir):
+        return
+    own = {
+        config_lib.CONFIG_FILE, checkpoints.FINAL_MODEL, checkpoints.CHECKPOINT_DIR,
+        "tensorboard",
+    }  # fmt: skip
+    if config.cache_dir is not None and not os.path.isabs(config.cache_dir):
+        own.add(os.path.normpath(config.cache_dir).split(os.sep)[0])
+    others = sorted(
+        name for name in os.listdir(work_dir) if name not in own and not name.startswith(".")
+    )
+    if others:
+        raise ValueError(
+            "Expected work_dir to be a new or empty folder, or the work dir of a run (with "
+            f"{config_lib.CONFIG_FILE}). Received: work_dir={work_dir!r}, which holds "
+            f"{len(others)} other entries ({', '.join(map(repr, others[:3]))}"
+            f"{', ...' if len(others) > 3 else ''})"
+        )
 
 
 def cache_dir(config: TrainConfig, work_dir: str, chief: bool = True) -> str | None:

@@ -69,3 +69,23 @@ def test_a_work_dir_or_cache_that_cannot_be_a_folder_is_refused_before_anything_
         with pytest.raises(ValueError, match=re.escape(expected)):
             runs.check_start(config_lib.replace(run, cache_dir=cache_dir), work_dir)
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # Nothing written.
+
+
+def test_a_new_run_is_refused_in_a_folder_of_other_things(tmp_path):
+    run = config_lib.TrainConfig(
+        representation="hog", image_size=64, width=0.0625, cache_dir="cache"
+    )
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(b"jpeg")
+    export_base = tmp_path / "exports"
+    (export_base / "1").mkdir(parents=True)
+    for folder, entry in ((photos, "'a.jpg'"), (export_base, "'1'")):
+        with pytest.raises(ValueError, match=f"which holds 1 other entries \\({entry}\\)"):
+            runs.check_start(run, str(folder))
+    # What a run itself writes before its config (a cache filled beforehand) is no obstacle.
+    started = tmp_path / "started"
+    (started / "cache" / "built").mkdir(parents=True)
+    (started / "tensorboard").mkdir()
+    (started / ".partial-config.json").write_text("")
+    runs.check_start(run, str(started))
