@@ -16,7 +16,8 @@ watches, with these signatures:
 
 Inputs are checked in the graph (rank, shape, finite values); a bad request
 fails with an InvalidArgumentError that names what was expected. An empty
-batch gets an empty batch `[0, T, T, 3]`.
+batch gets an empty batch `[0, T, T, 3]`. A model whose weights hold NaN or
+Inf is refused before anything is written: it would serve NaN.
 
 The SavedModel is written into a hidden temporary directory beside the
 version directories and renamed into place when complete: TF Serving (which
@@ -49,6 +50,7 @@ import inspect
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from absl import logging
 
@@ -145,6 +147,16 @@ def _check_features(features, feature_shape):
     return tf.ensure_shape(check_finite(features, "feature values"), [None, *feature_shape])
 
 
+def _check_finite_weights(model: keras.Model) -> None:
+    """Refuses a model with a NaN or Inf weight, which would serve NaN for every request."""
+    for variable in model.weights:
+        if not np.all(np.isfinite(keras.ops.convert_to_numpy(variable))):
+            raise ValueError(
+                "Expected finite weights to export; the model's weights hold NaN or Inf (damaged, "
+                f"or its training diverged). Received: variable={variable.path!r}"
+            )
+
+
 def _unless_empty(batch, compute, output_size: int):
     """`compute()`, or an empty `[0, T, T, 3]` batch for an empty `batch`.
 
@@ -193,6 +205,10 @@ def export_saved_model(
     Returns:
         The version directory written.
 
+    Raises:
+        ValueError: arguments that do not fit the decoder, an existing
+            version, or a weight that holds NaN or Inf (named by its path).
+
     Example:
         >>> path = export_saved_model(decoder, "sift", "/tmp/exports", image_size=64)
         >>> read_metadata(path)["encoder_options"]
@@ -226,6 +242,7 @@ def export_saved_model(
     final = os.path.join(export_base, str(version))
     if os.path.exists(final):
         raise ValueError(f"Export version already exists. Received: path={final!r}")
+    _check_finite_weights(decoder if model is None else model)
 
     archive = keras.export.ExportArchive()
     archive.track(decoder if model is None else model)
@@ -319,11 +336,28 @@ def _write_metadata(path, representation, image_size, feature_shape, encoder_opt
 
 
 def read_metadata(path: str) -> dict:
-    """The representation, image size and feature shape recorded in an export."""
+    """The representation, image size and feature shape recorded in an export.
+
+    Raises:
+        OSError: the metadata file is missing or unreadable.
+        ValueError: it does not parse as the JSON object `_write_metadata`
+            writes (damaged or half-written); the error names the file.
+    """
     import json
 
-    with open(os.path.join(path, "assets.extra", METADATA_ASSET)) as file:
-        return json.load(file)
+    metadata_path = os.path.join(path, "assets.extra", METADATA_ASSET)
+    with open(metadata_path, "rb") as file:
+        text = file.read()
+    try:
+        metadata = json.loads(text)
+    except ValueError:  # JSONDecodeError and UnicodeDecodeError, which name no file.
+        metadata = None
+    if not isinstance(metadata, dict):
+        raise ValueError(
+            "Expected a JSON file written by keras_invert; this one does not parse (damaged or "
+            f"half-written). Received: path={metadata_path!r}"
+        )
+    return metadata
 
 
 def latest_version_dir(path: str) -> str:

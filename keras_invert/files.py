@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
+
+from absl import logging
 
 PARTIAL_PREFIX = ".partial-"
 """Name prefix of the temporary entries `atomic_path` writes (hidden, never listed)."""
@@ -129,12 +132,41 @@ def _check_writable(path: str, name: str, folder: bool) -> None:
 
 
 def write_json(path: str, data, *, indent: int = 2, sort_keys: bool = False) -> str:
-    """Writes `data` as JSON atomically (NumPy arrays and scalars allowed); returns `path`."""
+    """Writes `data` as JSON atomically (NumPy arrays and scalars allowed); returns `path`.
+
+    The file is standard JSON, which has no NaN or Infinity (Python's
+    `json` would write them, and many readers refuse them): a NaN or Inf
+    value is written as null, with a logged warning that names its key path
+    (`rows[2].psnr`). Written as null rather than refused because a value
+    that is undefined for a reason (a benchmark's throughput of a one-step
+    run) must not cost a long run its whole results file.
+    """
+    data, undefined = _finite_or_null(plain(data), "")
+    if undefined:
+        logging.warning("Writing NaN or Inf as null in %s: %s", path, ", ".join(undefined[:10]))
     with atomic_path(path) as temporary:
         with open(temporary, "w") as file:
-            json.dump(plain(data), file, indent=indent, sort_keys=sort_keys)
+            json.dump(data, file, indent=indent, sort_keys=sort_keys, allow_nan=False)
             file.write("\n")
     return path
+
+
+def _finite_or_null(value, key_path: str):
+    """`value` with every NaN or Inf float replaced by None, and the key paths replaced."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None, [key_path or "(the value)"]
+    if isinstance(value, dict):
+        items = [_finite_or_null(item, f"{key_path}.{key}" if key_path else key)
+                 for key, item in value.items()]  # fmt: skip
+        return dict(zip(value, (item for item, _ in items), strict=True)), _joined(items)
+    if isinstance(value, list):
+        items = [_finite_or_null(item, f"{key_path}[{index}]") for index, item in enumerate(value)]
+        return [item for item, _ in items], _joined(items)
+    return value, []
+
+
+def _joined(items) -> list:
+    return [path for _, paths in items for path in paths]
 
 
 def plain(value):

@@ -20,6 +20,9 @@ size as the evaluation pipeline and the export prepare them
 (`keras_invert.images.prepare`). Outputs are NumPy arrays. Photos or
 features the model cannot take (another dtype or shape, NaN or Inf) are a
 `ValueError` that says what was expected; an empty batch gives an empty batch.
+A decoder whose output holds NaN or Inf (damaged weights, a diverged run) is
+a `ValueError` naming the model, never NaN images. A damaged export (a file
+missing, truncated or half-copied) is a `ValueError` naming it.
 
 Example:
     >>> import keras_invert
@@ -102,12 +105,13 @@ class TrainedModel:
                 f"Received: shape={features.shape}"
             )
         check_finite(features, "feature values")
-        return np.clip(batched(self._decode, features), 0.0, 1.0)
+        reconstructions = _finite(batched(self._decode, features), self.path)
+        return np.clip(reconstructions, 0.0, 1.0)
 
     def reconstruct(self, images) -> np.ndarray:
         """Reconstructions `[N, T, T, 3]` in [0, 1] of `images` (`[N, H, W, C]`, any size)."""
         if self._reconstruct is not None:
-            return batched(self._reconstruct, _checked(images))
+            return _finite(batched(self._reconstruct, _checked(images)), self.path)
         return self.decode(self.encode(images))
 
     def _crops(self, images) -> np.ndarray:
@@ -129,7 +133,8 @@ def load(path: str, encoder_options: dict | None = None, *, name: str = "model")
         name: the argument or flag that gave `path`, which the errors name.
 
     Raises:
-        ValueError: `path` is neither, or holds no trained model yet.
+        ValueError: `path` is neither, holds no trained model yet, or is an export
+            that does not load (a file missing, truncated or half-copied).
     """
     path = os.fspath(path)
     if not os.path.isdir(path):
@@ -219,15 +224,17 @@ def _load_export(path: str, encoder_options: dict | None, name: str) -> TrainedM
             "Expected a work dir (with a config.json) or an export dir (a SavedModel or its "
             f"version folders); the folder holds neither. Received: {name}={path!r}"
         ) from None
+    # A file deleted, cut short or half-copied: TensorFlow's own error (an OpError, or
+    # IndexError "Read less bytes than requested" for truncated variables) names neither.
+    # A metadata file that does not parse is a ValueError that names it (`read_metadata`).
     try:
         metadata = export.read_metadata(version)
+    except OSError as error:
+        raise _unloadable(version, error, name, path) from error
+    try:
         loaded = tf.saved_model.load(version)
-    except (OSError, tf.errors.OpError) as error:  # A file deleted or cut short by hand.
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ValueError(
-            f"Expected a complete export written by keras_invert; {version} does not load "
-            f"({reason}). Received: {name}={path!r}"
-        ) from error
+    except Exception as error:  # noqa: BLE001 - any damage reads as one error naming the export.
+        raise _unloadable(version, error, name, path) from error
     representation_name = metadata["representation"]
     image_size = int(metadata["image_size"])
     representation = registry.get(representation_name)
@@ -270,6 +277,32 @@ def _load_export(path: str, encoder_options: dict | None, name: str) -> TrainedM
         metadata=metadata,
         saved_model=loaded,
     )
+
+
+def _unloadable(version: str, error: Exception, name: str, path: str) -> ValueError:
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ValueError(
+        f"Expected a complete export written by keras_invert; {version} does not load "
+        f"(damaged or half-copied? {type(error).__name__}: {reason[:200]}). "
+        f"Received: {name}={path!r}"
+    )
+
+
+def _finite(reconstructions: np.ndarray, path: str) -> np.ndarray:
+    """`reconstructions` unchanged after checking that none is NaN or Inf.
+
+    Clipping to [0, 1] keeps NaN and turns Inf into 0 or 1: without this
+    check a decoder whose weights are damaged or whose training diverged
+    hands out NaN images as reconstructions. (`images.check_finite` names
+    neither the model nor the likely cause.) An export clips in its graph,
+    so there only NaN is left to see.
+    """
+    if not np.all(np.isfinite(reconstructions)):
+        raise ValueError(
+            "Expected finite reconstructions; the decoder's output holds NaN or Inf (its "
+            f"weights are damaged, or its training diverged). Received: model={path!r}"
+        )
+    return reconstructions
 
 
 class _Lazy:

@@ -6,6 +6,7 @@ All functions take batches `[N, H, W, 3]` of images in [0, 1].
   ||x_i - x_hat_i|| divided by the mean distance between pairs of test images
   (predicting the mean image scores roughly 0.7).
 - `feature_error`: ||phi(x_hat) - phi(x)|| / ||phi(x)||, averaged.
+  Undefined (None) for one image, or for images that are all the same.
 - `normalized_reconstruction_errors`, `feature_errors`: the same per image.
 - `luma_correlation`, `ssim`, `psnr`: structure and fidelity beside the error;
   HOG discards absolute brightness and colour, so structure measures tell how
@@ -60,16 +61,27 @@ def mean_pairwise_distance(images) -> float:
     return float(np.mean(distances))
 
 
-def normalized_reconstruction_error(originals, reconstructions) -> float:
-    """The paper's error: mean ||x - x_hat|| / mean pairwise ||x_i - x_j||."""
-    return float(normalized_reconstruction_errors(originals, reconstructions).mean())
+def normalized_reconstruction_error(originals, reconstructions) -> float | None:
+    """The paper's error: mean ||x - x_hat|| / mean pairwise ||x_i - x_j||.
+
+    None when the originals are all the same image: there is no distance
+    between them to measure the error against.
+    """
+    errors = normalized_reconstruction_errors(originals, reconstructions)
+    return None if errors is None else float(errors.mean())
 
 
-def normalized_reconstruction_errors(originals, reconstructions) -> np.ndarray:
-    """Per image ||x_i - x_hat_i|| / mean pairwise ||x_i - x_j|| (their mean: the paper's error)."""
+def normalized_reconstruction_errors(originals, reconstructions) -> np.ndarray | None:
+    """Per image ||x_i - x_hat_i|| / mean pairwise ||x_i - x_j|| (their mean: the paper's error).
+
+    None when the originals are all the same image (mean pairwise distance 0).
+    """
     originals, reconstructions = _check_pair(originals, reconstructions)
+    scale = mean_pairwise_distance(originals)
+    if scale == 0:
+        return None
     errors = np.linalg.norm((originals - reconstructions).reshape(len(originals), -1), axis=1)
-    return errors / mean_pairwise_distance(originals)
+    return errors / scale
 
 
 def feature_errors(original_features, reconstruction_features) -> np.ndarray:
@@ -146,8 +158,9 @@ MEASURES = ("normalized_error", "luma_correlation", "ssim", "psnr")
 def summarize(originals, reconstructions) -> dict[str, float | None]:
     """All image-space measures (`MEASURES`) of `reconstructions` against `originals`.
 
-    One image has no normalised error (it needs pairs of images): its
-    `normalized_error` is None.
+    One image has no normalised error (it needs pairs of distinct images):
+    its `normalized_error` is None, as it is for originals that are all the
+    same image.
     """
     originals, reconstructions = _check_pair(originals, reconstructions)
     normalized_error = None
@@ -161,7 +174,7 @@ def summarize(originals, reconstructions) -> dict[str, float | None]:
     }
 
 
-def mean_image_baseline(originals, mean_image=None) -> dict[str, float]:
+def mean_image_baseline(originals, mean_image=None) -> dict[str, float | None]:
     """`summarize` for predicting one image for every input.
 
     Args:

@@ -25,6 +25,9 @@ reads them from disk (`materialised`), in the position-keyed order of
 - (TF 2.21 logs "The calling iterator did not fully read the dataset being
   cached" after every file-cache pass, even a complete one: the cache is
   complete once `meta.json` exists.)
+- `meta.json` records the byte size of each data file: a cache whose
+  `meta.json` does not parse, or whose files were cut short since, is
+  rebuilt with a warning (`is_complete`).
 
 Network features (`cache_features=True`, for a network encoder):
 `NetworkFeatures` runs the frozen network (built once from
@@ -164,12 +167,21 @@ def placed(final: str):
 
 
 def seal(temporary: str, final: str, key: str, count: int) -> None:
-    """Marks the written cache in `temporary` complete (`meta.json`), to be renamed to `final`."""
+    """Marks the written cache in `temporary` complete (`meta.json`), to be renamed to `final`.
+
+    `meta.json` records the byte size of every data file, so that a file cut
+    short later (a full disk, a half-finished copy) is seen (`is_complete`).
+    """
     if count == 0:
         raise ValueError(f"No decodable images for the cache {final}.")
+    sizes = {
+        name: os.path.getsize(os.path.join(temporary, name))
+        for name in sorted(os.listdir(temporary))
+        if name != "meta.json" and os.path.isfile(os.path.join(temporary, name))
+    }
     with open(os.path.join(temporary, "meta.json"), "w") as file:
-        json.dump({"key": key, "count": count}, file)
-    if os.path.exists(final) and not is_complete(final):
+        json.dump({"key": key, "count": count, "sizes": sizes}, file)
+    if os.path.exists(final) and _incomplete(final) is not None:
         logging.warning("Removing an incomplete cache folder %s.", final)
         shutil.rmtree(final, ignore_errors=True)
 
@@ -335,8 +347,50 @@ def _safe_name(text: str) -> str:
 
 
 def is_complete(folder: str) -> bool:
-    """Whether `folder` holds a complete cache (its `meta.json` is written last)."""
-    return all(os.path.isfile(os.path.join(folder, name)) for name in ("meta.json", "data.index"))
+    """Whether `folder` holds a complete cache (its `meta.json` is written last).
+
+    A cache whose `meta.json` does not parse, or whose data files do not
+    have the byte sizes it records, is not (a warning says why): it is
+    rebuilt, as the cache is only a cache. A cache written before the sizes
+    were recorded is taken on its `meta.json` alone.
+    """
+    problem = _incomplete(folder)
+    if problem is not None and os.path.isfile(os.path.join(folder, "meta.json")):
+        logging.warning("The feature cache at %s is damaged (%s): it is rebuilt.", folder, problem)
+    return problem is None
+
+
+def _incomplete(folder: str) -> str | None:
+    """Why `folder` holds no complete cache, or None when it holds one."""
+    for name in ("meta.json", "data.index"):
+        if not os.path.isfile(os.path.join(folder, name)):
+            return f"no {name}"
+    meta = _meta(folder)
+    if meta is None:
+        return "its meta.json does not parse: damaged or half-written"
+    for name, size in meta.get("sizes", {}).items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            return f"{name}, recorded in its meta.json, is missing"
+        if os.path.getsize(path) != size:
+            return f"{name} holds {os.path.getsize(path)} bytes, not the {size} recorded"
+    return None
+
+
+def _meta(folder: str) -> dict | None:
+    """The `meta.json` that `seal` wrote in `folder`, or None where it does not parse as one."""
+    try:
+        with open(os.path.join(folder, "meta.json"), "rb") as file:
+            meta = json.loads(file.read())
+    except (OSError, ValueError):  # ValueError: JSONDecodeError, UnicodeDecodeError.
+        return None
+    valid = (
+        isinstance(meta, dict)
+        and isinstance(meta.get("count"), int)
+        and isinstance(meta.get("sizes", {}), dict)
+        and all(isinstance(size, int) for size in meta.get("sizes", {}).values())
+    )
+    return meta if valid else None
 
 
 def holds_a_complete_cache(root: str) -> bool:
@@ -347,8 +401,13 @@ def holds_a_complete_cache(root: str) -> bool:
 
 
 def _count(folder: str) -> int:
-    with open(os.path.join(folder, "meta.json")) as file:
-        return int(json.load(file)["count"])
+    meta = _meta(folder)
+    if meta is None:  # Damaged since `is_complete` read it.
+        raise ValueError(
+            "Expected a JSON file written by keras_invert; this one does not parse (damaged or "
+            f"half-written). Received: path={os.path.join(folder, 'meta.json')!r}"
+        )
+    return meta["count"]
 
 
 def _placeholder(element_spec) -> tf.data.Dataset:

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,58 @@ def test_an_export_missing_a_file_is_refused_naming_it(exported, tmp_path):
         os.remove(damaged / missing)
         with pytest.raises(ValueError, match=f"does not load .*Received: model='{damaged}'"):
             keras_invert.load(str(damaged))
+
+
+def test_an_export_with_truncated_variables_is_refused_naming_it(exported, tmp_path):
+    _, path, _ = exported
+    damaged = tmp_path / "1"
+    shutil.copytree(path, damaged)
+    (data,) = (damaged / "variables").glob("variables.data-*")
+    os.truncate(data, 1000)  # As a half-finished copy leaves it.
+    with pytest.raises(
+        ValueError,
+        match=f"does not load \\(damaged or half-copied\\? .*Received: model='{damaged}'",
+    ):
+        keras_invert.load(str(damaged))
+
+
+def test_an_export_whose_metadata_does_not_parse_is_refused_naming_the_file(exported, tmp_path):
+    _, path, _ = exported
+    damaged = tmp_path / "1"
+    shutil.copytree(path, damaged)
+    metadata = damaged / "assets.extra" / export.METADATA_ASSET
+    metadata.write_text("{")
+    expected = (
+        "Expected a JSON file written by keras_invert; this one does not parse (damaged or "
+        f"half-written). Received: path='{metadata}'"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        keras_invert.load(str(damaged))
+
+
+def test_a_model_with_a_nan_weight_is_not_exported(tmp_path):
+    decoder = decoders.hog_decoder(64, width=0.125)
+    variable = decoder.weights[-1]
+    variable.assign(np.full(variable.shape, np.nan, np.float32))
+    expected = (
+        "weights hold NaN or Inf (damaged, or its training diverged). "
+        f"Received: variable={variable.path!r}"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        export.export_saved_model(decoder, "hog", str(tmp_path), image_size=64)
+    assert os.listdir(tmp_path) == []
+
+
+def test_an_export_whose_output_is_nan_is_refused_when_loaded(tmp_path, monkeypatch):
+    # As an export written before exports refused NaN weights serves it.
+    decoder = decoders.hog_decoder(64, width=0.125)
+    variable = decoder.weights[-1]
+    variable.assign(np.full(variable.shape, np.nan, np.float32))
+    monkeypatch.setattr(export, "_check_finite_weights", lambda model: None)
+    path = export.export_saved_model(decoder, "hog", str(tmp_path), image_size=64)
+    photos = np.zeros((1, 64, 64, 3), np.uint8)
+    with pytest.raises(ValueError, match=f"Expected finite reconstructions.*model='{path}'"):
+        keras_invert.load(path).reconstruct(photos)
 
 
 def test_saved_model_cli_shows_signatures(exported):

@@ -1,6 +1,7 @@
 """Atomic writes: complete under the final name, or nothing but the old content."""
 
 import json
+import logging
 import os
 
 import numpy as np
@@ -66,6 +67,18 @@ def test_write_json_takes_numpy_values(tmp_path):
         str(tmp_path / "figures.json"), {"error": np.float32(0.25), "rows": np.arange(3), 1: (2,)}
     )
     assert json.loads(open(path).read()) == {"error": 0.25, "rows": [0, 1, 2], "1": [2]}
+
+
+def test_write_json_writes_nan_and_inf_as_null_naming_their_keys(tmp_path, caplog):
+    data = {"rows": [{"psnr": 30.0}, {"psnr": np.float32("nan")}], "rate": float("inf")}
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        path = files.write_json(str(tmp_path / "results.json"), data)
+    with open(path) as file:
+        text = file.read()
+    # Standard JSON: a strict reader (no NaN or Infinity constants) takes it.
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"wrote {name}"))
+    assert strict == {"rows": [{"psnr": 30.0}, {"psnr": None}], "rate": None}
+    assert "rows[1].psnr, rate" in caplog.text
 
 
 def test_check_folder_and_check_file_refuse_paths_they_could_not_write(tmp_path):

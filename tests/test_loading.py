@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 
+import keras
 import numpy as np
 import pytest
 
@@ -114,3 +115,18 @@ def test_a_path_that_holds_no_trained_model_is_refused_under_the_callers_name(tm
     config.save(config.TrainConfig(representation="hog"), str(tmp_path))
     with pytest.raises(ValueError, match=f"no trained model yet. Received: model='{tmp_path}'"):
         keras_invert.load(str(tmp_path))
+
+
+def test_a_decoder_whose_output_is_nan_is_refused_naming_the_model(loaded, tmp_path):
+    work_dir = tmp_path / "run"
+    shutil.copytree(loaded.path, work_dir)
+    model = keras.saving.load_model(work_dir / FINAL_MODEL)
+    last = [layer for layer in building.decoder_of(model).layers if layer.weights][-1]
+    last.set_weights([np.full_like(weight, np.nan) for weight in last.get_weights()])
+    model.save(work_dir / FINAL_MODEL)  # As a diverged run, or a damaged file, leaves it.
+    expected = (
+        "Expected finite reconstructions; the decoder's output holds NaN or Inf (its weights "
+        f"are damaged, or its training diverged). Received: model='{work_dir}'"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        keras_invert.load(str(work_dir)).reconstruct(_photos())

@@ -1,5 +1,7 @@
 """The paper's normalised error and the structure measures beside it."""
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import pdist
@@ -143,3 +145,15 @@ def test_one_image_has_every_measure_but_the_normalized_error():
     assert list(values) == list(metrics.MEASURES) and values["normalized_error"] is None
     assert values["psnr"] == pytest.approx(metrics.psnr(original, reconstruction))
     assert values["ssim"] == pytest.approx(metrics.ssim(original, reconstruction))
+
+
+def test_originals_that_are_all_the_same_image_have_no_normalized_error():
+    originals = np.repeat(_images(1), 3, axis=0)  # No distance between them to divide by.
+    reconstructions = _images(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # No division by zero, said or not.
+        values = metrics.summarize(originals, reconstructions)
+        assert metrics.normalized_reconstruction_error(originals, reconstructions) is None
+        assert metrics.normalized_reconstruction_errors(originals, reconstructions) is None
+    assert values["normalized_error"] is None
+    assert values["psnr"] == pytest.approx(metrics.psnr(originals, reconstructions))

@@ -58,6 +58,8 @@ class Figure:
 
 def _errors(originals, reconstructions):
     values = metrics.normalized_reconstruction_errors(originals, reconstructions)
+    if values is None:  # The photos are all the same image: the error is undefined.
+        return {"normalized_error": None, "per_image": None}
     return {"normalized_error": float(values.mean()), "per_image": values}
 
 

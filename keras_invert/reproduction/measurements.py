@@ -72,13 +72,16 @@ def evaluate_decoder(job: Job, model, data) -> dict:
     return measured
 
 
-def coarse_error(originals, reconstructions) -> float:
-    """The normalised error of `COARSE_SIZE` x `COARSE_SIZE` block averages: colour and layout."""
+def coarse_error(originals, reconstructions) -> float | None:
+    """The normalised error of `COARSE_SIZE` x `COARSE_SIZE` block averages: colour and layout.
+
+    None where the block averages of the originals are all the same (`metrics`).
+    """
     small = [
         images.target(np.asarray(x) * 255.0, COARSE_SIZE).numpy()
         for x in (originals, reconstructions)
     ]
-    return float(metrics.normalized_reconstruction_error(*small))
+    return metrics.normalized_reconstruction_error(*small)
 
 
 def evaluate_optimization(config: ReproduceConfig, job: Job, model, data) -> dict:

@@ -1,5 +1,6 @@
 """The feature cache: reuse, keys, and no complete-looking cache after a failed build."""
 
+import json
 import logging
 import os
 
@@ -115,6 +116,58 @@ def test_partly_read_dataset_keeps_the_complete_cache(small_folder, cache_dir, m
     iterator = iter(_build(small_folder, fake.representation, cache_dir, repeat=True))
     next(iterator)
     del iterator  # Dropped half-way: the cache was complete before the first batch.
+    calls = fake.encode_calls
+    features, _ = _examples(_build(small_folder, fake.representation, cache_dir))
+    assert features.shape == (12, 4, 4, 3) and fake.encode_calls == calls
+
+
+def _damaged_cache_is_rebuilt(small_folder, cache_dir, make_fake, caplog, damage):
+    """Builds a cache, `damage(folder)`s it, builds again: the features are encoded again."""
+    fake = make_fake()
+    expected = _examples(_build(small_folder, fake.representation, cache_dir))
+    (folder,) = _folders(cache_dir)
+    damage(cache_dir / folder)
+    calls = fake.encode_calls
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        rebuilt = _examples(_build(small_folder, fake.representation, cache_dir))
+    assert fake.encode_calls > calls  # Rebuilt, not read.
+    for values, expected_values in zip(rebuilt, expected, strict=True):  # The same examples.
+        np.testing.assert_allclose(
+            np.sort(values.sum(axis=(1, 2, 3))), np.sort(expected_values.sum(axis=(1, 2, 3)))
+        )
+    assert _folders(cache_dir) == [folder]
+    return caplog.text
+
+
+def test_a_cache_with_a_truncated_data_file_is_rebuilt(small_folder, cache_dir, make_fake, caplog):
+    def truncate(folder):
+        (data,) = folder.glob("data.data-*")
+        os.truncate(data, 100)  # As a full disk or a half-finished copy leaves it.
+
+    logged = _damaged_cache_is_rebuilt(small_folder, cache_dir, make_fake, caplog, truncate)
+    assert "holds 100 bytes, not the" in logged and "it is rebuilt" in logged
+
+
+def test_a_cache_whose_meta_json_does_not_parse_is_rebuilt(
+    small_folder, cache_dir, make_fake, caplog
+):
+    def damage(folder):
+        (folder / "meta.json").write_text("{")
+
+    logged = _damaged_cache_is_rebuilt(small_folder, cache_dir, make_fake, caplog, damage)
+    assert "its meta.json does not parse" in logged
+
+
+def test_a_cache_written_before_sizes_were_recorded_is_reused(small_folder, cache_dir, make_fake):
+    fake = make_fake()
+    _examples(_build(small_folder, fake.representation, cache_dir))
+    (folder,) = _folders(cache_dir)
+    meta = cache_dir / folder / "meta.json"
+    recorded = json.loads(meta.read_text())
+    assert set(recorded["sizes"]) == {
+        name for name in os.listdir(cache_dir / folder) if name != "meta.json"
+    }
+    meta.write_text(json.dumps({"key": recorded["key"], "count": recorded["count"]}))
     calls = fake.encode_calls
     features, _ = _examples(_build(small_folder, fake.representation, cache_dir))
     assert features.shape == (12, 4, 4, 3) and fake.encode_calls == calls
