@@ -4,9 +4,9 @@ All functions take batches `[N, H, W, 3]` of images in [0, 1].
 
 - `normalized_reconstruction_error`: the paper's image-space error, mean
   ||x_i - x_hat_i|| divided by the mean distance between pairs of test images
-  (predicting the mean image scores roughly 0.7).
+  (predicting the mean image scores roughly 0.7). Undefined (None) for one
+  image, or for images that are all the same.
 - `feature_error`: ||phi(x_hat) - phi(x)|| / ||phi(x)||, averaged.
-  Undefined (None) for one image, or for images that are all the same.
 - `normalized_reconstruction_errors`, `feature_errors`: the same per image.
 - `luma_correlation`, `ssim`, `psnr`: structure and fidelity beside the error;
   HOG discards absolute brightness and colour, so structure measures tell how
