@@ -25,6 +25,8 @@ from keras_invert import files
 from keras_invert.feature_placement import check_cache_features, check_features_in_model
 
 CONFIG_FILE = "config.json"
+MAX_IMAGE_SIZE = 4096
+"""The largest crop side a run trains on (the paper's networks take 224-256)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,6 +165,13 @@ class TrainConfig:
 
     def __post_init__(self):
         checks = {
+            # A crop far beyond any photo's side would only upsample it, and a network
+            # with no fixed input size would build (slowly) whatever it is given.
+            "image_size": (
+                self.image_size is None
+                or (isinstance(self.image_size, int) and 1 <= self.image_size <= MAX_IMAGE_SIZE),
+                f"None or a whole number in [1, {MAX_IMAGE_SIZE}]",
+            ),
             "batch_size": (self.batch_size > 0, "> 0"),
             "steps": (self.steps > 0, "> 0"),
             "steps_per_epoch": (self.steps_per_epoch > 0, "> 0"),

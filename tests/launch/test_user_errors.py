@@ -82,6 +82,7 @@ def _photos(folder, count, truncated=False, first=0):
         # Values that can only diverge, hang or mean nothing.
         ("train", ["--learning_rate=1e300"], "Expected learning_rate in (0, 1]. Received: "),
         ("train", ["--seed=-1"], "Expected seed None or a whole number in [0, 2**32). Received"),
+        ("train", ["--image_size=100000"], "image_size None or a whole number in [1, 4096]"),
         ("reproduce", ["--out_dir=o", "--seed=-3"], "--seed must be in [0, 2**32). Received: -3"),
         (
             "evaluate",
