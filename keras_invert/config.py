@@ -37,7 +37,8 @@ class TrainConfig:
         representation: registry name ("hog", ...).
         data: pipeline source ("samples", "folder:PATH", "tfds:NAME[/CONFIG]").
         train_split, test_split: source splits.
-        image_size: input image side (None: the representation's default).
+        image_size: input image side, at most `MAX_IMAGE_SIZE` (None: the
+            representation's default).
         width: decoder channel multiplier (1.0 = the paper's network).
         negative_slope: leaky ReLU slope.
         batch_size: global batch size.
