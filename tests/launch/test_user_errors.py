@@ -139,6 +139,8 @@ def test_a_file_where_a_folder_is_expected_and_the_reverse_name_the_flag(run_scr
     file, folder = tmp_path / "notes.txt", tmp_path / "folder"
     file.write_text("not a folder")
     folder.mkdir()
+    png_folder = folder / "grid.png"  # A folder named like the PNG --out must be.
+    png_folder.mkdir()
     run, images = f"--work_dir={tmp_path / 'run'}", f"--images={folder},{folder}"
     small = ["--preset=demo_hog", "--image_size=64", "--width=0.0625"]
     cases = [
@@ -148,7 +150,7 @@ def test_a_file_where_a_folder_is_expected_and_the_reverse_name_the_flag(run_scr
         ("export", [f"--work_dir={file}", f"--export_dir={tmp_path / 'new'}"], "work_dir", file),
         ("export", [f"--work_dir={tmp_path}", f"--export_dir={file}"], "export_dir", file),
         ("reconstruct", [f"--model={file}", f"--images={file}"], "model", file),
-        ("reconstruct", ["--model=missing", f"--out={folder}"], "out", folder),
+        ("reconstruct", ["--model=missing", f"--out={png_folder}"], "out", png_folder),
         ("reconstruct", ["--model=missing", f"--metrics_out={folder}"], "metrics_out", folder),
         ("evaluate", ["--model=missing", f"--out_dir={file}"], "out_dir", file),
         ("evaluate", [images, "--representation=hog", "--image_size=64"], "images", folder),

@@ -100,10 +100,10 @@ def test_a_reproduction_whose_caches_would_fill_the_disk_is_refused_before_any_w
     # Caches already built need no more room, nor do runs started earlier (resumed).
     planned = jobs(config)
     for job in planned[:3]:
-        for name in ("meta.json", "data.index"):
-            folder = tmp_path / "out" / "runs" / job.name / "cache" / "built"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / name).write_text("{}")
+        folder = tmp_path / "out" / "runs" / job.name / "cache" / "built"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "data.index").write_text("")
+        (folder / "meta.json").write_text('{"key": "built", "count": 736}')
     for job in planned[3:]:
         config_lib.save(config_lib.TrainConfig(), str(tmp_path / "out" / "runs" / job.name))
     reproduction_data(config)
