@@ -27,7 +27,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import images
-from pipelines import sources
+from pipelines import image_headers, sources
 
 _DECODES: dict[tuple, bool] = {}
 """Whether a file passed the check, by (path, size, modification time): once per file."""
@@ -73,7 +73,10 @@ def decodable(source: sources.Source) -> sources.Source:
     files = tuple(path for key, path in zip(keys, source.files, strict=True) if _DECODES[key])
     failed = [path for key, path in zip(keys, source.files, strict=True) if not _DECODES[key]]
     for path in failed:
-        logging.warning("Leaving out %s: it does not decode (truncated or corrupt).", path)
+        logging.warning(
+            "Leaving out %s: it does not decode (truncated or corrupt), or has more than "
+            "%d pixels (image_headers.MAX_PIXELS).", path, image_headers.MAX_PIXELS,
+        )  # fmt: skip
     if not files:
         named = ", ".join(failed[:10]) + (f" and {len(failed) - 10} more" if failed[10:] else "")
         raise ValueError(
@@ -93,9 +96,15 @@ def _file_key(path: str) -> tuple:
 
 
 def decodes(path: str) -> bool:
-    """Whether the stream's decode step decodes the file (run eagerly, in a worker thread)."""
+    """Whether the stream's decode step decodes the file (run eagerly, in a worker thread).
+
+    A file with more pixels than `image_headers.MAX_PIXELS` does not: decoding
+    it could exhaust the memory of every process that reads the source.
+    """
     try:
-        images.decode(tf.io.read_file(path))
+        contents = tf.io.read_file(path)
+        image_headers.check_pixel_count(contents.numpy(), "path", path)
+        images.decode(contents)
     except (tf.errors.OpError, ValueError):
         return False
     return True
@@ -111,17 +120,22 @@ def complete(path: str) -> bool:
     """Whether the file starts as an image format does and is not cut short.
 
     Reads the first and last bytes only: JPEG, PNG and GIF must end with
-    their end marker, BMP and WebP must be as long as their header says.
+    their end marker, BMP and WebP must be as long as their header says. A
+    PNG, GIF, BMP or WebP header of more than `image_headers.MAX_PIXELS`
+    pixels fails too (a JPEG's size is further in: the stream reads it).
     """
     try:
         with open(path, "rb") as file:
-            head = file.read(16)
+            head = file.read(32)
             size = os.fstat(file.fileno()).st_size
             file.seek(max(0, size - _TAIL_BYTES))
             tail = file.read()
     except OSError:
         return False
-    image_format = sources.image_format(head)
+    pixels = image_headers.pixel_size(head)  # PNG, GIF, BMP, WebP: in the first 30 bytes.
+    if pixels is not None and pixels[0] * pixels[1] > image_headers.MAX_PIXELS:
+        return False
+    image_format = image_headers.image_format(head)
     if image_format in _END_MARKERS:
         return _END_MARKERS[image_format] in tail
     if image_format == "gif":  # The trailer byte is the file's last.

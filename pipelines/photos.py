@@ -25,7 +25,7 @@ from absl import logging
 
 from keras_invert import images
 from keras_invert.reproduction.plan import DEFAULT_TEST_IMAGES
-from pipelines import sources
+from pipelines import image_headers, sources
 from pipelines.dataset_config import check_positive_int
 
 
@@ -87,6 +87,7 @@ def read_image(path, *, name: str = "path") -> tf.Tensor:
         raise OSError(
             f"Could not read the image file ({error.message}). Received: {name}={path!r}"
         ) from error
+    image_headers.check_pixel_count(contents.numpy(), name, path)
     try:
         return images.decode(contents)
     except tf.errors.OpError as error:

@@ -44,6 +44,8 @@ import urllib.parse
 import tensorflow as tf
 from absl import logging
 
+from pipelines import image_headers
+
 # (import name, pip package, folder inside the installed package).
 _SAMPLE_PACKAGES = {
     "skimage": ("scikit-image", "data"),
@@ -227,26 +229,6 @@ def _sample_files(split: str) -> list[str]:
 
 # Local folders.
 
-_MAGIC = {
-    b"\xff\xd8\xff": "jpeg",
-    b"\x89PNG\r\n\x1a\n": "png",
-    b"GIF87a": "gif",
-    b"GIF89a": "gif",
-    b"BM": "bmp",
-}
-
-
-def image_format(head: bytes) -> str | None:
-    """ "jpeg", "png", "gif", "bmp" or "webp" from a file's first 12 bytes, else None."""
-    for magic, name in _MAGIC.items():
-        if head.startswith(magic):
-            return name
-    return "webp" if head[:4] == b"RIFF" and head[8:12] == b"WEBP" else None
-
-
-def _looks_like_image(head: bytes) -> bool:
-    return image_format(head) is not None
-
 
 def _folder_files(path: str, split: str) -> list[str]:
     root = os.path.abspath(os.path.expanduser(path))
@@ -327,7 +309,7 @@ def _skip_reason(file_path: str) -> str | None:
         return "not images by content"
     if not head:
         return "empty"
-    return None if _looks_like_image(head) else "not images by content"
+    return None if image_headers.image_format(head) else "not images by content"
 
 
 # TFDS.
