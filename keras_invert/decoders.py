@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 
 import keras
 from keras import layers
@@ -166,7 +167,7 @@ def build_from_table(
     Returns:
         A functional `keras.Model` mapping features to an image.
     """
-    if not width > 0:
+    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not width > 0:
         raise ValueError(f"Expected a positive width multiplier. Received: width={width!r}")
     if negative_slope < 0:
         raise ValueError(

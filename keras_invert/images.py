@@ -297,7 +297,14 @@ def check_photos(images) -> tf.Tensor:
     A string, bool or complex dtype is a `ValueError`; the shape is checked as
     `check_finite` checks values (eagerly `ValueError`, in a graph an assertion).
     """
-    images = tf.convert_to_tensor(images)
+    try:
+        images = tf.convert_to_tensor(images)
+    except (TypeError, ValueError):  # None, a ragged list, objects: TensorFlow's words.
+        kind = getattr(images, "dtype", None)
+        raise ValueError(
+            "Expected images as an array [N, H, W, C] (uint8, or float in 0..255). "
+            f"Received: {f'dtype={kind}' if kind is not None else type(images).__name__}"
+        ) from None
     if not (images.dtype.is_integer or images.dtype.is_floating):
         raise ValueError(
             "Expected images of an integer or float dtype (uint8, or float in 0..255). "

@@ -170,6 +170,9 @@ def test_width_and_image_size_options():
         decoders.hog_decoder(100)
     with pytest.raises(ValueError, match="width"):
         decoders.hog_decoder(128, width=0)
+    with pytest.raises(ValueError, match="Received: width='0.5'"):  # A flag's text, unparsed.
+        decoders.hog_decoder(128, width="0.5")
+    assert decoders.hog_decoder(64, width=np.float32(0.125)).output_shape == (None, 64, 64, 3)
 
 
 def test_build_decoder_by_name_and_unknown_name():

@@ -36,7 +36,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_invert.features._images import as_image_batch, rounded
+from keras_invert.features._images import as_image_batch, image_tensor, rounded
 
 _BLOCK_EPSILON = 1e-4  # Inside the square root of each block norm, as VLFeat.
 _CLAMP = 0.2
@@ -62,7 +62,16 @@ def _validate(images: tf.Tensor, cell_size: int, num_orientations: int) -> tuple
             "Expected a positive integer num_orientations. "
             f"Received: num_orientations={num_orientations!r}"
         )
-    return as_image_batch(images)
+    batched, unbatched = as_image_batch(images)
+    # Fewer pixels give no cell ((side + cell // 2) // cell = 0), as in VLFeat.
+    smallest = cell_size - cell_size // 2
+    for side in batched.shape[1:3]:
+        if side is not None and side < smallest:
+            raise ValueError(
+                f"HOG needs images of at least {smallest}x{smallest} pixels (one cell of "
+                f"{cell_size}). Received: shape={tuple(images.shape)}"
+            )
+    return batched, unbatched
 
 
 def _window_weights(cell_size: int) -> np.ndarray:
@@ -135,7 +144,7 @@ def hog(images, cell_size: int = 8, num_orientations: int = 9) -> tf.Tensor:
         ValueError: NaN or Inf pixels (eagerly; in a graph an
             `InvalidArgumentError`, and not checked under `jit_compile`).
     """
-    images = tf.convert_to_tensor(images)
+    images = image_tensor(images)
     if images.dtype != tf.float32:
         images = tf.cast(images, tf.float32)
     images, unbatched = _validate(images, cell_size, num_orientations)

@@ -61,7 +61,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_invert.features._images import as_image_batch, rounded
+from keras_invert.features._images import as_image_batch, image_tensor, rounded
 from keras_invert.features.lbp_histograms import LBP_NUM_BINS, pool, segment_ids
 from keras_invert.images import check_finite, prepared_pixels
 
@@ -180,7 +180,7 @@ def lbp(images, cell_size: int = 16, *, clip: bool = False) -> tf.Tensor:
     Raises:
         ValueError: NaN or Inf pixels (eagerly; in a graph an `InvalidArgumentError`).
     """
-    images = tf.convert_to_tensor(images)
+    images = image_tensor(images)
     # In a graph the compiled path checks the gray image instead (_compiled_lbp);
     # eagerly the pixels are checked, so the error counts NaN and Inf pixels.
     check_gray = (

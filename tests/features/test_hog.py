@@ -127,3 +127,16 @@ def test_layer_round_trips_through_keras_file(tmp_path, real_photos):
     image = real_photos["chelsea"][None, :64, :64].astype(np.float32)
     np.testing.assert_allclose(restored.predict(image, verbose=0), model.predict(image, verbose=0))
     assert restored.get_layer("hog").get_config()["num_orientations"] == 9
+
+
+def test_the_smallest_images_match_vlfeat_and_smaller_or_non_images_are_refused(real_photos):
+    photo = real_photos["astronaut"].astype(np.float32)
+    for side in (4, 5, 7):  # One cell of 8: (side + 4) // 8 = 1.
+        crop = photo[100 : 100 + side, 200 : 200 + side]
+        np.testing.assert_allclose(hog(crop).numpy(), vlfeat.hog(crop), atol=1e-5)
+    for side in (1, 3):
+        with pytest.raises(ValueError, match=r"at least 4x4 pixels \(one cell of 8\)"):
+            hog(photo[:side, :side])
+    for value, received in [("a.jpg", "dtype=string"), (None, "Received: NoneType")]:
+        with pytest.raises(ValueError, match=f"Expected images as an integer or float.*{received}"):
+            hog(value)
