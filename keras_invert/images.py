@@ -291,25 +291,33 @@ def target(crops, size: int) -> tf.Tensor:
     return tf.clip_by_value(crops / 255.0, 0.0, 1.0)
 
 
+_AN_ARRAY = "Expected images as an integer or float array [N, H, W, C] (uint8, or float in 0..255)"
+
+
+def as_images(images) -> tf.Tensor:
+    """`images` as a tensor of an integer or float dtype, else a `ValueError` saying so.
+
+    (TensorFlow's own errors for None, a file name or a ragged list name
+    neither what was expected nor the argument.)
+    """
+    try:
+        images = tf.convert_to_tensor(images)
+    except (TypeError, ValueError):
+        kind = getattr(images, "dtype", None)
+        received = f"dtype={kind}" if kind is not None else type(images).__name__
+        raise ValueError(f"{_AN_ARRAY}. Received: {received}") from None
+    if not (images.dtype.is_integer or images.dtype.is_floating):
+        raise ValueError(f"{_AN_ARRAY}. Received: dtype={images.dtype.name}")
+    return images
+
+
 def check_photos(images) -> tf.Tensor:
     """`images` unchanged after the checks of `prepare`: dtype, rank, channels, non-empty.
 
     A string, bool or complex dtype is a `ValueError`; the shape is checked as
     `check_finite` checks values (eagerly `ValueError`, in a graph an assertion).
     """
-    try:
-        images = tf.convert_to_tensor(images)
-    except (TypeError, ValueError):  # None, a ragged list, objects: TensorFlow's words.
-        kind = getattr(images, "dtype", None)
-        raise ValueError(
-            "Expected images as an array [N, H, W, C] (uint8, or float in 0..255). "
-            f"Received: {f'dtype={kind}' if kind is not None else type(images).__name__}"
-        ) from None
-    if not (images.dtype.is_integer or images.dtype.is_floating):
-        raise ValueError(
-            "Expected images of an integer or float dtype (uint8, or float in 0..255). "
-            f"Received: dtype={images.dtype.name}"
-        )
+    images = as_images(images)
     expected = "Expected images [N, H, W, C] with C = 1 (gray), 3 (RGB) or 4 (RGBA)"
     if tf.executing_eagerly():
         shape = tuple(images.shape)

@@ -48,8 +48,8 @@ def test_photos_and_features_it_cannot_take_are_a_value_error_naming_them(loaded
         "Received: dtype=bool": photo > 100,
         "Received: dtype=complex64": photo.astype(np.complex64),
         "Expected images as one numeric array": [photo[0], photo[0, :10]],
-        "Expected images as an array [N, H, W, C] (uint8, or float in 0..255). Received: "
-        "dtype=object": None,
+        "Expected images as an integer or float array [N, H, W, C] (uint8, or float in "
+        "0..255). Received: dtype=object": None,
     }
     for expected, images in photos.items():
         for call in (loaded.reconstruct, loaded.encode):

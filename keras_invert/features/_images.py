@@ -8,27 +8,6 @@ import tensorflow as tf
 from keras_invert.images import check_finite
 
 
-def image_tensor(images) -> tf.Tensor:
-    """`images` as a tensor of an integer or float dtype, else a `ValueError` saying so.
-
-    (TensorFlow's own errors for a file name, None or a string array name
-    neither what was expected nor the argument.)
-    """
-    try:
-        images = tf.convert_to_tensor(images)
-    except (TypeError, ValueError) as error:
-        raise ValueError(
-            "Expected images as an integer or float array [N, H, W, C]. "
-            f"Received: {type(images).__name__} ({str(error).splitlines()[0][:80]})"
-        ) from None
-    if not (images.dtype.is_integer or images.dtype.is_floating):
-        raise ValueError(
-            "Expected images as an integer or float array [N, H, W, C] (decode files first: "
-            f"pipelines.load_images). Received: dtype={images.dtype.name}"
-        )
-    return images
-
-
 def as_image_batch(images: tf.Tensor, *, finite: bool = True) -> tuple[tf.Tensor, bool]:
     """Checks `[N, H, W, C]` or `[H, W, C]` finite images (C = 1 or 3); returns (batch, was_single).
 

@@ -36,7 +36,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_invert.features._images import as_image_batch, image_tensor, rounded
+from keras_invert.features._images import as_image_batch, rounded
+from keras_invert.images import as_images
 
 _BLOCK_EPSILON = 1e-4  # Inside the square root of each block norm, as VLFeat.
 _CLAMP = 0.2
@@ -144,7 +145,7 @@ def hog(images, cell_size: int = 8, num_orientations: int = 9) -> tf.Tensor:
         ValueError: NaN or Inf pixels (eagerly; in a graph an
             `InvalidArgumentError`, and not checked under `jit_compile`).
     """
-    images = image_tensor(images)
+    images = as_images(images)
     if images.dtype != tf.float32:
         images = tf.cast(images, tf.float32)
     images, unbatched = _validate(images, cell_size, num_orientations)

@@ -61,9 +61,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from keras_invert.features._images import as_image_batch, image_tensor, rounded
+from keras_invert.features._images import as_image_batch, rounded
 from keras_invert.features.lbp_histograms import LBP_NUM_BINS, pool, segment_ids
-from keras_invert.images import check_finite, prepared_pixels
+from keras_invert.images import as_images, check_finite, prepared_pixels
 
 # tf.image.rgb_to_grayscale's luma weights.
 _LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)
@@ -180,7 +180,7 @@ def lbp(images, cell_size: int = 16, *, clip: bool = False) -> tf.Tensor:
     Raises:
         ValueError: NaN or Inf pixels (eagerly; in a graph an `InvalidArgumentError`).
     """
-    images = image_tensor(images)
+    images = as_images(images)
     # In a graph the compiled path checks the gray image instead (_compiled_lbp);
     # eagerly the pixels are checked, so the error counts NaN and Inf pixels.
     check_gray = (

@@ -57,7 +57,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import vlfeat
-from keras_invert.features._images import image_tensor
+from keras_invert.images import as_images
 
 SIFT_CELL_SIZE = 4
 SIFT_DESCRIPTOR_SIZE = 128
@@ -279,7 +279,7 @@ def sift_tf(images, backend: str | None = None) -> tf.Tensor:
     Returns:
         float32 `[H // 4, W // 4, 133]` or `[N, H // 4, W // 4, 133]`.
     """
-    images = image_tensor(images)
+    images = as_images(images)
     rank = images.shape.rank
     if rank not in (3, 4):
         raise ValueError(
