@@ -145,12 +145,21 @@ def chosen_photos(images=None, source=None, split="test", count=None) -> Photos:
     if images:
         paths = tuple(os.fspath(path) for path in images)[:count]
         names = tuple(os.path.splitext(os.path.basename(path))[0] for path in paths)
-        return Photos(paths, names, functools.partial(load_images, paths, name="images"))
-    source = source or "samples"
-    if count is None and source.startswith("tfds:"):
-        count = DEFAULT_TEST_IMAGES
-        logging.info("%s split %s: the first %d photos.", source, split, count)
-    return source_photos(source, split, count)
+        photos = Photos(paths, names, functools.partial(load_images, paths, name="images"))
+        origin = "--images"
+    else:
+        source = source or "samples"
+        if count is None and source.startswith("tfds:"):
+            count = DEFAULT_TEST_IMAGES
+            logging.info("%s split %s: the first %d photos.", source, split, count)
+        photos = source_photos(source, split, count)
+        origin = f"{source} split {split}"
+    if count is not None and len(photos) < count:
+        logging.warning(
+            "%s has %d photos, fewer than the %d asked for: using all of them.",
+            origin, len(photos), count,
+        )  # fmt: skip
+    return photos
 
 
 def source_photos(source: str, split: str, count: int | None = None) -> Photos:

@@ -37,6 +37,12 @@ def test_chosen_photos_are_the_files_given_else_the_sources_first():
         chosen_photos(["nope.jpg"]).crops(32)
 
 
+def test_asking_for_more_photos_than_there_are_says_so(caplog):
+    with caplog.at_level("WARNING"):
+        assert len(chosen_photos(None, "samples", "test", 1000)) == 6
+    assert "samples split test has 6 photos, fewer than the 1000 asked for" in caplog.text
+
+
 def test_photos_load_a_subset_by_label_as_the_experiments_ask():
     photos = chosen_photos(None, "samples", "test", 4)
     every = photos.crops(32)
