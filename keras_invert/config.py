@@ -25,6 +25,8 @@ from keras_invert import files
 from keras_invert.feature_placement import check_cache_features, check_features_in_model
 
 CONFIG_FILE = "config.json"
+DISPATCHER_ADDRESS = r"\S+:\d{1,5}"
+"""HOST:PORT of a tf.data service dispatcher (a pattern; `data_service` adds "grpc://")."""
 MAX_IMAGE_SIZE = 4096
 """The largest crop side a run trains on (the paper's networks take 224-256)."""
 
@@ -269,7 +271,7 @@ def _check_execution(config: TrainConfig) -> None:
         raise ValueError(f"Expected a bool. Received: jit_compile={config.jit_compile!r}")
     service = config.data_service
     if service is not None and not (
-        isinstance(service, str) and re.fullmatch(r"grpc://\S+:\d{1,5}", service)
+        isinstance(service, str) and re.fullmatch("grpc://" + DISPATCHER_ADDRESS, service)
     ):
         raise ValueError(
             "Expected data_service as 'grpc://HOST:PORT' (a tf.data service dispatcher) or "

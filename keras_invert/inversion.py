@@ -347,14 +347,14 @@ def optimize(
             updated, velocity, terms = step(x, velocity, rate, problem)
         except tf.errors.InvalidArgumentError as error:  # An encoder's finiteness check.
             raise _diverged(index, learning_rate, tv_weight, alpha_weight) from error
-        if not np.all(np.isfinite(terms["total"].numpy())):
+        energy_now = terms["total"].numpy()
+        if not np.all(np.isfinite(energy_now)):
             raise _diverged(index, learning_rate, tv_weight, alpha_weight)
         if initial is None:
             initial = terms["feature"].numpy().astype(np.float64)
         # Choice: each image's lowest-energy iterate is returned, so that a
         # rate too large for an encoder cannot make the result worse than
         # what was reached on the way.
-        energy_now = terms["total"].numpy()
         improved = energy_now < best_energy
         best = tf.where(improved.reshape(-1, 1, 1, 1), x, best)
         best_energy = np.where(improved, energy_now, best_energy)

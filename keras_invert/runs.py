@@ -121,6 +121,12 @@ def check_start(
             folder that is a file or cannot be written).
     """
     building.check_config(config)
+    if config.train_split == config.test_split:
+        logging.warning(
+            "Training on split %r, which is also the test split: reconstruct and evaluate "
+            "measure held-out photos on --split=%s by default, and these are not held out.",
+            config.train_split, config.test_split,
+        )  # fmt: skip
     files.check_folder(work_dir, "work_dir")
     if config.cache_dir is not None:
         files.check_folder(os.path.join(work_dir, config.cache_dir), "cache_dir")

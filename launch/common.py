@@ -24,12 +24,10 @@ USER_ERROR_STATUS = 2
 def run(main) -> None:
     """Runs a launch script's `main` as `app.run` does, with user mistakes as one line.
 
-    A flag value that absl refuses, and an `app.UsageError`, a `ValueError` or
-    an `OSError` (a file: missing, a folder, unreadable) raised by `main`, are printed as `ERROR:
-    <message>` (the first line of a longer message) on stderr, and the process
-    exits with `USER_ERROR_STATUS`. Other exceptions are internal errors and
-    keep their traceback; with `--verbosity=1` (debug logging) every
-    exception does.
+    A flag value absl refuses, and an `app.UsageError`, `ValueError` or `OSError`
+    (a file missing, a folder, unreadable) from `main`, print `ERROR: <first
+    line>` on stderr and exit with `USER_ERROR_STATUS`. Other exceptions keep
+    their traceback, as every one does with `--verbosity=1`.
 
     Example:
         >>> if __name__ == "__main__":
@@ -124,8 +122,7 @@ def validate_path(name: str) -> None:
 
 
 def _first_line(message: str) -> str | None:
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    return lines[0] if lines else None
+    return next((line.strip() for line in message.splitlines() if line.strip()), None)
 
 
 def _stop(message: str):

@@ -23,6 +23,7 @@ import re
 
 from absl import app, flags
 
+from keras_invert import config as config_lib
 from launch import common  # Also quiets TensorFlow's C++ logs.
 
 FLAGS = flags.FLAGS
@@ -47,7 +48,7 @@ flags.DEFINE_string("work_dir", None, "Dispatcher: folder of its journal (fault 
 # Without a port the worker would wait for a dispatcher it can never reach, silently.
 common.validate(
     "dispatcher",
-    lambda address: re.fullmatch(r"(grpc://)?\S+:\d{1,5}", address),
+    lambda address: re.fullmatch("(grpc://)?" + config_lib.DISPATCHER_ADDRESS, address),
     "HOST:PORT of the dispatcher",
 )
 common.validate_path("work_dir")

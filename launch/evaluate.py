@@ -36,10 +36,7 @@ flags.DEFINE_list("images", None, "Image files instead of --data.")
 # Given empty (`--images=`), it would silently fall back to --data.
 common.validate("images", bool, "one or more image files")
 flags.DEFINE_integer(
-    "num_images",
-    None,
-    "Use only the first N photos (default: all; a TFDS split's first 100).",
-    lower_bound=2,
+    "num_images", None, "The first N photos (default: all; TFDS: 100).", lower_bound=2
 )
 flags.DEFINE_string("out_dir", "runs/evaluate", "Where evaluation.json and evaluation.csv go.")
 flags.DEFINE_string("representation", None, "Optimisation: the representation to invert.")
@@ -49,9 +46,7 @@ flags.DEFINE_integer(
     "optimization_steps", None, "Optimisation steps (default: the paper's).", lower_bound=1
 )
 flags.DEFINE_float("optimization_learning_rate", None, "Optimisation rate (default: paper's).")
-flags.DEFINE_float(
-    "tv_weight", None, "Total-variation weight (default: the paper's).", lower_bound=0
-)
+flags.DEFINE_float("tv_weight", None, "Total-variation weight (default: paper's).", lower_bound=0)
 flags.DEFINE_float("alpha_weight", None, "Alpha-norm prior weight (default: 8e-10).", lower_bound=0)
 flags.DEFINE_integer("seed", 0, "Seed of the optimisation's starting noise.")
 flags.DEFINE_string(
@@ -69,7 +64,6 @@ common.validate_path("encoder_weights")
 
 def main(argv):
     del argv
-
     import keras_invert
     import pipelines
     from keras_invert import evaluation, files

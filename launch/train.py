@@ -100,23 +100,13 @@ def main(argv):
     del argv
     import pipelines
     from keras_invert import callbacks, distribute, runs
-    from pipelines import service, sources
+    from pipelines import training_data
 
     try:
         run = runs.resolve_config(FLAGS.work_dir, _changes(), FLAGS.preset)
-        strategy = runs.check_start(
-            run, FLAGS.work_dir, check_data=lambda run: sources.resolve(run.data, run.train_split)
-        )
-        if run.data_service:
-            service.check_reachable(run.data_service)
+        strategy = runs.check_start(run, FLAGS.work_dir, check_data=training_data.check_input)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    if run.train_split == run.test_split:
-        logging.warning(
-            "Training on split %r, which is also the test split: reconstruct and evaluate "
-            "measure held-out photos on --split=%s by default, and these are not held out.",
-            run.train_split, run.test_split,
-        )  # fmt: skip
     chief = distribute.is_chief(strategy)
     cache_dir = runs.cache_dir(run, FLAGS.work_dir, chief)
     logging.info("Config (%s):\n%s", FLAGS.work_dir, json.dumps(config_lib.to_dict(run), indent=2))

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_invert import config as config_lib
 from keras_invert import distribute
-from pipelines import network_caches
+from pipelines import network_caches, service, sources
 from pipelines.builder import build_dataset
 from pipelines.dataset_config import DatasetConfig
 
@@ -48,6 +48,18 @@ def training_dataset(
         num_shards=shard.num_shards,
         shard_index=shard.shard_index,
     )
+
+
+def check_input(run: config_lib.TrainConfig) -> None:
+    """Refuses a run that could not read its training photos (`runs.check_start`'s `check_data`).
+
+    Raises:
+        ValueError: its source split does not resolve (`sources.resolve`), or
+            its tf.data service dispatcher does not answer (`service.check_reachable`).
+    """
+    sources.resolve(run.data, run.train_split)
+    if run.data_service:
+        service.check_reachable(run.data_service)
 
 
 def fill_feature_caches(runs: Sequence[tuple[config_lib.TrainConfig, str]]) -> list[str]:

@@ -8,12 +8,15 @@ import tensorflow as tf
 from keras_invert.images import check_finite
 
 
-def as_image_batch(images: tf.Tensor, *, finite: bool = True) -> tuple[tf.Tensor, bool]:
+def as_image_batch(
+    images: tf.Tensor, *, finite: bool = True, min_side: int = 1, feature: str = "", cell: str = ""
+) -> tuple[tf.Tensor, bool]:
     """Checks `[N, H, W, C]` or `[H, W, C]` finite images (C = 1 or 3); returns (batch, was_single).
 
     NaN or Inf pixels raise a `ValueError` eagerly and an `InvalidArgumentError`
     in a graph (`keras_invert.images.check_finite`); `finite=False` leaves
-    that check to the caller.
+    that check to the caller. A known height or width below `min_side` (the
+    side that gives `feature` its first `cell`) is a `ValueError`.
     """
     rank = images.shape.rank
     if rank not in (3, 4):
@@ -25,6 +28,12 @@ def as_image_batch(images: tf.Tensor, *, finite: bool = True) -> tuple[tf.Tensor
             "Expected 1 (grayscale) or 3 (RGB) channels in the last axis. "
             f"Received: shape={images.shape}"
         )
+    for side in images.shape[-3:-1]:
+        if side is not None and side < min_side:
+            raise ValueError(
+                f"{feature} needs images of at least {min_side}x{min_side} pixels ({cell}). "
+                f"Received: shape={tuple(images.shape)}"
+            )
     if finite:
         images = check_finite(images)
     return (images if rank == 4 else images[tf.newaxis]), rank == 3

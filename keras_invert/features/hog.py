@@ -63,16 +63,9 @@ def _validate(images: tf.Tensor, cell_size: int, num_orientations: int) -> tuple
             "Expected a positive integer num_orientations. "
             f"Received: num_orientations={num_orientations!r}"
         )
-    batched, unbatched = as_image_batch(images)
     # Fewer pixels give no cell ((side + cell // 2) // cell = 0), as in VLFeat.
     smallest = cell_size - cell_size // 2
-    for side in batched.shape[1:3]:
-        if side is not None and side < smallest:
-            raise ValueError(
-                f"HOG needs images of at least {smallest}x{smallest} pixels (one cell of "
-                f"{cell_size}). Received: shape={tuple(images.shape)}"
-            )
-    return batched, unbatched
+    return as_image_batch(images, min_side=smallest, feature="HOG", cell=f"one cell of {cell_size}")
 
 
 def _window_weights(cell_size: int) -> np.ndarray:

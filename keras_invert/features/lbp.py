@@ -108,14 +108,10 @@ def _validate(images: tf.Tensor, cell_size: int, *, finite: bool) -> tuple[tf.Te
         raise ValueError(
             f"Expected a positive integer cell_size. Received: cell_size={cell_size!r}"
         )
-    batched, unbatched = as_image_batch(images, finite=finite)
-    for size in images.shape[-3:-1]:
-        if size is not None and size < cell_size:
-            raise ValueError(
-                f"LBP needs images of at least {cell_size}x{cell_size} pixels (one cell of "
-                f"cell_size={cell_size}). Received: shape={images.shape}"
-            )
-    return batched, unbatched
+    return as_image_batch(
+        images, finite=finite, min_side=cell_size, feature="LBP",
+        cell=f"one cell of cell_size={cell_size}",
+    )  # fmt: skip
 
 
 def _compiled_lbp(
