@@ -29,6 +29,10 @@ the same way.
   the batch's dtype and shape (a string, bool or complex dtype, a channel
   count other than 1, 3 or 4 and empty images are refused), raised as
   `check_finite` raises.
+- `check_range`: the Python API's check (`keras_invert.load(...)`) that
+  photos hold pixel values: any uint8 or uint16 photo, other integer and
+  float dtypes in 0..255 (floats within half a level of it, which round into
+  it). Eager only; the export's signatures and `prepare` clip instead.
 - `check_finite`: NaN and Inf values are refused, with a `ValueError` when
   running eagerly and an `InvalidArgumentError` inside a graph (tf.data, a
   SavedModel). The crops check their input, so every path above refuses them.
@@ -44,6 +48,7 @@ Example:
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 _UINT16_PER_UINT8 = 257.0  # 65535 / 255: decode widens 8-bit values by x * 257.
@@ -308,6 +313,35 @@ def as_images(images) -> tf.Tensor:
         raise ValueError(f"{_AN_ARRAY}. Received: {received}") from None
     if not (images.dtype.is_integer or images.dtype.is_floating):
         raise ValueError(f"{_AN_ARRAY}. Received: dtype={images.dtype.name}")
+    return images
+
+
+_ROUNDING = 0.5  # A float pixel within half a level of 0..255 rounds into it.
+
+
+def check_range(images, name: str = "images") -> tf.Tensor:
+    """`images` unchanged after checking that they hold pixel values; eager only.
+
+    uint8 and uint16 (scaled by `to_rgb`) hold nothing else. Other integer
+    dtypes must lie in 0..255, and floats in -0.5..255.5 (values that round
+    into 0..255: float rounding of a computed photo, never a visible change),
+    else a `ValueError` names the range, the values received and their dtype:
+    clipping them, as `prepare` would, changes the photo without a word.
+    NaN and Inf are left to `check_finite`.
+    """
+    images = as_images(images)
+    if images.dtype in (tf.uint8, tf.uint16) or not int(tf.size(images)):
+        return images
+    values = images.numpy()
+    low, high = np.nanmin(values).item(), np.nanmax(values).item()
+    margin = _ROUNDING if images.dtype.is_floating else 0
+    if low < -margin or high > _PIXEL_MAX + margin:
+        within = "in 0..255 (floats: within half a level)" if margin else "in 0..255"
+        raise ValueError(
+            f"Expected {name} of dtype {images.dtype.name} with values {within}; they are not "
+            "clipped (uint8 and uint16 photos take any value). "
+            f"Received: min={low!r}, max={high!r}, dtype={images.dtype.name}"
+        )
     return images
 
 

@@ -14,10 +14,12 @@
   a C library) gets its features computed here, with the encoder options
   recorded at export (`export.client_encoder_options`).
 
-Images go in as they come: `[N, H, W, C]`, uint8 or float 0..255, C = 1, 3
-or 4, any H and W. They are centre cropped and resized to the training image
-size as the evaluation pipeline and the export prepare them
-(`keras_invert.images.prepare`). Outputs are NumPy arrays. Photos or
+Images go in as they come: `[N, H, W, C]`, uint8, uint16 (scaled to
+0..255) or another integer or float dtype in 0..255, C = 1, 3 or 4, any H
+and W; values out of range are a `ValueError`, not clipped
+(`keras_invert.images.check_range`). They are centre cropped and resized to
+the training image size as the evaluation pipeline and the export prepare
+them (`keras_invert.images.prepare`). Outputs are NumPy arrays. Photos or
 features the model cannot take (another dtype or shape, NaN or Inf) are a
 `ValueError` that says what was expected; an empty batch gives an empty batch.
 A decoder whose output holds NaN or Inf (damaged weights, a diverged run) is
@@ -43,7 +45,7 @@ from absl import logging
 
 from keras_invert import building, checkpoints, export, losses, registry
 from keras_invert import config as config_lib
-from keras_invert.images import check_finite, check_photos, prepare
+from keras_invert.images import check_finite, check_photos, check_range, prepare
 
 BATCH_SIZE = 16
 """Images or feature vectors per call when encoding, decoding or reconstructing."""
@@ -115,8 +117,8 @@ class TrainedModel:
         return self.decode(self.encode(images))
 
     def _crops(self, images) -> np.ndarray:
-        # Crops at the image size go through `prepare` too: it checks and clips
-        # float pixels and scales uint16 ones, as a served photo's.
+        # Crops at the image size go through `prepare` too: it scales uint16
+        # pixels, as a served photo's (`_checked` refused values out of range).
         return prepare(_checked(images), self.image_size).numpy()
 
 
@@ -328,9 +330,9 @@ def _array(values, name: str, dtype=None) -> np.ndarray:
 
 
 def _checked(images) -> np.ndarray:
-    """`images` as `images.prepare` takes them; float photos in 0..1 draw a warning."""
+    """`images` as `images.prepare` takes them, in range; float photos in 0..1 draw a warning."""
     images = _array(images, "images")
-    check_finite(check_photos(images))
+    check_range(check_finite(check_photos(images)))
     if images.dtype.kind == "f" and images.size and 0 < np.nanmax(images) <= 1:
         logging.warning(
             "The images' values are all in 0..1: pixels are taken in 0..255, so they "

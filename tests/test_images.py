@@ -1,5 +1,7 @@
 """Image preparation: decoding, crops, the target and the finite-values check."""
 
+import re
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -120,6 +122,19 @@ def test_map_prepared_hands_raw_squares_only_where_no_resampling_is_needed():
             images.map_prepared(bad, 8, mean, prepares_crops=True)
         with pytest.raises(tf.errors.InvalidArgumentError, match="Expected finite images"):
             served(bad)
+
+
+def test_check_range_refuses_values_that_are_not_pixels_of_their_dtype():
+    for photo in [np.array([0, 65535], np.uint16), np.array([0, 255], np.int64), [-0.5, 255.5]]:
+        np.testing.assert_array_equal(images.check_range(photo), photo)  # uint16: to_rgb scales.
+    for photo, received in [
+        (np.array([-1, 7], np.int8), "min=-1, max=7, dtype=int8"),
+        (np.array([0, 256], np.int32), "min=0, max=256, dtype=int32"),
+        (np.array([-0.75, 1.0], np.float32), "min=-0.75, max=1.0, dtype=float32"),
+        (np.array([3.0, 255.75]), "min=3.0, max=255.75, dtype=float64"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(f"Received: {received}")):
+            images.check_range(photo)
 
 
 def test_prepared_pixels_clip_floats_and_turn_nan_and_inf_into_nan():

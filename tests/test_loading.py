@@ -67,6 +67,18 @@ def test_photos_and_features_it_cannot_take_are_a_value_error_naming_them(loaded
             loaded.decode(wrong)
 
 
+def test_photos_out_of_range_are_a_value_error_not_clipped(loaded):
+    photos = _photos().astype(np.int32)
+    photos[0, 0, 0] = [-5, 0, 300]
+    expected = "in 0..255; they are not clipped (uint8 and uint16 photos take any value). "
+    with pytest.raises(
+        ValueError, match=re.escape(f"{expected}Received: min=-5, max=300, dtype=int32")
+    ):
+        loaded.reconstruct(photos)
+    with pytest.raises(ValueError, match=re.escape("Received: min=0.0, max=400.0, dtype=float32")):
+        loaded.encode(np.clip(photos, 0, 255).astype(np.float32) * 400 / 255)
+
+
 def test_empty_batches_give_empty_batches(loaded):
     assert loaded.reconstruct(_photos(0, 70)).shape == (0, 64, 64, 3)
     feature_shape = loaded.decoder.input_shape[1:]
@@ -77,11 +89,12 @@ def test_empty_batches_give_empty_batches(loaded):
 def test_crops_at_the_image_size_are_prepared_as_other_photos(loaded, caplog):
     photos = _photos()
     expected = loaded.encode(photos)
-    # uint16 is scaled to 0..255, float clipped to it, as `images.prepare` does for any size.
+    # uint16 is scaled to 0..255, as `images.prepare` does for any size.
     np.testing.assert_array_equal(loaded.encode(photos.astype(np.uint16) * 257), expected)
-    bright = photos.astype(np.float32)
-    bright[photos == 255] = 400.0
-    np.testing.assert_array_equal(loaded.encode(bright), expected)
+    # Float rounding just past 0..255 is clipped, as the export's signatures clip it.
+    overshoot = photos.astype(np.float32)
+    overshoot[photos == 255] = 255.25
+    np.testing.assert_array_equal(loaded.encode(overshoot), expected)
     # Photos scaled to 0..1 would be taken as nearly black: said, not refused.
     with caplog.at_level(logging.WARNING):
         loaded.reconstruct(photos / 255.0)
