@@ -8,7 +8,9 @@ training model is the decoder, the encoder and decoder (`Reconstructor`) for
 a network encoder computed in the train step (or for HOG and LBP with
 `features_in_model`), and either inside a `losses.PerceptualModel` for the
 "perceptual" and "deepsim" losses.
-`check_restored` refuses a restored model that another config trained.
+`check_restored` refuses a restored model that another config trained, and
+`check_shapes` (its part that loading a work dir uses too) one whose shapes
+the config does not give.
 
 Example:
     >>> from keras_invert import building, config
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 
 import keras
 import numpy as np
@@ -195,6 +198,7 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
             trained with another `autoencoder` or `precision`.
     """
     representation = registry.get(config.representation)
+    check_shapes(model, config, work_dir)
     # Unwrapped: a perceptual/deepsim run's generator holds the encoder.
     network = losses.unwrap(model)
     if isinstance(network, Reconstructor) != uses_reconstructor(config, representation):
@@ -214,6 +218,38 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
         raise ValueError(
             f"The checkpoints in {work_dir} were trained with precision="
             f"{_precision(model)!r}. Received: precision={config.precision!r}"
+        )
+
+
+def check_shapes(model: keras.Model, config: TrainConfig, work_dir: str) -> None:
+    """Refuses a model from `work_dir` whose shapes are not those `config` builds.
+
+    A `config.json` edited by hand or a `model.keras` replaced by another
+    run's would otherwise fail later, in an error about the caller's photos
+    or features rather than the work dir.
+
+    Raises:
+        ValueError: the decoder takes other features than the representation
+            gives at the config's image size, or the model holding its encoder
+            takes another image size; the error names the config file and both.
+    """
+    representation = registry.get(config.representation)
+    image_size = representation.image_size(config.image_size)
+    path = os.path.join(work_dir, config_lib.CONFIG_FILE)
+    network = losses.unwrap(model)
+    if isinstance(network, Reconstructor) and network.image_size != image_size:
+        raise ValueError(
+            f"Expected the model in {work_dir} to take the image size its config gives. "
+            f"Received: image_size={image_size} in {path}, {network.image_size} in the model"
+        )
+    given = tuple(int(side) for side in representation.feature_shape(image_size))
+    taken = tuple(decoder_of(model).input_shape[1:])
+    if given != taken:
+        raise ValueError(
+            f"Expected the model in {work_dir} to take the features its config gives "
+            f"(config.json edited, or the model replaced?). Received: {path} gives "
+            f"{config.representation} features of shape {given} at image_size={image_size}; "
+            f"the model takes {taken}"
         )
 
 

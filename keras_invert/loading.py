@@ -192,6 +192,7 @@ def load_model(work_dir: str, *, name: str = "work_dir") -> keras.Model:
 def _load_work_dir(path: str, run, name: str) -> TrainedModel:
     representation = registry.get(run.representation)
     model = load_model(path, name=name)
+    building.check_shapes(model, run, path)
     # A perceptual/deepsim run saves its training wrapper; a Reconstructor holds its encoder.
     network, decoder = losses.unwrap(model), building.decoder_of(model)
     options = config_lib.encoder_options(run)

@@ -132,6 +132,20 @@ def test_a_path_that_holds_no_trained_model_is_refused_under_the_callers_name(tm
         keras_invert.load(str(tmp_path))
 
 
+def test_a_config_that_gives_other_features_than_the_model_takes_is_refused_naming_it(
+    loaded, tmp_path
+):
+    work_dir = tmp_path / "run"
+    shutil.copytree(loaded.path, work_dir)
+    config.save(config.replace(loaded.config, image_size=96), str(work_dir))  # Edited by hand.
+    expected = (
+        f"Received: {work_dir / config.CONFIG_FILE} gives sift features of shape (24, 24, 133) "
+        f"at image_size=96; the model takes {loaded.feature_shape}"
+    )
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        keras_invert.load(str(work_dir))
+
+
 def test_a_decoder_whose_output_is_nan_is_refused_naming_the_model(loaded, tmp_path):
     work_dir = tmp_path / "run"
     shutil.copytree(loaded.path, work_dir)
