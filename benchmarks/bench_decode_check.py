@@ -68,7 +68,7 @@ def main(argv):
             count = sum(len(spec.files) for spec in specs)
             cold = []
             for _ in range(FLAGS.repeats):
-                decode_check._DECODES.clear()
+                decode_check._CHECKED.clear()
                 cold.append(_seconds(specs))
             warm = _seconds(specs)
             print(

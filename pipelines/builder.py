@@ -240,7 +240,7 @@ def _streamed(config: DatasetConfig, source: sources.Source, seed: int) -> tf.da
     # 2-3. Positions -> records: each position's photo (file order shuffled
     #      per epoch when training) and its key (seed, position).
     records = stream.positioned_records(
-        decodable(source),
+        decodable(source, image_size=config.image_size if config.training else None),
         training=config.training,
         repeat=config.repeat,
         seed=seed,

@@ -30,7 +30,7 @@ def fixed_crops(config: DatasetConfig, source: sources.Source, crop_seed: int) -
     """Cached steps 2-6: the fixed `{"image", "target"}` crops whose features a cache holds."""
     # 2-3. Fixed record order, no repeat; keys (seed, file index).
     records = stream.positioned_records(
-        decodable(source),
+        decodable(source, image_size=config.image_size if config.training else None),
         training=False,
         repeat=False,
         seed=crop_seed,

@@ -79,6 +79,24 @@ def test_undecodable_files_are_named_in_a_warning_and_left_out_before_the_positi
         np.testing.assert_array_equal(batch[1], expected[1])
 
 
+def test_training_photos_smaller_than_the_crops_are_counted_in_one_warning(
+    tmp_path, encode_image, caplog
+):
+    sizes = {"train/a.png": (1, 1), "train/b.png": (12, 40), "train/c.png": (16, 20)}
+    for name, (height, width) in {**sizes, "test/d.png": (2, 2)}.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(encode_image(np.zeros((height, width, 3), np.uint8), "PNG"))
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        for split in ("train", "train", "test"):  # Once per process; evaluation not counted.
+            build_dataset(f"folder:{tmp_path}", split, image_size=16, seed=0)
+    warnings = [r.getMessage() for r in caplog.records if "smaller than" in r.getMessage()]
+    assert warnings == [
+        f"2 of the 3 photos of folder:{tmp_path} split 'train' are smaller than the 16 x 16 "
+        "crops (the smallest: 1 x 1 pixels, width x height): their crops are upscaled, so the "
+        "decoder learns from blurred images."
+    ]
+
+
 def test_a_source_where_no_file_decodes_fails_naming_the_files(tmp_path, encode_image):
     jpeg = encode_image(np.full((32, 32, 3), 100, np.uint8), "JPEG")
     for name in ("train/a.jpg", "train/b.jpg", "test/c.jpg"):
@@ -115,7 +133,7 @@ def test_a_source_above_the_full_check_limit_is_checked_by_its_bytes(
     from pipelines import decode_check
 
     monkeypatch.setattr(decode_check, "FULL_DECODE_CHECK_LIMIT", 1)
-    monkeypatch.setattr(decode_check, "decodes", None)  # Never called above the limit.
+    monkeypatch.setattr(decode_check, "_decoded_size", None)  # Never called above the limit.
     jpeg = encode_image(np.full((32, 32, 3), 100, np.uint8), "JPEG")
     for name in ("train/a.jpg", "train/b.jpg", "test/c.jpg"):
         (tmp_path / name).parent.mkdir(exist_ok=True)
