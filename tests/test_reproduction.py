@@ -182,6 +182,34 @@ def test_a_finding_without_its_measurement_says_so():
     assert [f.verdict for f in found] == [MISSING, HOLDS, MISSING, MISSING, MISSING, MISSING]
 
 
+def test_figures_are_written_with_a_dash_where_undefined():
+    assert [findings.figure(value) for value in (0.12345, None, float("nan"), np.inf)] == [
+        "0.123", "-", "-", "-",
+    ]  # fmt: skip
+    assert findings.figure(2.25, 1) == "2.2"
+
+
+def test_findings_on_undefined_errors_are_not_measured_and_say_why():
+    # Test photos all the same image: every normalised error is None.
+    errors = {
+        "hog": None,
+        "sift": None,
+        "lbp": None,
+        "stage2": None,
+        "stage5": None,
+        "logits": None,
+    }
+    numbers = _numbers(
+        errors, optimisation={"hog": None}, coarse=(None, None), dark=(None, None),
+        binarised=None, autoencoder=(None, None),
+    )  # fmt: skip
+    numbers["experiments"]["binarised_and_dropped"]["oracle_error"] = None
+    found = findings.assess(ReproduceConfig(out_dir="o"), _plan(list(errors)), numbers)
+    assert [(f.verdict, f.why) for f in found] == [(MISSING, findings.UNDEFINED)] * 6
+    assert found[0].ours == "hog: decoder - vs optimisation - (0.010 s vs 5.0 s per image)"
+    assert found[5].ours == "fixed -; autoencoder -"
+
+
 @pytest.fixture(scope="module")
 def tiny_reproduction(tmp_path_factory):
     """Two shallow features and three taps (one also as an autoencoder), a few steps each."""

@@ -2,7 +2,9 @@
 
 A `Finding` states the paper's claim, our numbers and a verdict: "holds",
 "does not hold at this scale" (with the likely reason), or "not measured"
-(the reproduction did not train what the finding needs). The rules are
+(the reproduction did not train what the finding needs, or an error it
+compares is undefined: None when the test photos are all the same image).
+Figures are written with `figure`, "-" where undefined. The rules are
 deliberately simple and written out here, so a reader can check a verdict
 by hand from `results.json`:
 
@@ -39,6 +41,27 @@ DEPTH_CORRELATION = 0.7
 SEEN = "training_photos"
 """An evaluation's measures on photos the decoder trained on, beside the test photos'."""
 SEEN_MEASURES = ("normalized_error", "luma_correlation", "ssim")
+UNDEFINED = (
+    "an error it compares is undefined (-): the normalised error is None when the test "
+    "photos are all the same image, with no distance between them to normalise by"
+)
+"""Why a finding whose numbers hold None is not measured."""
+
+
+def figure(value, digits: int = 3) -> str:
+    """`value` with `digits` decimals; "-" for None, NaN or Inf (an undefined measure).
+
+    Example:
+        >>> figure(0.12345), figure(None), figure(2.5, 1)
+        ('0.123', '-', '2.5')
+    """
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.{digits}f}"
+
+
+def _undefined(*values) -> bool:
+    return any(value is None or not np.isfinite(value) for value in values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +104,7 @@ def _decoder_against_optimisation(planned, numbers, errors) -> Finding:
     pairs = []
     for job in planned:
         found = numbers["optimizations"].get(job.name)
-        if found is not None and found["optimization"].get("normalized_error") is not None:
+        if found is not None:
             row = found["optimization"]
             decoder = numbers["evaluations"][job.name]["decoder"]
             pairs.append((job.name, errors[job.name], row["normalized_error"],
@@ -89,15 +112,17 @@ def _decoder_against_optimisation(planned, numbers, errors) -> Finding:
     if not pairs:
         return Finding(1, "Decoder against optimisation", claim, "", NOT_MEASURED)
     ours = "; ".join(
-        f"{name}: decoder {mine:.3f} vs optimisation {theirs:.3f} "
-        f"({seconds:.3f} s vs {slow:.1f} s per image)"
+        f"{name}: decoder {figure(mine)} vs optimisation {figure(theirs)} "
+        f"({figure(seconds)} s vs {figure(slow, 1)} s per image)"
         for name, mine, theirs, seconds, slow in pairs
     )
+    if _undefined(*(error for _, mine, theirs, *_ in pairs for error in (mine, theirs))):
+        return Finding(1, "Decoder against optimisation", claim, ours, NOT_MEASURED, UNDEFINED)
     worse = [name for name, mine, theirs, *_ in pairs if mine >= theirs]
     if not worse:
         return Finding(1, "Decoder against optimisation", claim, ours, HOLDS)
     seen = [
-        f"{name} {numbers['evaluations'][name][SEEN]['normalized_error']:.3f}"
+        f"{name} {figure(numbers['evaluations'][name][SEEN]['normalized_error'])}"
         for name in worse
         if SEEN in numbers["evaluations"][name]
     ]
@@ -114,10 +139,11 @@ def _shallow_order(errors) -> Finding:
     order = [name for name in ("hog", "sift", "lbp") if name in errors]
     if len(order) < 2:
         return Finding(2, "HOG < SIFT < LBP", claim, "", NOT_MEASURED)
-    ours = " < ".join(
-        f"{name.upper()} {errors[name]:.3f}" for name in sorted(order, key=errors.get)
-    )
+    if _undefined(*(errors[name] for name in order)):
+        ours = ", ".join(f"{name.upper()} {figure(errors[name])}" for name in order)
+        return Finding(2, "HOG < SIFT < LBP", claim, ours, NOT_MEASURED, UNDEFINED)
     ranked = sorted(order, key=errors.get)
+    ours = " < ".join(f"{name.upper()} {figure(errors[name])}" for name in ranked)
     if ranked == order:
         return Finding(2, "HOG < SIFT < LBP", claim, ours, HOLDS)
     why = (
@@ -136,17 +162,20 @@ def _depth(config, planned, numbers, errors) -> Finding:
     if len(taps) < 3:
         return Finding(3, "Error over depth", claim, "", NOT_MEASURED)
     curve = [errors[job.name] for job in taps]
-    correlation = _spearman(np.arange(len(curve)), np.asarray(curve))
     top = numbers["evaluations"][taps[-1].name]
     coarse, coarse_oracle = top["coarse_error"]["decoder"], top["coarse_error"][ORACLE]
+    undefined = _undefined(*curve, coarse, coarse_oracle)
+    correlation = None if undefined else _spearman(np.arange(len(curve)), np.asarray(curve))
     ours = (
         f"error from {taps[0].representation.split('/')[-1]} to "
         f"{taps[-1].representation.split('/')[-1]}: "
-        + ", ".join(f"{value:.3f}" for value in curve)
-        + f" (Spearman correlation with depth {correlation:.2f}); at the top "
+        + ", ".join(figure(value) for value in curve)
+        + f" (Spearman correlation with depth {figure(correlation, 2)}); at the top "
         f"({taps[-1].representation.split('/')[-1]}) the error of 8x8 block averages is "
-        f"{coarse:.3f} against the mean image's {coarse_oracle:.3f}"
+        f"{figure(coarse)} against the mean image's {figure(coarse_oracle)}"
     )
+    if undefined:
+        return Finding(3, "Error over depth", claim, ours, NOT_MEASURED, UNDEFINED)
     grows, survives = correlation >= DEPTH_CORRELATION, coarse < coarse_oracle
     if grows and survives:
         return Finding(3, "Error over depth", claim, ours, HOLDS)
@@ -162,16 +191,17 @@ def _depth(config, planned, numbers, errors) -> Finding:
         reason = "the top layer's colours and layout are no better than the mean image's"
         training_mean = min(
             (row["normalized_error"] for row in top["means"]
-             if row["method"].startswith(TRAINING_MEAN)),
+             if row["method"].startswith(TRAINING_MEAN)
+             and not _undefined(row["normalized_error"])),
             default=None,
         )  # fmt: skip
         if training_mean is not None and curve[-1] > training_mean:
             # Worse than a constant: the decoder memorised its photos rather than generalised.
             seen = top.get(SEEN, {}).get("normalized_error")
             reason += (
-                f"; its decoder ({curve[-1]:.3f}) is worse than even the mean training image "
-                f"({training_mean:.3f})"
-                + (f" but scores {seen:.3f} on its training photos" if seen is not None else "")
+                f"; its decoder ({figure(curve[-1])}) is worse than even the mean training "
+                f"image ({figure(training_mean)})"
+                + (f" but scores {figure(seen)} on its training photos" if seen is not None else "")
                 + ": trained on few photos, it paints their textures into new ones, and more "
                 "training photos are the lever"
             )
@@ -190,7 +220,11 @@ def _dark_knowledge(numbers) -> Finding:
     values = {name: value["normalized_error"] for name, value in found["errors"].items()}
     k = found["k"]
     top, rest = values[f"top {k} only"], values[f"all but top {k}"]
-    ours = f"all {values['all']:.3f}; top {k} only {top:.3f}; all but top {k} {rest:.3f}"
+    ours = (
+        f"all {figure(values['all'])}; top {k} only {figure(top)}; all but top {k} {figure(rest)}"
+    )
+    if _undefined(top, rest):
+        return Finding(4, "Dark knowledge", claim, ours, NOT_MEASURED, UNDEFINED)
     if rest < top:
         return Finding(4, "Dark knowledge", claim, ours, HOLDS)
     why = "the top activations alone reconstruct at least as well at this scale"
@@ -208,11 +242,13 @@ def _binarised(numbers) -> Finding:
     values = {name: value["normalized_error"] for name, value in found["errors"].items()}
     oracle = found.get("oracle_error")
     ours = (
-        f"features {values['features']:.3f}; binarised {values['binarised']:.3f}; "
-        f"dropout {found['dropout_rate']:g} {values['dropout']:.3f}"
-        + (f"; mean image {oracle:.3f}" if oracle is not None else "")
+        f"features {figure(values['features'])}; binarised {figure(values['binarised'])}; "
+        f"dropout {found['dropout_rate']:g} {figure(values['dropout'])}; "
+        f"mean image {figure(oracle)}"
     )
-    if oracle is not None and values["binarised"] < oracle:
+    if _undefined(values["binarised"], oracle):
+        return Finding(5, "Binarised features", claim, ours, NOT_MEASURED, UNDEFINED)
+    if values["binarised"] < oracle:
         return Finding(5, "Binarised features", claim, ours, HOLDS)
     why = "the binarised features' reconstructions are no better than the mean image"
     return Finding(5, "Binarised features", claim, ours, DOES_NOT_HOLD, why)
@@ -228,7 +264,9 @@ def _autoencoder(numbers) -> Finding:
         return Finding(6, "Fixed encoder against autoencoder", claim, "", NOT_MEASURED)
     fixed = found["models"]["fixed"]["normalized_error"]
     autoencoder = found["models"]["autoencoder"]["normalized_error"]
-    ours = f"fixed {fixed:.3f}; autoencoder {autoencoder:.3f}"
+    ours = f"fixed {figure(fixed)}; autoencoder {figure(autoencoder)}"
+    if _undefined(fixed, autoencoder):
+        return Finding(6, "Fixed encoder against autoencoder", claim, ours, NOT_MEASURED, UNDEFINED)
     if autoencoder < fixed:
         return Finding(6, "Fixed encoder against autoencoder", claim, ours, HOLDS)
     why = "the autoencoder trained too few steps here to overtake the fixed encoder"

@@ -13,7 +13,7 @@ import os
 import platform
 
 from keras_invert import files
-from keras_invert.reproduction.findings import ORACLE, SEEN, Finding
+from keras_invert.reproduction.findings import ORACLE, SEEN, Finding, figure
 from keras_invert.reproduction.plan import ReproduceConfig
 
 _FIGURE_TITLES = {
@@ -75,13 +75,9 @@ def _minutes(value: float) -> str:
     return "1 minute" if round(value) == 1 else f"{value:.0f} minutes"
 
 
-def _cell(value, digits=3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def _measures(row) -> list[str]:
-    return [_cell(row.get("normalized_error")), _cell(row.get("luma_correlation")),
-            _cell(row.get("ssim"))]  # fmt: skip
+    return [figure(row.get("normalized_error")), figure(row.get("luma_correlation")),
+            figure(row.get("ssim"))]  # fmt: skip
 
 
 def _shallow_table(planned, numbers) -> list[str]:
@@ -135,10 +131,10 @@ def _layer_table(planned, numbers) -> list[str]:
         label = job.representation + (" (autoencoder)" if job.group == "autoencoder" else "")
         seen = evaluation.get(SEEN) or {}
         lines.append(
-            f"| {label} | {' | '.join(_measures(row))} | {_cell(seen.get('normalized_error'))} "
-            f"| {_cell(evaluation['coarse_error']['decoder'])} | {_cell(optimisation)} "
-            f"| {_cell(oracle.get('normalized_error'))} "
-            f"({_cell(evaluation['coarse_error'][ORACLE])}) | {job.changes['steps']} "
+            f"| {label} | {' | '.join(_measures(row))} | {figure(seen.get('normalized_error'))} "
+            f"| {figure(evaluation['coarse_error']['decoder'])} | {figure(optimisation)} "
+            f"| {figure(oracle.get('normalized_error'))} "
+            f"({figure(evaluation['coarse_error'][ORACLE])}) | {job.changes['steps']} "
             f"| {numbers['training_minutes'][job.name]:.1f} |"
         )
     return lines
