@@ -45,7 +45,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
+import math
 import os
 import time
 
@@ -357,7 +357,7 @@ def columns_of(rows) -> list[str]:
 
 
 def format_table(rows, columns=None) -> str:
-    """Rows (dicts) as a Markdown table: numbers to 3 decimals, missing values as -.
+    """Rows (dicts) as a Markdown table: numbers to 3 decimals, missing values, NaN and Inf as -.
 
     Args:
         rows: the table's rows.
@@ -368,8 +368,8 @@ def format_table(rows, columns=None) -> str:
     def cell(value):
         if value is None or value == "":
             return "-"
-        if isinstance(value, float):
-            return f"{value:.3f}"
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.3f}" if math.isfinite(value) else "-"
         return str(value)
 
     def line(cells):
@@ -384,16 +384,15 @@ def format_table(rows, columns=None) -> str:
 def save(out_dir, rows, paths) -> tuple[str, str]:
     """Writes `evaluation.json` (the photos' paths and the rows) and `evaluation.csv`.
 
+    An undefined measure (None, NaN or Inf: a PSNR of identical images, the
+    error of identical originals) is null in the JSON and an empty field in
+    the CSV (`files.write_json`, `files.write_csv`), never "nan" or "inf".
+
     Returns:
         The two files' paths.
     """
     json_path = files.write_json(
         os.path.join(out_dir, "evaluation.json"), {"images": list(paths), "rows": rows}
     )
-    csv_path = os.path.join(out_dir, "evaluation.csv")
-    with files.atomic_path(csv_path) as temporary:
-        with open(temporary, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=columns_of(rows))
-            writer.writeheader()
-            writer.writerows(rows)
+    csv_path = files.write_csv(os.path.join(out_dir, "evaluation.csv"), rows, columns_of(rows))
     return json_path, csv_path

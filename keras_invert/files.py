@@ -12,11 +12,13 @@ Example:
     >>> with atomic_path("work/model.keras") as temporary:
     ...     model.save(temporary)
     >>> write_json("results/figures.json", {"error": 0.24})
+    >>> write_csv("results/figures.csv", [{"error": 0.24}], ["error"])
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import math
 import os
@@ -148,6 +150,24 @@ def write_json(path: str, data, *, indent: int = 2, sort_keys: bool = False) -> 
         with open(temporary, "w") as file:
             json.dump(data, file, indent=indent, sort_keys=sort_keys, allow_nan=False)
             file.write("\n")
+    return path
+
+
+def write_csv(path: str, rows: list[dict], columns: list[str]) -> str:
+    """Writes `rows` (dicts; NumPy scalars allowed) as CSV atomically; returns `path`.
+
+    One row per dict, `columns` in order; a missing key, None, NaN and Inf
+    are empty fields (CSV's null, as `write_json` writes null), and NaN or
+    Inf draw the same logged warning naming their key path (`rows[2].psnr`).
+    """
+    rows, undefined = _finite_or_null(plain(list(rows)), "rows")
+    if undefined:
+        logging.warning("Writing NaN or Inf as empty in %s: %s", path, ", ".join(undefined[:10]))
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
     return path
 
 

@@ -81,6 +81,15 @@ def test_write_json_writes_nan_and_inf_as_null_naming_their_keys(tmp_path, caplo
     assert "rows[1].psnr, rate" in caplog.text
 
 
+def test_write_csv_writes_none_nan_and_inf_as_empty_fields_naming_their_keys(tmp_path, caplog):
+    rows = [{"psnr": np.float32(30.5), "ssim": None}, {"psnr": float("inf"), "ssim": np.nan}]
+    with caplog.at_level(logging.WARNING, logger="absl"):
+        path = files.write_csv(str(tmp_path / "results.csv"), rows, ["psnr", "ssim"])
+    with open(path) as file:
+        assert file.read().splitlines() == ["psnr,ssim", "30.5,", ","]
+    assert "rows[1].psnr, rows[1].ssim" in caplog.text
+
+
 def test_check_folder_and_check_file_refuse_paths_they_could_not_write(tmp_path):
     files.check_folder(str(tmp_path / "new" / "run"), "work_dir")  # Created later.
     files.check_folder(str(tmp_path), "work_dir")

@@ -186,6 +186,27 @@ def test_classifier_must_be_a_vector_of_class_scores():
             evaluation.make_classifier(name)
 
 
+def test_save_writes_undefined_measures_as_null_and_empty_fields(tmp_path):
+    from keras_invert import evaluation
+
+    row = {"method": "decoder", "normalized_error": float("nan"), "psnr": np.float32("inf")}
+    json_path, csv_path = evaluation.save(str(tmp_path), [row], ["a.png"])
+    with open(csv_path) as file:
+        (written,) = csv.DictReader(file)
+    assert (written["normalized_error"], written["psnr"]) == ("", "")
+    with open(json_path) as file:
+        (stored,) = json.load(file)["rows"]
+    assert (stored["normalized_error"], stored["psnr"]) == (None, None)
+
+
+def test_the_markdown_table_writes_nan_and_inf_as_dashes():
+    from keras_invert import evaluation
+
+    rows = [{"method": "decoder", "normalized_error": float("nan"), "psnr": np.float32("inf")}]
+    table = evaluation.format_table(rows, ["method", "normalized_error", "psnr"])
+    assert table.splitlines()[2] == "| decoder | - | - |"
+
+
 def test_the_markdown_table_of_evaluate_and_of_reconstruct():
     from keras_invert import evaluation
 
