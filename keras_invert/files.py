@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import json
 import math
 import os
@@ -127,10 +128,32 @@ def _check_writable(path: str, name: str, folder: bool) -> None:
     try:
         os.rmdir(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=existing))
     except OSError as error:
+        holder = absolute if folder else os.path.dirname(absolute)
+        problem = (
+            f"the folder {existing!r} is not writable"
+            if holder == existing
+            else f"the folder {holder!r} cannot be created in {existing!r}"
+        )
         raise ValueError(
             f"Expected {name} in a folder this process can write into. Received: {name}={path!r} "
-            f"({existing!r}: {error.strerror})"
+            f"({problem}: {_unwritable_reason(error)})"
         ) from None
+
+
+def _unwritable_reason(error: OSError) -> str:
+    """Why creating an entry in an existing folder failed, in words that fit the case.
+
+    A virtual file system (`/proc`) answers "No such file or directory" for
+    a folder that plainly exists, which would send the user looking for a
+    missing folder.
+    """
+    reasons = {
+        errno.ENOENT: "it refuses new entries, as virtual file systems such as /proc do",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "operation not permitted",
+        errno.EROFS: "a read-only file system",
+    }
+    return reasons.get(error.errno, error.strerror or type(error).__name__)
 
 
 def write_json(path: str, data, *, indent: int = 2, sort_keys: bool = False) -> str:

@@ -111,6 +111,22 @@ def test_check_folder_and_check_file_refuse_paths_they_could_not_write(tmp_path)
         files.check_folder(str(notes), "out")
 
 
+def test_an_unwritable_folder_is_named_with_the_real_reason():
+    # /proc exists, yet creating an entry there fails with "No such file or directory".
+    expected = {
+        "/proc/x.png": "the folder '/proc' is not writable: it refuses new entries, as virtual "
+        "file systems such as /proc do",
+        "/proc/sub/x.png": "the folder '/proc/sub' cannot be created in '/proc': it refuses",
+    }
+    for path, problem in expected.items():
+        with pytest.raises(ValueError) as error:
+            files.check_file(path, "out")
+        assert str(error.value).startswith(
+            f"Expected out in a folder this process can write into. Received: out={path!r} "
+            f"({problem}"
+        )
+
+
 def test_check_existing_file_refuses_a_folder_or_a_missing_path(tmp_path):
     (tmp_path / "weights.h5").write_text("weights")
     files.check_existing_file(str(tmp_path / "weights.h5"), "encoder_weights")
