@@ -8,9 +8,9 @@ training model is the decoder, the encoder and decoder (`Reconstructor`) for
 a network encoder computed in the train step (or for HOG and LBP with
 `features_in_model`), and either inside a `losses.PerceptualModel` for the
 "perceptual" and "deepsim" losses.
-`check_restored` refuses a restored model that another config trained, and
-`check_shapes` (its part that loading a work dir uses too) one whose shapes
-the config does not give.
+`check_restored` refuses a restored model that another config trained;
+`check_shapes` refuses a work dir's model whose shapes its config does not
+give (`keras_invert.load`).
 
 Example:
     >>> from keras_invert import building, config
@@ -198,7 +198,6 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
             trained with another `autoencoder` or `precision`.
     """
     representation = registry.get(config.representation)
-    check_shapes(model, config, work_dir)
     # Unwrapped: a perceptual/deepsim run's generator holds the encoder.
     network = losses.unwrap(model)
     if isinstance(network, Reconstructor) != uses_reconstructor(config, representation):

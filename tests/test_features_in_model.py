@@ -62,7 +62,7 @@ def test_a_model_holding_its_encoder_refuses_a_config_of_another_image_size():
     model = building.build_model(_config())
     expected = "Received: image_size=96 in w/config.json, 64 in the model"
     with pytest.raises(ValueError, match=expected):
-        building.check_restored(model, _config(image_size=96), "w")
+        building.check_shapes(model, _config(image_size=96), "w")
 
 
 def test_an_lbp_run_trains_resumes_and_loads_with_the_features_in_the_model(tmp_path):
