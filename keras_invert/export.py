@@ -55,7 +55,8 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import files, losses, registry, vlfeat
-from keras_invert.images import check_finite, map_prepared
+from keras_invert.image_checks import check_finite
+from keras_invert.images import map_prepared
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"

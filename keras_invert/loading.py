@@ -17,7 +17,7 @@
 Images go in as they come: `[N, H, W, C]`, uint8, uint16 (scaled to
 0..255) or another integer or float dtype in 0..255, C = 1, 3 or 4, any H
 and W; values out of range are a `ValueError`, not clipped
-(`keras_invert.images.check_range`). They are centre cropped and resized to
+(`keras_invert.image_checks.check_range`). They are centre cropped and resized to
 the training image size as the evaluation pipeline and the export prepare
 them (`keras_invert.images.prepare`). Outputs are NumPy arrays. Photos or
 features the model cannot take (another dtype or shape, NaN or Inf) are a
@@ -45,7 +45,8 @@ from absl import logging
 
 from keras_invert import building, checkpoints, export, losses, registry
 from keras_invert import config as config_lib
-from keras_invert.images import check_finite, check_photos, check_range, prepare
+from keras_invert.image_checks import check_finite, check_photos, check_range
+from keras_invert.images import prepare
 
 BATCH_SIZE = 16
 """Images or feature vectors per call when encoding, decoding or reconstructing."""
@@ -296,7 +297,7 @@ def _finite(reconstructions: np.ndarray, path: str) -> np.ndarray:
 
     Clipping to [0, 1] keeps NaN and turns Inf into 0 or 1: without this
     check a decoder whose weights are damaged or whose training diverged
-    hands out NaN images as reconstructions. (`images.check_finite` names
+    hands out NaN images as reconstructions. (`image_checks.check_finite` names
     neither the model nor the likely cause.) An export clips in its graph,
     so there only NaN is left to see.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_invert.images import check_finite
+from keras_invert.image_checks import check_finite
 
 
 def as_image_batch(
@@ -14,7 +14,7 @@ def as_image_batch(
     """Checks `[N, H, W, C]` or `[H, W, C]` finite images (C = 1 or 3); returns (batch, was_single).
 
     NaN or Inf pixels raise a `ValueError` eagerly and an `InvalidArgumentError`
-    in a graph (`keras_invert.images.check_finite`); `finite=False` leaves
+    in a graph (`keras_invert.image_checks.check_finite`); `finite=False` leaves
     that check to the caller. A known height or width below `min_side` (the
     side that gives `feature` its first `cell`) is a `ValueError`.
     """

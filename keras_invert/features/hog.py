@@ -37,7 +37,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_invert.features._images import as_image_batch, rounded
-from keras_invert.images import as_images
+from keras_invert.image_checks import as_images
 
 _BLOCK_EPSILON = 1e-4  # Inside the square root of each block norm, as VLFeat.
 _CLAMP = 0.2

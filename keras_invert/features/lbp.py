@@ -63,7 +63,8 @@ from keras import layers
 
 from keras_invert.features._images import as_image_batch, rounded
 from keras_invert.features.lbp_histograms import LBP_NUM_BINS, pool, segment_ids
-from keras_invert.images import as_images, check_finite, prepared_pixels
+from keras_invert.image_checks import as_images, check_finite
+from keras_invert.images import prepared_pixels
 
 # tf.image.rgb_to_grayscale's luma weights.
 _LUMA_WEIGHTS = (0.2989, 0.5870, 0.1140)

@@ -57,7 +57,7 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import vlfeat
-from keras_invert.images import as_images
+from keras_invert.image_checks import as_images
 
 SIFT_CELL_SIZE = 4
 SIFT_DESCRIPTOR_SIZE = 128
