@@ -52,7 +52,7 @@ def pack(data: str, crops_per_image: int, seed: int) -> dict[str, np.ndarray]:
         EFFICIENTNET_LITE0_IMAGE_SIZE,
         EFFICIENTNET_LITE0_OUTPUT_SHAPES,
     )
-    from pipelines import baselines, cache, examples, sources
+    from pipelines import baselines, cache_files, examples, sources
     from pipelines.photos import load_images
     from pipelines.training_data import cache_config
 
@@ -60,7 +60,7 @@ def pack(data: str, crops_per_image: int, seed: int) -> dict[str, np.ndarray]:
     run = tap_runs(["stem"], data=data, crops_per_image=crops_per_image, seed=seed)["stem"]
     config = cache_config(run, cache_dir="unused")
     crops = examples.fixed_crops(
-        config, sources.resolve(config.source, config.split), cache.crop_seed(config)
+        config, sources.resolve(config.source, config.split), cache_files.crop_seed(config)
     )
     train = np.stack([example["image"].numpy() for example in crops])
     train = np.round(np.clip(train, 0, 255)).astype(np.uint8)

@@ -9,7 +9,7 @@ For representations whose encoder runs inside the training model
 (`encode_in_model`, AlexNet) the "features" are the crops themselves,
 `[B, S, S, 3]` in 0..255, and with `cache_dir` the cache holds crops; with
 `cache_features=True` as well, it holds the network's features instead
-(computed once, see `pipelines.cache`), and the dataset yields them.
+(computed once, see `pipelines.network_features`), and the dataset yields them.
 HOG and LBP move into the training model the same way with
 `features_in_model=True`: the dataset yields crops, and a cache holds crops.
 
@@ -22,7 +22,9 @@ The module has the step order; its parts have one module each:
 `pipelines.dataset_config` (the arguments, validated), `pipelines.decode_check`
 (the photos that decode), `pipelines.stream` (the position-keyed order),
 `pipelines.examples` (read, decode, crop and target; features of batches),
-`pipelines.ops` (per-example ops), `pipelines.cache` (the feature cache).
+`pipelines.ops` (per-example ops), `pipelines.cache` (the feature cache),
+`pipelines.cache_files` (its folders on disk), `pipelines.network_features`
+(the frozen network that fills a network feature cache).
 
 The stream is a function of position (`pipelines.stream`): element `p` of
 the uninterrupted single-pipeline stream is fixed by the seed and `p` alone,
@@ -106,7 +108,7 @@ import secrets
 import tensorflow as tf
 from absl import logging
 
-from pipelines import cache, examples, sources, stream
+from pipelines import cache, cache_files, examples, network_features, sources, stream
 from pipelines.dataset_config import DatasetConfig
 from pipelines.decode_check import decodable
 
@@ -177,8 +179,8 @@ def build_dataset(
             is then not the seeded order, see the module doc).
         cache_features: for a network encoder (`encode_in_model`, e.g.
             AlexNet) with `cache_dir`: cache and yield the frozen network's
-            features rather than the crops (see "Network features" in
-            `pipelines.cache`). Train a bare decoder on them.
+            features rather than the crops (see
+            `pipelines.network_features`). Train a bare decoder on them.
         features_in_model: for a feature op in TensorFlow that is not a
             network (HOG, LBP): yield (and cache) the crops as "features",
             for a training model that computes the features itself
@@ -275,10 +277,10 @@ def _streamed(config: DatasetConfig, source: sources.Source, seed: int) -> tf.da
 
 def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data.Dataset:
     """Cached steps 2-11: fixed crops' features computed once, then read in stream order."""
-    crop_seed = cache.crop_seed(config)
+    crop_seed = cache_files.crop_seed(config)
     network = None
     if config.cache_features:
-        network = cache.NetworkFeatures(
+        network = network_features.NetworkFeatures(
             config.representation, config.encoder_options, config.feature_shape
         )
 
@@ -286,7 +288,7 @@ def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data
         dataset = examples.fixed_crops(config, source, crop_seed)
         # 7. Batch (for the encoder only); 8. features; back to single examples.
         if network is not None:
-            dataset = network.features_of(dataset.batch(cache.network_batch(config)))
+            dataset = network.features_of(dataset.batch(network_features.network_batch(config)))
         else:
             dataset = examples.features_of_batches(config, dataset.batch(config.batch_size))
         return dataset.unbatch().map(
@@ -295,7 +297,11 @@ def _cached(config: DatasetConfig, source: sources.Source, seed: int) -> tf.data
 
     # 9. Cache on disk: built here, once, complete or not at all.
     prefix, count = cache.materialised(
-        uncached, config, source, crop_seed=crop_seed, network=network
+        uncached,
+        config,
+        source,
+        crop_seed=crop_seed,
+        network_digest=None if network is None else network.digest,
     )
     # 10. Order: positions -> cached elements (per-epoch permutation when training).
     dataset = cache.in_order(prefix, count, config, seed=seed)

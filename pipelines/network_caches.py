@@ -8,7 +8,7 @@ pass instead: the crops once, the network once up to the deepest tap with
 every tap as an output, and each tap's features (and targets at its side)
 written, batch by batch, into that tap's cache. Each cache lands in the
 folder, under the key, that the tap's own run computes
-(`cache.cache_folder`, with the digest of the tap's own truncated network),
+(`cache_files.cache_folder`, with the digest of the tap's own truncated network),
 so the run finds it complete and reuses it. A run that builds its own is
 unchanged.
 
@@ -43,9 +43,10 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from pipelines import cache, ops, sources
+from pipelines import cache, cache_files, ops, sources
 from pipelines.dataset_config import DatasetConfig
 from pipelines.examples import fixed_crops
+from pipelines.network_features import NetworkFeatures, network_batch, weights_digest
 
 # What the crops depend on (with the network batch): configs filled together share them.
 _SHARED_FIELDS = (
@@ -70,7 +71,7 @@ def materialise_together(configs: Sequence[DatasetConfig]) -> list[str]:
             in the cache folder.
 
     Returns:
-        Each config's cache folder (`cache.cache_folder`), complete.
+        Each config's cache folder (`cache_files.cache_folder`), complete.
 
     Raises:
         ValueError: the configs differ in what shapes the crops, or their
@@ -80,15 +81,17 @@ def materialise_together(configs: Sequence[DatasetConfig]) -> list[str]:
     _check_together(configs)
     first = configs[0]
     source = sources.resolve(first.source, first.split)
-    seed = cache.crop_seed(first)
+    seed = cache_files.crop_seed(first)
     taps, folders = [], []
     for config in configs:
-        network = cache.NetworkFeatures(
+        network = NetworkFeatures(
             config.representation, config.encoder_options, config.feature_shape
         )
-        final, key = cache.cache_folder(config, source, crop_seed=seed, network=network)
+        final, key = cache_files.cache_folder(
+            config, source, crop_seed=seed, network_digest=network.digest
+        )
         folders.append(final)
-        if not cache.is_complete(final):
+        if not cache_files.is_complete(final):
             taps.append(_Tap(config, network, final, key))
     if not taps:
         logging.info("Reusing the %d feature caches of %s.", len(configs), first.source)
@@ -109,11 +112,11 @@ def materialise_together(configs: Sequence[DatasetConfig]) -> list[str]:
     )
     with contextlib.ExitStack() as stack:
         for tap in taps:
-            tap.temporary = stack.enter_context(cache.placed(tap.final))
+            tap.temporary = stack.enter_context(cache_files.placed(tap.final))
             shapes = (tap.config.feature_shape, tap.config.target_size)
             tap.writer = stack.enter_context(_Writer(tap.temporary, *shapes))
         # Prefetch: the next crops are read and decoded while the network runs.
-        for batch in crops.batch(cache.network_batch(first)).prefetch(2):
+        for batch in crops.batch(network_batch(first)).prefetch(2):
             with tf.device(taps[0].network.device):
                 outputs = encode(batch["image"])
             for tap in taps:
@@ -127,7 +130,7 @@ def materialise_together(configs: Sequence[DatasetConfig]) -> list[str]:
                 tap.writer.write({"features": features, "target": target})
         for tap in taps:
             tap.writer.close()
-            cache.seal(tap.temporary, tap.final, tap.key, tap.writer.count)
+            cache_files.seal(tap.temporary, tap.final, tap.key, tap.writer.count)
     logging.info(
         "Built %d feature caches in one pass: %d examples each in %.1f s.",
         len(taps),
@@ -142,7 +145,7 @@ class _Tap:
     """A cache to fill: its config, its tap's own network, where it goes, what it holds."""
 
     config: DatasetConfig
-    network: cache.NetworkFeatures
+    network: NetworkFeatures
     final: str
     key: str
     temporary: str | None = None
@@ -161,7 +164,7 @@ def _check_together(configs: list[DatasetConfig]) -> None:
                 f"cache_features={config.cache_features!r}, cache_dir={config.cache_dir!r}"
             )
     shared = {name: [getattr(config, name) for config in configs] for name in _SHARED_FIELDS}
-    shared["network_batch"] = [cache.network_batch(config) for config in configs]
+    shared["network_batch"] = [network_batch(config) for config in configs]
     for name, values in shared.items():
         if any(value != values[0] for value in values[1:]):
             raise ValueError(
@@ -180,7 +183,7 @@ def _output_layer(network: keras.Model) -> str:
     return network.outputs[0]._keras_history.operation.name
 
 
-def _with_every_output(networks: list[cache.NetworkFeatures]) -> keras.Model:
+def _with_every_output(networks: list[NetworkFeatures]) -> keras.Model:
     """The network with the most layers, with every one of `networks`' outputs.
 
     Each output must be a layer of that network, and the network up to it
@@ -193,7 +196,7 @@ def _with_every_output(networks: list[cache.NetworkFeatures]) -> keras.Model:
         name = _output_layer(features.network)
         layer = next((layer for layer in deepest.layers if layer.name == name), None)
         truncated = None if layer is None else keras.Model(deepest.inputs, layer.output)
-        if truncated is None or cache.weights_digest(truncated) != features.digest:
+        if truncated is None or weights_digest(truncated) != features.digest:
             raise ValueError(
                 f"Expected taps of one network with the same weights. Received: {features.name!r} "
                 f"(layer {name!r}) is not in {deepest.name!r} with its weights"

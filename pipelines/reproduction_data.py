@@ -13,7 +13,7 @@ import shutil
 
 from keras_invert import config as config_lib
 from keras_invert import reproduction, runs
-from pipelines import baselines, cache, sources
+from pipelines import baselines, cache, cache_files, sources
 from pipelines.photos import source_photos
 from pipelines.training_data import cache_config, fill_feature_caches, training_dataset
 
@@ -67,7 +67,7 @@ def check_cache_room(config: reproduction.ReproduceConfig) -> None:
             continue  # A run started earlier: its cache is built, and the driver judges its plan.
         run = runs.resolve_config(work_dir, dict(job.changes), job.preset)
         folder = runs.cache_dir(run, work_dir)
-        if folder is None or cache.holds_a_complete_cache(folder):
+        if folder is None or cache_files.holds_a_complete_cache(folder):
             continue
         if count is None:
             count = sources.photo_count(sources.resolve(run.data, run.train_split))

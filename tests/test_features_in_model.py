@@ -8,7 +8,7 @@ import pipelines
 from keras_invert import building, registry, training
 from keras_invert import config as config_lib
 from keras_invert.reconstructor import FeatureEncoder, Reconstructor
-from pipelines import cache, sources
+from pipelines import cache_files, sources
 from pipelines.training_data import sample_batch, training_dataset
 
 
@@ -39,7 +39,7 @@ def test_a_crops_cache_and_a_features_cache_never_share_a_key():
 
     def key(name, crops):
         representation = registry.get(name)
-        return cache.cache_key(representation, {}, 64, source, True, 2, 0.5, 0, crops=crops)
+        return cache_files.cache_key(representation, {}, 64, source, True, 2, 0.5, 0, crops=crops)
 
     assert key("hog", crops=True) != key("hog", crops=False)
     # Crops do not depend on the encoder, but each representation keeps its own.

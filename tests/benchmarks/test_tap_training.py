@@ -23,7 +23,7 @@ def packed(tmp_path_factory):
 
 def test_the_packed_crops_are_the_reproduction_runs_cached_crops(packed):
     from keras_invert import images
-    from pipelines import cache, examples, sources
+    from pipelines import cache_files, examples, sources
     from pipelines.training_data import cache_config
 
     arrays, loaded = packed
@@ -31,7 +31,7 @@ def test_the_packed_crops_are_the_reproduction_runs_cached_crops(packed):
     assert (run.steps, run.learning_rate, run.batch_size, run.width) == (1500, 2.4e-3, 16, 0.25)
     config = cache_config(run, cache_dir="unused")
     crops = examples.fixed_crops(
-        config, sources.resolve(config.source, config.split), cache.crop_seed(config)
+        config, sources.resolve(config.source, config.split), cache_files.crop_seed(config)
     )
     expected = np.stack([example["image"].numpy() for example in crops])
     assert loaded["train"].shape == expected.shape == (23, 224, 224, 3)

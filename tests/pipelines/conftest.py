@@ -1,4 +1,4 @@
-"""Fixtures of the pipeline tests: a numpy-path fake representation, an image folder."""
+"""Fixtures of the pipeline tests: a numpy-path fake representation, image folders, cache builds."""
 
 import io
 import os
@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from keras_invert import registry
+from pipelines import build_dataset
 
 
 class FakeNumpyRepresentation:
@@ -108,3 +109,35 @@ def small_folder(tmp_path):
             array = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
             write(tmp_path / "photos" / split / f"{index}.png", encode_image(array, "PNG"))
     return tmp_path / "photos"
+
+
+def build_cached(folder, representation, cache_dir, **overrides):
+    """`build_dataset` over `folder` at 16 px, 3 crops a photo, one pass, cached in `cache_dir`."""
+    options = dict(
+        representation=representation,
+        image_size=16,
+        batch_size=4,
+        seed=3,
+        cache_dir=None if cache_dir is None else str(cache_dir),
+        crops_per_image=3,
+        repeat=False,
+    )
+    split = overrides.pop("split", "train")
+    return build_dataset(f"folder:{folder}", split, **{**options, **overrides})
+
+
+def examples_of(dataset):
+    """All `(features, target)` of `dataset`, concatenated."""
+    batches = [(features.numpy(), target.numpy()) for features, target in dataset]
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
+def cache_folders(cache_dir):
+    """The names in `cache_dir`, sorted (none where it does not exist)."""
+    return sorted(os.listdir(cache_dir)) if os.path.isdir(cache_dir) else []
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    """A cache folder that does not exist yet."""
+    return tmp_path / "cache"

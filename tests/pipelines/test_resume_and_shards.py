@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_invert import registry
-from pipelines import build_dataset, cache, sources
+from pipelines import build_dataset, cache, cache_files, sources
 
 
 def _batches(dataset, count=-1):
@@ -131,7 +131,7 @@ def test_sift_backend_is_part_of_the_cache_key(monkeypatch):
 
     def key(encoder_options):
         options = registry.resolved_encoder_options(representation, encoder_options)
-        return cache.cache_key(representation, options, 32, source, True, 2, 0.5, 0)
+        return cache_files.cache_key(representation, options, 32, source, True, 2, 0.5, 0)
 
     monkeypatch.setattr(registry, "default_sift_backend", lambda: "vlfeat")
     on_vlfeat = key({})
