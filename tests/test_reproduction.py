@@ -189,6 +189,20 @@ def test_figures_are_written_with_a_dash_where_undefined():
     assert findings.figure(2.25, 1) == "2.2"
 
 
+def test_the_autoencoder_note_writes_a_dash_where_its_distances_are_undefined():
+    from keras_invert.reproduction import report
+
+    def note(relative_distance, cosine_similarity):
+        features = dict(relative_distance=relative_distance, cosine_similarity=cosine_similarity)
+        numbers = {"experiments": {"fixed_vs_autoencoder": {"features": features}}}
+        (text,) = report._experiment_notes(numbers)[2:]
+        return text
+
+    assert "differ by 0.42 of their norm (cosine similarity 0.91)." in note(0.4213, 0.9087)
+    # NaN features (a diverged autoencoder) are written to JSON as null.
+    assert "differ by - of their norm (cosine similarity -)." in note(None, float("nan"))
+
+
 def test_findings_on_undefined_errors_are_not_measured_and_say_why():
     # Test photos all the same image: every normalised error is None.
     errors = {

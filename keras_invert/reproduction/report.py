@@ -171,8 +171,8 @@ def _experiment_notes(numbers) -> list[str]:
     if autoencoder and "relative_distance" in autoencoder:
         notes.append(
             "The autoencoder's encoder moved away from the fixed network's: its features of "
-            f"the test photos differ by {autoencoder['relative_distance']:.2f} of their norm "
-            f"(cosine similarity {autoencoder['cosine_similarity']:.2f})."
+            f"the test photos differ by {figure(autoencoder['relative_distance'], 2)} of their "
+            f"norm (cosine similarity {figure(autoencoder.get('cosine_similarity'), 2)})."
         )
     perturbed = numbers["experiments"].get("binarised_and_dropped")
     if perturbed:
