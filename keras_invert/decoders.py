@@ -15,6 +15,12 @@ models on a GPU:
   sizes follow the image size (Table 2 is drawn for 256x256 images); the
   AlexNet decoders have the fixed sizes of their layer.
 
+A third, `feature_scale`, divides the features by their typical size before
+the first layer (a `Rescaling` layer named "feature_scale", no weights), for
+representations whose features are far from unit size (EfficientNet-Lite0's
+taps; docs/reference.md, Generic decoder rule). The paper's tables keep 1.0,
+which adds no layer.
+
 Targets are the input image resized to the decoder's output size (paper).
 
 Decoders never know the representations they invert: the registry
@@ -152,6 +158,7 @@ def build_from_table(
     *,
     width: float = 1.0,
     negative_slope: float = 0.2,
+    feature_scale: float = 1.0,
     name: str = "decoder",
 ) -> keras.Model:
     """Builds a decoder from `LayerSpec` rows.
@@ -162,6 +169,8 @@ def build_from_table(
         input_shape: feature shape without the batch axis.
         width: channel multiplier for every row but the last.
         negative_slope: slope of the leaky ReLU after every row but the last.
+        feature_scale: the features' typical size (root mean square); the
+            first layer divides them by it. 1.0 adds no layer.
         name: model name.
 
     Returns:
@@ -173,9 +182,23 @@ def build_from_table(
         raise ValueError(
             f"Expected a non-negative leaky ReLU slope. Received: negative_slope={negative_slope!r}"
         )
+    if (
+        isinstance(feature_scale, bool)
+        or not isinstance(feature_scale, numbers.Real)
+        or not 0 < feature_scale < math.inf
+    ):
+        raise ValueError(
+            f"Expected a positive, finite feature scale. Received: feature_scale={feature_scale!r}"
+        )
     features = keras.Input(shape=tuple(input_shape), name="features")
-    outputs = {"input": features}
     previous = features
+    if feature_scale != 1.0:
+        # Features of size ~9 (EfficientNet-Lite0's stage2) make the first
+        # layers' outputs ~9x their initial scale: the decoder then spends its
+        # first steps shrinking them. Dividing once gives the same network
+        # unit-sized inputs (measured: docs/reference.md, Generic decoder rule).
+        previous = layers.Rescaling(1.0 / float(feature_scale), name="feature_scale")(features)
+    outputs = {"input": previous}
     last = len(table) - 1
     for index, spec in enumerate(table):
         sources = [outputs[n] for n in spec.inputs] if spec.inputs else [previous]
@@ -361,6 +384,7 @@ def decoder_for_shape(
     *,
     width: float = 1.0,
     negative_slope: float = 0.2,
+    feature_scale: float = 1.0,
     max_output_size: int = 256,
     name: str = "decoder",
 ) -> keras.Model:
@@ -369,7 +393,7 @@ def decoder_for_shape(
     Args:
         feature_shape: `(s, s, c)` or `(d,)`.
         image_size: side of the image the network saw.
-        width, negative_slope: as in `build_from_table`.
+        width, negative_slope, feature_scale: as in `build_from_table`.
         max_output_size: largest output side for feature maps.
         name: model name.
 
@@ -379,5 +403,10 @@ def decoder_for_shape(
     """
     rows, _ = generic_table(feature_shape, image_size, max_output_size=max_output_size)
     return build_from_table(
-        rows, feature_shape, width=width, negative_slope=negative_slope, name=name
+        rows,
+        feature_shape,
+        width=width,
+        negative_slope=negative_slope,
+        feature_scale=feature_scale,
+        name=name,
     )

@@ -25,6 +25,7 @@ from keras_invert.encoders.alexnet import (
     alexnet,
 )
 from keras_invert.encoders.efficientnet import (
+    EFFICIENTNET_LITE0_FEATURE_RMS,
     EFFICIENTNET_LITE0_IMAGE_SIZE,
     EFFICIENTNET_LITE0_OUTPUT_SHAPES,
     EFFICIENTNET_LITE0_TAPS,
@@ -140,7 +141,8 @@ def alexnet_representations(variant: str) -> list[Representation]:
 # default and its representations mean what a trained network keeps.
 # Decoders follow docs/reference.md, Generic decoder rule, for the tap's shape
 # (`decoders.generic_table`): every feature map decodes to 224x224, the two
-# vectors (head, logits) to 128x128 as Table 6.
+# vectors (head, logits) to 128x128 as Table 6. Each decoder first divides
+# the features by the tap's typical size (`EFFICIENTNET_LITE0_FEATURE_RMS`).
 
 
 def _efficientnet_encoder(tap: str):
@@ -161,12 +163,12 @@ def _efficientnet_encoder(tap: str):
     return make_encoder
 
 
-def _generic_decoder(shape, network_size: int, label: str):
+def _generic_decoder(shape, network_size: int, label: str, feature_scale: float):
     def build(image_size, *, width=1.0, negative_slope=0.2):
         del image_size  # The network sees its own input size whatever the crop size.
         return decoders.decoder_for_shape(
             shape, network_size, width=width, negative_slope=negative_slope,
-            name=f"{label}_decoder",
+            feature_scale=feature_scale, name=f"{label}_decoder",
         )  # fmt: skip
 
     return build
@@ -187,7 +189,10 @@ def efficientnet_representations() -> list[Representation]:
                 ),
                 make_encoder=_efficientnet_encoder(tap),
                 decoder_builder=_generic_decoder(
-                    shape, EFFICIENTNET_LITE0_IMAGE_SIZE, f"efficientnet_lite0_{tap}"
+                    shape,
+                    EFFICIENTNET_LITE0_IMAGE_SIZE,
+                    f"efficientnet_lite0_{tap}",
+                    EFFICIENTNET_LITE0_FEATURE_RMS[tap],
                 ),
                 feature_shape=lambda size, shape=shape: shape,
                 target_size=lambda size, target=target: target,

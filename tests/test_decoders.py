@@ -175,6 +175,27 @@ def test_width_and_image_size_options():
     assert decoders.hog_decoder(64, width=np.float32(0.125)).output_shape == (None, 64, 64, 3)
 
 
+def test_feature_scale_divides_the_features_before_the_first_layer():
+    plain = decoders.decoder_for_shape((7, 7, 8), 28, width=1 / 16)
+    scaled = decoders.decoder_for_shape((7, 7, 8), 28, width=1 / 16, feature_scale=4.0)
+    assert "feature_scale" not in [layer.name for layer in plain.layers]
+    assert scaled.layers[1].name == "feature_scale"
+    assert scaled.count_params() == plain.count_params()
+    scaled.set_weights(plain.get_weights())
+    features = np.random.default_rng(0).normal(0, 4, (2, 7, 7, 8)).astype(np.float32)
+    np.testing.assert_allclose(scaled(features), plain(features / 4.0), rtol=1e-5, atol=1e-6)
+    # Both streams of a two-stream table read the scaled features.
+    rows, shape = decoders.HOG_TABLE, (8, 8, 31)
+    plain = decoders.build_from_table(rows, shape, width=1 / 16)
+    scaled = decoders.build_from_table(rows, shape, width=1 / 16, feature_scale=2.0)
+    scaled.set_weights(plain.get_weights())
+    features = np.random.default_rng(1).uniform(0, 2, (2, *shape)).astype(np.float32)
+    np.testing.assert_allclose(scaled(features), plain(features / 2.0), rtol=1e-5, atol=1e-6)
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "2"):
+        with pytest.raises(ValueError, match="feature scale"):
+            decoders.decoder_for_shape((7, 7, 8), 28, feature_scale=bad)
+
+
 def test_build_decoder_by_name_and_unknown_name():
     assert registry.build_decoder("hog", image_size=64, width=0.25).output_shape == (
         None,

@@ -22,6 +22,7 @@ from keras_invert.encoders.alexnet import (
     convert_alexnet_weights,
 )
 from keras_invert.encoders.efficientnet import (
+    EFFICIENTNET_LITE0_FEATURE_RMS,
     EFFICIENTNET_LITE0_IMAGE_SIZE,
     EFFICIENTNET_LITE0_OUTPUT_SHAPES,
     EFFICIENTNET_LITE0_TAPS,
@@ -44,6 +45,7 @@ __all__ = [
     "ALEXNET_WEIGHT_LAYERS",
     "CAFFE_BGR_MEAN",
     "EFFICIENTNET_LITE0_IMAGE_SIZE",
+    "EFFICIENTNET_LITE0_FEATURE_RMS",
     "EFFICIENTNET_LITE0_OUTPUT_SHAPES",
     "EFFICIENTNET_LITE0_TAPS",
     "ImagePreprocessing",

