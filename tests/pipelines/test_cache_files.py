@@ -3,13 +3,14 @@
 import json
 import logging
 import os
+import shutil
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import files
-from pipelines import cache_files
+from keras_invert import files, registry
+from pipelines import cache_files, sources
 
 from .conftest import build_cached, cache_folders, examples_of, write
 
@@ -24,6 +25,43 @@ def test_changed_parameters_use_another_cache(small_folder, cache_dir, make_fake
     build_cached(small_folder, fake.representation, cache_dir, encoder_options={"scale": 2.0})
     folders = cache_folders(cache_dir)
     assert len(folders) == 4 and not any(name.startswith(PARTIAL) for name in folders)
+
+
+def test_the_samples_key_does_not_depend_on_where_the_packages_lie(tmp_path, monkeypatch):
+    """The same bundled photos installed in two places (two worktrees' `.venv`): one key.
+
+    The key held the photos' absolute paths: identical runs from two
+    checkouts built identical caches under two keys.
+    """
+    installed = sources._package_folder
+    representation = registry.get("hog")
+
+    def key_with_packages_in(root):
+        def package_folder(module):
+            folder = root / module
+            if not folder.exists():
+                folder.symlink_to(installed(module), target_is_directory=True)
+            return str(folder)
+
+        monkeypatch.setattr(sources, "_package_folder", package_folder)
+        source = sources.resolve("samples", "train")
+        assert all(path.startswith(str(root)) for path in source.files)
+        return cache_files.cache_key(representation, {}, 64, source, True, 2, 0.5, 0)
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    key = key_with_packages_in(tmp_path / "a")
+    assert key_with_packages_in(tmp_path / "b") == key
+    # Another photo under the same name is another key.
+    (tmp_path / "b" / "skimage").unlink()
+    (tmp_path / "b" / "skimage").mkdir()
+    for path in os.listdir(installed("skimage")):
+        os.symlink(os.path.join(installed("skimage"), path), tmp_path / "b" / "skimage" / path)
+    (tmp_path / "b" / "skimage" / "coffee.png").unlink()
+    shutil.copyfile(
+        os.path.join(installed("skimage"), "chelsea.png"), tmp_path / "b" / "skimage" / "coffee.png"
+    )
+    assert key_with_packages_in(tmp_path / "b") != key
 
 
 def test_failed_build_leaves_no_cache_and_a_later_build_succeeds(
