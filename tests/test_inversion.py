@@ -81,7 +81,25 @@ def test_paper_settings():
 def test_paper_settings_of_other_networks_follow_the_kind_of_tap():
     assert inversion.paper_settings("efficientnet-lite0/stage4")["tv_weight"] == 10
     assert inversion.paper_settings("efficientnet-lite0/logits")["tv_weight"] == 100
+    assert inversion.paper_settings("efficientnet-lite0/logits")["learning_rate"] == 4e-4
+    assert inversion.paper_settings("alexnet/fc8")["learning_rate"] == 0.004
     assert inversion.paper_settings("lbp")["steps"] == 800
+
+
+def test_a_vector_tap_at_its_settings_does_not_diverge_where_the_fc_rate_does(real_photos):
+    import tensorflow as tf
+
+    encoder = registry.get("efficientnet-lite0/logits").make_encoder()
+    crops = np.stack(
+        [tf.image.resize(real_photos[n][:256, :256], [224, 224]) for n in ("astronaut", "coffee")]
+    ).astype(np.float32)
+    target = encoder(crops).numpy()
+    settings = dict(inversion.paper_settings("efficientnet-lite0/logits"), steps=8)
+    result = inversion.optimize(encoder, target, image_shape=(224, 224, 3), **settings)
+    assert np.all(result.feature_loss < result.initial_feature_loss)
+    with pytest.raises(ValueError, match="diverged"):
+        inversion.optimize(encoder, target, image_shape=(224, 224, 3),
+                           **dict(settings, learning_rate=0.004))  # fmt: skip
 
 
 def test_piecewise_constant_encoders_are_refused(photos):
