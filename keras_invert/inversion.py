@@ -249,8 +249,12 @@ def _check(name, value, valid):
         raise ValueError(f"Invalid argument of optimize. Received: {name}={value!r}")
 
 
-def _diverged(step: int, learning_rate, tv_weight, alpha_weight) -> ValueError:
-    return ValueError(
+class OptimizationDiverged(ValueError):
+    """The optimisation's images or energy stopped being finite (its rate or priors too large)."""
+
+
+def _diverged(step: int, learning_rate, tv_weight, alpha_weight) -> OptimizationDiverged:
+    return OptimizationDiverged(
         f"The optimisation diverged at step {step}: its images or energy stopped being "
         "finite. Expected a smaller learning rate or prior weights. Received: "
         f"learning_rate={learning_rate!r}, tv_weight={tv_weight!r}, alpha_weight={alpha_weight!r}"
@@ -297,6 +301,10 @@ def optimize(
 
     Returns:
         An `InversionResult` (images in 0..255, feature losses, history).
+
+    Raises:
+        OptimizationDiverged: the images or the energy stopped being finite.
+        ValueError: an invalid argument, or an encoder without a gradient.
     """
     image_shape = tuple(int(d) for d in image_shape)
     _check("image_shape", image_shape, len(image_shape) == 3 and min(image_shape) > 0)

@@ -116,7 +116,10 @@ def test_bad_arguments_are_refused(photos, hog):
 
 
 def test_a_diverging_optimisation_is_one_error_that_names_its_rate(photos, hog):
-    with pytest.raises(ValueError, match=r"diverged at step \d+.*Received: learning_rate=1e\+30"):
+    with pytest.raises(
+        inversion.OptimizationDiverged,
+        match=r"diverged at step \d+.*Received: learning_rate=1e\+30",
+    ):
         inversion.optimize(hog, hog(photos), image_shape=(32, 32, 3), steps=4, learning_rate=1e30)
     for name in ("learning_rate", "tv_weight", "alpha_weight"):
         with pytest.raises(ValueError, match=f"Received: {name}=inf"):

@@ -174,6 +174,46 @@ def test_a_decoder_behind_optimisation_cites_its_error_on_its_training_photos():
     assert first.why.endswith("own features (its error on its training photos: hog 0.300)")
 
 
+def test_a_diverging_optimisation_is_recorded_and_reported_not_raised(monkeypatch):
+    import types
+
+    from keras_invert import inversion
+    from keras_invert.reproduction import measurements, report
+
+    rate = dict(inversion.paper_settings("hog"), learning_rate=1e30)
+    monkeypatch.setattr(inversion, "paper_settings", lambda name: dict(rate))
+    photos = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype(np.float32)
+    data = types.SimpleNamespace(crops=lambda size: photos[:, :size, :size])
+    model = types.SimpleNamespace(image_size=32, encoder_options={})
+    job = _plan(["hog"])[0]
+    config = ReproduceConfig(out_dir="o", optimization_steps=4)
+    stored = measurements.evaluate_optimization(config, job, model, data)
+    assert list(stored["optimization"]) == [findings.DIVERGED]
+    assert "diverged at step" in stored["optimization"][findings.DIVERGED]
+
+    errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5, "stage2": 0.1, "logits": 0.6}
+    numbers = _numbers(errors, optimisation={"logits": 0.7})
+    numbers["optimizations"]["hog"] = stored
+    plan = _plan(list(errors))
+    first = findings.assess(config, plan, numbers)[0]
+    assert first.verdict == HOLDS
+    assert first.ours.endswith("; hog: the optimisation diverged (not compared)")
+    del numbers["optimizations"]["logits"]
+    first = findings.assess(config, plan, numbers)[0]
+    assert (first.verdict, first.why) == (
+        MISSING,
+        "every optimisation diverged at the plan's settings",
+    )
+    numbers["optimizations"]["logits"] = stored
+    numbers["training_minutes"] = dict.fromkeys(errors, 1.0)
+    shallow = report._shallow_table(plan, numbers)
+    assert (
+        "| optimisation (Mahendran & Vedaldi) | diverged | no gradient | no gradient |" in shallow
+    )
+    (logits,) = [line for line in report._layer_table(plan, numbers) if "/logits" in line]
+    assert "| diverged |" in logits
+
+
 def test_a_finding_without_its_measurement_says_so():
     errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5, "logits": 0.6}
     numbers = _numbers(errors)

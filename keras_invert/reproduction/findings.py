@@ -34,6 +34,8 @@ from keras_invert.reproduction.plan import ReproduceConfig
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold at this scale"
 NOT_MEASURED = "not measured"
+DIVERGED = "diverged"
+"""Key of an optimisation row that diverged (its value: the reason); such a row has no numbers."""
 ORACLE = "mean image (of these photos)"
 TRAINING_MEAN = "mean training image"
 DEPTH_CORRELATION = 0.7
@@ -101,21 +103,29 @@ def _decoder_against_optimisation(planned, numbers, errors) -> Finding:
         "A decoder trained to invert a representation reconstructs better than "
         "optimisation-based inversion (Mahendran & Vedaldi), and in a fraction of the time."
     )
-    pairs = []
+    pairs, diverged = [], []
     for job in planned:
         found = numbers["optimizations"].get(job.name)
-        if found is not None:
-            row = found["optimization"]
-            decoder = numbers["evaluations"][job.name]["decoder"]
-            pairs.append((job.name, errors[job.name], row["normalized_error"],
-                          decoder["seconds_per_image"], row["seconds_per_image"]))  # fmt: skip
-    if not pairs:
-        return Finding(1, "Decoder against optimisation", claim, "", NOT_MEASURED)
+        if found is None:
+            continue
+        row = found["optimization"]
+        if DIVERGED in row:
+            diverged.append(job.name)
+            continue
+        decoder = numbers["evaluations"][job.name]["decoder"]
+        pairs.append((job.name, errors[job.name], row["normalized_error"],
+                      decoder["seconds_per_image"], row["seconds_per_image"]))  # fmt: skip
     ours = "; ".join(
-        f"{name}: decoder {figure(mine)} vs optimisation {figure(theirs)} "
-        f"({figure(seconds)} s vs {figure(slow, 1)} s per image)"
-        for name, mine, theirs, seconds, slow in pairs
+        [
+            f"{name}: decoder {figure(mine)} vs optimisation {figure(theirs)} "
+            f"({figure(seconds)} s vs {figure(slow, 1)} s per image)"
+            for name, mine, theirs, seconds, slow in pairs
+        ]
+        + [f"{name}: the optimisation diverged (not compared)" for name in diverged]
     )
+    if not pairs:
+        why = "every optimisation diverged at the plan's settings" if diverged else ""
+        return Finding(1, "Decoder against optimisation", claim, ours, NOT_MEASURED, why)
     if _undefined(*(error for _, mine, theirs, *_ in pairs for error in (mine, theirs))):
         return Finding(1, "Decoder against optimisation", claim, ours, NOT_MEASURED, UNDEFINED)
     worse = [name for name, mine, theirs, *_ in pairs if mine >= theirs]

@@ -15,8 +15,9 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+from absl import logging
 
-from keras_invert import checkpoints, evaluation, files, images, metrics
+from keras_invert import checkpoints, evaluation, files, images, inversion, metrics
 from keras_invert.reproduction import findings
 from keras_invert.reproduction.plan import Job, ReproduceConfig
 
@@ -85,10 +86,20 @@ def coarse_error(originals, reconstructions) -> float | None:
 
 
 def evaluate_optimization(config: ReproduceConfig, job: Job, model, data) -> dict:
-    """Mahendran & Vedaldi's optimisation on the job's representation, at the model's size."""
+    """Mahendran & Vedaldi's optimisation on the job's representation, at the model's size.
+
+    An optimisation that diverges is recorded, not raised: `{"optimization":
+    {findings.DIVERGED: reason}}`. The baseline is a comparison, and an hour
+    of trained decoders should not be lost to it; the findings and tables
+    say "diverged" where its numbers would be.
+    """
     overrides = {"steps": config.optimization_steps}
-    row = evaluation.evaluate_optimization(
-        job.representation, model.image_size, data.crops, model.encoder_options,
-        overrides=overrides, seed=config.seed,
-    )  # fmt: skip
+    try:
+        row = evaluation.evaluate_optimization(
+            job.representation, model.image_size, data.crops, model.encoder_options,
+            overrides=overrides, seed=config.seed,
+        )  # fmt: skip
+    except inversion.OptimizationDiverged as error:
+        logging.warning("Optimisation on %s: %s", job.representation, error)
+        return {"optimization": {findings.DIVERGED: str(error)}}
     return {"optimization": row}

@@ -13,7 +13,7 @@ import os
 import platform
 
 from keras_invert import files
-from keras_invert.reproduction.findings import ORACLE, SEEN, Finding, figure
+from keras_invert.reproduction.findings import DIVERGED, ORACLE, SEEN, Finding, figure
 from keras_invert.reproduction.plan import ReproduceConfig
 
 _FIGURE_TITLES = {
@@ -100,7 +100,10 @@ def _shallow_table(planned, numbers) -> list[str]:
     for job in shallow:
         found = numbers["optimizations"].get(job.name)
         row = found["optimization"] if found else {}
-        cells = _measures(row) if row.get("normalized_error") is not None else ["no gradient"]
+        if DIVERGED in row:
+            cells = [DIVERGED]
+        else:
+            cells = _measures(row) if row.get("normalized_error") is not None else ["no gradient"]
         optimisation.append(" / ".join(cells))
     lines.append("| optimisation (Mahendran & Vedaldi) | " + " | ".join(optimisation) + " |")
     for method in _mean_methods(numbers["evaluations"][shallow[0].name]):
@@ -126,13 +129,15 @@ def _layer_table(planned, numbers) -> list[str]:
         evaluation = numbers["evaluations"][job.name]
         row = evaluation["decoder"]
         found = numbers["optimizations"].get(job.name)
-        optimisation = found["optimization"].get("normalized_error") if found else None
+        optimisation = figure(found["optimization"].get("normalized_error") if found else None)
+        if found and DIVERGED in found["optimization"]:
+            optimisation = DIVERGED
         oracle = _mean_row(evaluation, ORACLE) or {}
         label = job.representation + (" (autoencoder)" if job.group == "autoencoder" else "")
         seen = evaluation.get(SEEN) or {}
         lines.append(
             f"| {label} | {' | '.join(_measures(row))} | {figure(seen.get('normalized_error'))} "
-            f"| {figure(evaluation['coarse_error']['decoder'])} | {figure(optimisation)} "
+            f"| {figure(evaluation['coarse_error']['decoder'])} | {optimisation} "
             f"| {figure(oracle.get('normalized_error'))} "
             f"({figure(evaluation['coarse_error'][ORACLE])}) | {job.changes['steps']} "
             f"| {numbers['training_minutes'][job.name]:.1f} |"
