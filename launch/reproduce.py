@@ -31,6 +31,10 @@ flags.DEFINE_string("test_split", "test", "Held-out split every figure is measur
 flags.DEFINE_enum("scale", "cpu", ["cpu", "full"], "cpu: ~1 hour on 2 cores; full: a GPU.")
 flags.DEFINE_float("step_scale", 1.0, "Multiplies every job's training steps.")
 flags.DEFINE_list("shallow", ["hog", "sift", "lbp"], "Shallow features to train.")
+flags.DEFINE_integer(
+    "shallow_image_size", None, "HOG/SIFT/LBP crop side (default: 128 at cpu, 256 at full).",
+    lower_bound=32, upper_bound=4096,
+)  # fmt: skip
 flags.DEFINE_list("taps", None, "EfficientNet-Lite0 taps (default: stem to logits).")
 flags.DEFINE_string("alexnet_weights", None, "AlexNet weights: also train its eight layers.")
 flags.DEFINE_integer("optimization_steps", None, "Optimisation steps (default: the method's).")
@@ -74,6 +78,7 @@ def main(argv):
         scale=FLAGS.scale,
         step_scale=FLAGS.step_scale,
         shallow=tuple(FLAGS.shallow),
+        shallow_image_size=FLAGS.shallow_image_size,
         alexnet_weights=FLAGS.alexnet_weights and os.path.abspath(FLAGS.alexnet_weights),
         optimization_steps=FLAGS.optimization_steps,
         num_test_images=FLAGS.num_test_images,

@@ -70,6 +70,28 @@ def test_alexnet_layers_join_with_weights_and_steps_scale():
     assert planned[0].changes["steps"] == 2500
 
 
+def test_the_shallow_image_size_sets_the_shallow_jobs_crops_only(tmp_path):
+    from keras_invert import runs
+
+    def sizes(config):
+        planned = jobs(config)
+        return {
+            job.group: runs.resolve_config(str(tmp_path), dict(job.changes), job.preset).image_size
+            for job in planned
+            if job.group in ("shallow", "tap")
+        }
+
+    assert sizes(ReproduceConfig(out_dir="o", taps=("stage2",))) == {"shallow": 128, "tap": None}
+    larger = ReproduceConfig(out_dir="o", taps=("stage2",), shallow_image_size=256)
+    assert sizes(larger) == {"shallow": 256, "tap": None}
+    assert (
+        sizes(dataclasses.replace(larger, scale="full", shallow_image_size=None))["shallow"] == 256
+    )
+    for bad in (0, 12.5, "256"):
+        with pytest.raises(ValueError, match="shallow_image_size a positive integer"):
+            ReproduceConfig(out_dir="o", shallow_image_size=bad)
+
+
 def test_default_experiment_taps_drop_out_when_not_trained_and_bad_choices_are_refused():
     config = ReproduceConfig(out_dir="o", taps=("stage6", "logits"))
     assert config.autoencoder_tap is None and config.binarise_tap is None

@@ -97,6 +97,11 @@ class ReproduceConfig:
         crops_per_image: crops per training photo in the network taps' feature
             caches (scale "cpu"; scale "full" caches nothing).
         shallow_crops_per_image: the same for the shallow features (the HOG demo's, `demo_hog`).
+        shallow_image_size: the shallow features' crop side; None: their
+            preset's (128 px at scale "cpu", 256 at "full"). 256 px, the
+            paper's, brings more of the image back from HOG on the bundled
+            photos, for about three times the training time (docs/reference.md,
+            Reproduction).
         optimization_steps: optimisation steps (None: the original method's).
         num_test_images: test photos used, the first of the split (None: all,
             at most `DEFAULT_TEST_IMAGES`: a split such as ImageNet's 50,000
@@ -123,6 +128,7 @@ class ReproduceConfig:
     dark_knowledge_tap: str | None = _DEFAULT_TAPS["dark_knowledge_tap"]
     crops_per_image: int = 32
     shallow_crops_per_image: int = 128
+    shallow_image_size: int | None = None
     optimization_steps: int | None = None
     num_test_images: int | None = None
     seed: int = 0
@@ -164,6 +170,7 @@ class ReproduceConfig:
         for name in (
             "crops_per_image",
             "shallow_crops_per_image",
+            "shallow_image_size",
             "optimization_steps",
             "num_test_images",
         ):
@@ -231,6 +238,8 @@ def jobs(config: ReproduceConfig) -> list[Job]:
         changes = dict(
             common, representation=name, steps=steps(_CPU_SHALLOW_STEPS), **shallow_caching
         )
+        if config.shallow_image_size is not None:
+            changes["image_size"] = config.shallow_image_size
         # "demo_hog" is the CPU schedule for HOG; the representation presets are the paper's.
         planned.append(Job(name, "shallow", "demo_hog" if cpu else name, changes))
     network = dict(

@@ -84,6 +84,7 @@ def _photos(folder, count, truncated=False, first=0):
         ("train", ["--seed=-1"], "Expected seed None or a whole number in [0, 2**32). Received"),
         ("train", ["--image_size=100000"], "image_size None or a whole number in [1, 4096]"),
         ("reproduce", ["--out_dir=o", "--seed=-3"], "--seed must be in [0, 2**32). Received: -3"),
+        ("reproduce", ["--out_dir=o", "--shallow_image_size=8"], "shallow_image_size"),
         (
             "evaluate",
             ["--method=optimization", "--representation=hog", "--tv_weight=inf"],
