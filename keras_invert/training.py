@@ -105,8 +105,9 @@ def train(
     Raises:
         callbacks.DivergenceError: the loss turned NaN/Inf or exploded.
         ValueError: a `tf.data.Dataset` given to several workers, the
-            checkpoints disagree with `config`, or none of the work dir's
-            checkpoints and final model loads (`checkpoints.restore`).
+            checkpoints disagree with `config` (another mode or precision,
+            or other shapes: `config.json` edited by hand), or none of the
+            work dir's checkpoints and final model loads (`checkpoints.restore`).
     """
     if strategy is None:
         strategy = distribute.make_strategy(config.strategy)
@@ -129,6 +130,7 @@ def train(
                 started = f"Fine-tuning {config.init_from}'s"
         else:
             building.check_restored(model, config, work_dir)
+            building.check_shapes(model, config, work_dir)
             # XLA is how the step runs, not what it computes: a resumed run may switch it.
             model.jit_compile = config.jit_compile
             started = "Resumed"

@@ -157,6 +157,16 @@ def test_config_round_trips_and_validates(tmp_path):
         presets.preset("nope")
 
 
+def test_a_resume_whose_config_gives_other_shapes_is_refused_before_a_step(tmp_path, real_photos):
+    run = _tiny_config(steps=5)
+    training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    # config.json edited by hand: 96 px crops give 12x12 HOG maps, the decoder takes 8x8.
+    edited = config_lib.replace(run, image_size=96, steps=10)
+    with pytest.raises(ValueError, match=r"config.json edited.*\(12, 12, 31\).*\(8, 8, 31\)"):
+        training.train(edited, _dataset(real_photos), str(tmp_path), verbose=0)
+    assert Checkpoints(str(tmp_path / "checkpoints")).steps() == [5]
+
+
 def test_time_budget_stops_at_an_epoch_boundary_and_resumes(tmp_path, real_photos):
     run = _tiny_config(steps=20, max_minutes=0.0)
     model = training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
