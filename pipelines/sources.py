@@ -118,7 +118,8 @@ class Source:
         files: sorted absolute file names, or None for TFDS.
         identity: a string that changes whenever the examples may change;
             hashed into cache keys. For "samples": the photos' names and
-            contents, not where pip installed them (`_sample_identity`).
+            contents, not where pip installed them (`_sample_identity`); for
+            a folder: each photo's path, size and time (`_folder_identity`).
         tfds_options: for TFDS, the `tfds.builder` name, data_dir, download flag.
     """
 
@@ -162,7 +163,7 @@ def resolve(source: str, split: str) -> Source:
         return Source(source, split, files, identity=_sample_identity(names, files))
     if source.startswith("folder:"):
         files = tuple(_folder_files(source[len("folder:") :], split))
-        return Source(source, split, files, identity="\n".join(files))
+        return Source(source, split, files, identity=_folder_identity(files))
     if source.startswith("tfds:"):
         return _tfds_source(source, split)
     raise ValueError(
@@ -311,6 +312,21 @@ def _folder_files(path: str, split: str) -> list[str]:
         + (f" ({num_skipped} files skipped, see the warning)" if num_skipped else "")
         + f". Received: source='folder:{path}', split={split!r}"
     )
+
+
+def _folder_identity(files: tuple[str, ...]) -> str:
+    """A folder's identity (cache keys): each photo's path, byte size and modification time.
+
+    A photo replaced under its own name (re-exported, re-cropped) changes its
+    size or time, so a cache of the old photo is not read for the new one.
+    Reading every photo's bytes, as the bundled photos' identity does, would
+    cost a pass over a large folder at every start; a stat costs little.
+    """
+    entries = []
+    for path in files:
+        stat = os.stat(path)
+        entries.append(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}")
+    return "\n".join(entries)
 
 
 def _folder_split(root: str, file_path: str) -> str:

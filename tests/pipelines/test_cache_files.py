@@ -27,6 +27,21 @@ def test_changed_parameters_use_another_cache(small_folder, cache_dir, make_fake
     assert len(folders) == 4 and not any(name.startswith(PARTIAL) for name in folders)
 
 
+def test_a_folder_photo_replaced_under_its_name_gets_a_new_cache(
+    small_folder, cache_dir, make_fake
+):
+    fake = make_fake()
+    first = examples_of(build_cached(small_folder, fake.representation, cache_dir))
+    build_cached(small_folder, fake.representation, cache_dir)
+    assert len(cache_folders(cache_dir)) == 1
+    # Another photo under an existing name (a re-export): the old crops must not be read.
+    other = np.random.default_rng(9).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    write(small_folder / "train" / "0.png", tf.io.encode_png(other).numpy())
+    second = examples_of(build_cached(small_folder, fake.representation, cache_dir))
+    assert len(cache_folders(cache_dir)) == 2
+    assert not np.array_equal(first[1], second[1])  # The new photo's crops, not the old.
+
+
 def test_the_samples_key_does_not_depend_on_where_the_packages_lie(tmp_path, monkeypatch):
     """The same bundled photos installed in two places (two worktrees' `.venv`): one key.
 
