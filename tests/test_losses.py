@@ -17,10 +17,10 @@ FEATURE_SHAPE = (4, 4, 5)
 IMAGE_SIZE = 16
 
 
-def tiny_decoder(seed=0):
-    """Features [N, 4, 4, 5] -> images [N, 16, 16, 3]."""
+def tiny_decoder(seed=0, feature_shape=FEATURE_SHAPE):
+    """Features [N, 4, 4, 5] (or `feature_shape`, 4x4) -> images [N, 16, 16, 3]."""
     keras.utils.set_random_seed(seed)
-    features = keras.Input(FEATURE_SHAPE)
+    features = keras.Input(feature_shape)
     x = layers.Conv2D(8, 3, padding="same", activation="relu")(features)
     x = layers.UpSampling2D(4)(x)
     images = layers.Conv2D(3, 3, padding="same", dtype="float32")(x)
@@ -36,9 +36,9 @@ def tiny_comparator(seed=1):
     return keras.Model(images, x, name="tiny_comparator")
 
 
-def batch(seed=0, size=4):
+def batch(seed=0, size=4, feature_shape=FEATURE_SHAPE):
     rng = np.random.default_rng(seed)
-    features = rng.uniform(0, 1, (size, *FEATURE_SHAPE)).astype("float32")
+    features = rng.uniform(0, 1, (size, *feature_shape)).astype("float32")
     targets = rng.uniform(0, 1, (size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     return features, targets
 
@@ -49,9 +49,14 @@ def make_model(
     pause_ratio=0.1,
     discriminator_learning_rate=None,
     ema_momentum=None,
+    feature_shape=FEATURE_SHAPE,
 ):
     model = building.build_perceptual_model(
-        tiny_decoder(), tiny_comparator(), weights, width=0.05, pause_ratio=pause_ratio
+        tiny_decoder(feature_shape=feature_shape),
+        tiny_comparator(),
+        weights,
+        width=0.05,
+        pause_ratio=pause_ratio,
     )
     discriminator_optimizer = None
     if weights[2] > 0:
@@ -351,13 +356,16 @@ def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
     The generator's optimiser averages its weights: the final model holds the averages.
     """
     work_dir = str(tmp_path / "work")
-    model = make_model(ema_momentum=0.5)
-    features, targets = batch(size=4)
+    # HOG at 32 px gives 4x4x31 maps: the toy decoder takes what the run's config gives.
+    model = make_model(ema_momentum=0.5, feature_shape=(4, 4, 31))
+    features, targets = batch(size=4, feature_shape=(4, 4, 31))
     dataset = tf.data.Dataset.from_tensor_slices((features, targets)).batch(4).repeat()
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
     checkpoints = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
     checkpoints.save(model, 2)
-    run = config_lib.TrainConfig(steps=4, steps_per_epoch=2, summary_images=0, loss="deepsim")
+    run = config_lib.TrainConfig(
+        image_size=32, steps=4, steps_per_epoch=2, summary_images=0, loss="deepsim"
+    )
     resumed = training.train(run, dataset, work_dir, verbose=0)
     assert isinstance(resumed, losses.PerceptualModel)
     assert int(resumed.optimizer.iterations) == 4
