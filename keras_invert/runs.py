@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
 import shutil
@@ -127,6 +128,7 @@ def check_start(
             "measure held-out photos on --split=%s by default, and these are not held out.",
             config.train_split, config.test_split,
         )  # fmt: skip
+    _warn_of_short_averaging(config)
     files.check_folder(work_dir, "work_dir")
     if config.cache_dir is not None:
         files.check_folder(os.path.join(work_dir, config.cache_dir), "cache_dir")
@@ -142,6 +144,30 @@ def check_start(
         if config.init_from is not None:
             training.initialize_from(model, config)
     return strategy
+
+
+# Weight averaging forgets its start at a rate of 1 - momentum a step: after
+# this many times 1 / (1 - momentum) steps, e**-5 (under 1%) of it is left.
+_AVERAGING_SPANS = 5
+
+
+def _warn_of_short_averaging(config: TrainConfig) -> None:
+    """Warns when `ema_momentum` is too high for `steps`: the average would still hold the start.
+
+    The average starts at the first step's weights; after `steps` steps their
+    share is `ema_momentum ** steps` (0.999 over 1,500 steps: 22%, and a
+    held-out error of 0.38 where the raw weights give 0.13).
+    """
+    momentum = config.ema_momentum
+    if momentum is None or config.steps * (1 - momentum) >= _AVERAGING_SPANS:
+        return
+    logging.warning(
+        "ema_momentum=%g over %d steps: the final model's averaged weights would still hold "
+        "%.0f%% of the first steps' (barely trained) weights. Train at least %d steps, or "
+        "average with ema_momentum <= %.4g.",
+        momentum, config.steps, 100 * momentum**config.steps,
+        math.ceil(_AVERAGING_SPANS / (1 - momentum)), 1 - _AVERAGING_SPANS / config.steps,
+    )  # fmt: skip
 
 
 def _check_new_work_dir(config: TrainConfig, work_dir: str) -> None:

@@ -89,3 +89,20 @@ def test_a_new_run_is_refused_in_a_folder_of_other_things(tmp_path):
     (started / "tensorboard").mkdir()
     (started / ".partial-config.json").write_text("")
     runs.check_start(run, str(started))
+
+
+def test_averaging_too_long_for_the_run_is_warned_of_at_its_start(tmp_path, monkeypatch):
+    warnings = []
+    monkeypatch.setattr(runs.logging, "warning", lambda *args: warnings.append(args[0] % args[1:]))
+    tiny = dict(representation="hog", image_size=64, width=0.125, summary_images=0)
+    run = config_lib.TrainConfig(**tiny, steps=1500, ema_momentum=0.999)
+    runs.check_start(run, str(tmp_path / "short"))
+    assert warnings == [
+        "ema_momentum=0.999 over 1500 steps: the final model's averaged weights would still "
+        "hold 22% of the first steps' (barely trained) weights. Train at least 5000 steps, or "
+        "average with ema_momentum <= 0.9967."
+    ]
+    warnings.clear()
+    for fine in (dict(steps=5000, ema_momentum=0.999), dict(steps=1500, ema_momentum=0.99)):
+        runs.check_start(config_lib.TrainConfig(**tiny, **fine), str(tmp_path / "fine"))
+    assert warnings == []
