@@ -54,8 +54,9 @@ class TrainConfig:
             cosine decay to 0 at `steps`; `learning_rate_drops` unused).
         warmup_steps: the "cosine" schedule's warm-up, in steps (< `steps`).
         ema_momentum: keep an exponential moving average of the trained
-            weights with this momentum (e.g. 0.999); training goes on with
-            the raw weights, the final model holds the averages. None: off.
+            weights with this momentum (e.g. 0.999, for runs of at least
+            5 / (1 - momentum) = 5,000 steps); training goes on with the
+            raw weights, the final model holds the averages. None: off.
         beta_1, beta_2: Adam moments (paper: 0.9, 0.999).
         min_crop_scale: smallest random crop side as a fraction of the short side.
         color_jitter: strength in [0, 1] of the random photometric change of
