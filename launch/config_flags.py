@@ -112,7 +112,8 @@ def _documented_fields(docstring: str) -> dict[str, str]:
             if entries:
                 break
             continue
-        match = re.fullmatch(r"\s{8}([\w, ]+): (.*)", line)
+        # An entry starts at the 8th column with a name; deeper lines continue it.
+        match = re.fullmatch(r" {8}(\w[\w, ]*): (.*)", line)
         if match:
             names = [name.strip() for name in match.group(1).split(",")]
             entries.update(dict.fromkeys(names, match.group(2).strip()))

@@ -15,7 +15,8 @@ class _Settings:
     Args:
         steps: total steps.
         rate, momentum: the optimiser's step size and
-            momentum, on two lines.
+            momentum, on two lines (the second beginning
+            like a field: it is not one).
         name: a label (None: none).
         drops: fractions of `steps`.
         loss: which loss.
@@ -43,7 +44,10 @@ def test_config_flags_take_kind_help_choices_and_bounds_from_the_dataclass():
         flag_values=values,
     )
     assert sorted(values) == ["drops", "fast", "loss", "momentum", "name", "rate", "steps"]
-    assert values["momentum"].help == "the optimiser's step size and momentum, on two lines."
+    assert values["momentum"].help == (
+        "the optimiser's step size and momentum, on two lines (the second beginning "
+        "like a field: it is not one)."
+    )
     assert values["steps"].help == "total steps."
     values(["prog", "--steps=3", "--drops=0.5,0.9", "--loss=perceptual", "--fast"])
     assert (values.steps, values.drops, values.loss, values.fast) == (
