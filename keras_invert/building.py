@@ -194,8 +194,9 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
 
     Raises:
         ValueError: the model holds its encoder and `config` caches features
-            or computes them in the pipeline (or the reverse), or it was
-            trained with another `autoencoder` or `precision`.
+            or computes them in the pipeline (or the reverse), it was
+            trained with another `autoencoder` or `precision`, or its shapes
+            are not those `config` gives (`check_shapes`).
     """
     representation = registry.get(config.representation)
     # Unwrapped: a perceptual/deepsim run's generator holds the encoder.
@@ -218,6 +219,7 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
             f"The checkpoints in {work_dir} were trained with precision="
             f"{_precision(model)!r}. Received: precision={config.precision!r}"
         )
+    check_shapes(model, config, work_dir)
 
 
 def check_shapes(model: keras.Model, config: TrainConfig, work_dir: str) -> None:

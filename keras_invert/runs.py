@@ -166,7 +166,7 @@ def _warn_of_short_averaging(config: TrainConfig) -> None:
         "%.0f%% of the first steps' (barely trained) weights. Train at least %d steps, or "
         "average with ema_momentum <= %.4g.",
         momentum, config.steps, 100 * momentum**config.steps,
-        math.ceil(_AVERAGING_SPANS / (1 - momentum)), 1 - _AVERAGING_SPANS / config.steps,
+        math.ceil(round(_AVERAGING_SPANS / (1 - momentum), 6)), 1 - _AVERAGING_SPANS / config.steps,
     )  # fmt: skip
 
 

@@ -130,7 +130,6 @@ def train(
                 started = f"Fine-tuning {config.init_from}'s"
         else:
             building.check_restored(model, config, work_dir)
-            building.check_shapes(model, config, work_dir)
             # XLA is how the step runs, not what it computes: a resumed run may switch it.
             model.jit_compile = config.jit_compile
             started = "Resumed"
