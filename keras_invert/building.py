@@ -10,7 +10,8 @@ a network encoder computed in the train step (or for HOG and LBP with
 "perceptual" and "deepsim" losses.
 `check_restored` refuses a restored model that another config trained;
 `check_shapes` refuses a work dir's model whose shapes its config does not
-give (`keras_invert.load`).
+give (`keras_invert.load`), `check_layers` one whose decoder it would build
+with another width or slope.
 
 Example:
     >>> from keras_invert import building, config
@@ -195,8 +196,9 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
     Raises:
         ValueError: the model holds its encoder and `config` caches features
             or computes them in the pipeline (or the reverse), it was
-            trained with another `autoencoder` or `precision`, or its shapes
-            are not those `config` gives (`check_shapes`).
+            trained with another `autoencoder` or `precision`, its shapes
+            are not those `config` gives (`check_shapes`), or its decoder
+            is of another width or leaky ReLU slope (`check_layers`).
     """
     representation = registry.get(config.representation)
     # Unwrapped: a perceptual/deepsim run's generator holds the encoder.
@@ -220,6 +222,59 @@ def check_restored(model: keras.Model, config: TrainConfig, work_dir: str) -> No
             f"{_precision(model)!r}. Received: precision={config.precision!r}"
         )
     check_shapes(model, config, work_dir)
+    check_layers(model, config, work_dir)
+
+
+def check_layers(model: keras.Model, config: TrainConfig, work_dir: str) -> None:
+    """Refuses a model whose decoder `config` would build with other layers.
+
+    A `config.json` edited to another `width` or `negative_slope` would
+    otherwise resume the checkpoints' own network while the config misstates
+    it. Builds the config's decoder (a throw-away; call it outside a
+    distribution strategy's scope) and compares each layer that has weights
+    or a slope, by name: the weights' shapes and the slope.
+
+    Raises:
+        ValueError: naming the first layer that differs, the config file, and
+            what each gives.
+    """
+    representation = registry.get(config.representation)
+    expected = representation.build_decoder(
+        config.image_size, width=config.width, negative_slope=config.negative_slope
+    )
+    given, held = _layer_layout(expected), _layer_layout(decoder_of(model))
+    path = os.path.join(work_dir, config_lib.CONFIG_FILE)
+    if list(given) != list(held):
+        raise ValueError(
+            f"Expected the decoder in {work_dir} to have the layers its config gives "
+            f"(config.json edited, or the model replaced?). Received: {path} gives layers "
+            f"{list(given)}; the model has {list(held)}"
+        )
+    for name, (shapes, slope) in given.items():
+        if held[name] != (shapes, slope):
+            raise ValueError(
+                f"Expected the decoder in {work_dir} to be the network its config gives "
+                f"(config.json edited, or the model replaced?). Received: {path} gives "
+                f"width={config.width}, negative_slope={config.negative_slope}: its layer "
+                f"{name!r} would have {_describe_layer(shapes, slope)}, the model's has "
+                f"{_describe_layer(*held[name])}"
+            )
+
+
+def _layer_layout(decoder: keras.Model) -> dict:
+    """`{name: (weight shapes, leaky ReLU slope or None)}` of the layers width and slope set."""
+    return {
+        layer.name: (
+            [tuple(weight.shape) for weight in layer.weights],
+            getattr(layer, "negative_slope", None),
+        )
+        for layer in decoder.layers
+        if layer.weights or isinstance(layer, keras.layers.LeakyReLU)
+    }
+
+
+def _describe_layer(shapes, slope) -> str:
+    return f"negative_slope {slope}" if slope is not None else f"weights of shapes {shapes}"
 
 
 def check_shapes(model: keras.Model, config: TrainConfig, work_dir: str) -> None:

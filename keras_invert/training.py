@@ -129,10 +129,12 @@ def train(
                 initialize_from(model, config)
                 started = f"Fine-tuning {config.init_from}'s"
         else:
-            building.check_restored(model, config, work_dir)
             # XLA is how the step runs, not what it computes: a resumed run may switch it.
             model.jit_compile = config.jit_compile
             started = "Resumed"
+    if started == "Resumed":
+        # Outside the scope: the check builds the config's decoder to compare, a throw-away.
+        building.check_restored(model, config, work_dir)
     logging.info(
         "%s %s %s.", started, config.representation, building.describe(model, cached_network)
     )

@@ -9,7 +9,7 @@ import tensorflow as tf
 from keras import layers
 
 import keras_invert
-from keras_invert import building, loading, losses, training
+from keras_invert import building, loading, losses, registry, training
 from keras_invert import config as config_lib
 from keras_invert.checkpoints import CHECKPOINT_DIR, FINAL_MODEL, Checkpoints
 
@@ -36,10 +36,10 @@ def tiny_comparator(seed=1):
     return keras.Model(images, x, name="tiny_comparator")
 
 
-def batch(seed=0, size=4, feature_shape=FEATURE_SHAPE):
+def batch(seed=0, size=4, feature_shape=FEATURE_SHAPE, image_size=IMAGE_SIZE):
     rng = np.random.default_rng(seed)
     features = rng.uniform(0, 1, (size, *feature_shape)).astype("float32")
-    targets = rng.uniform(0, 1, (size, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    targets = rng.uniform(0, 1, (size, image_size, image_size, 3)).astype("float32")
     return features, targets
 
 
@@ -49,10 +49,10 @@ def make_model(
     pause_ratio=0.1,
     discriminator_learning_rate=None,
     ema_momentum=None,
-    feature_shape=FEATURE_SHAPE,
+    decoder=None,
 ):
     model = building.build_perceptual_model(
-        tiny_decoder(feature_shape=feature_shape),
+        tiny_decoder() if decoder is None else decoder,
         tiny_comparator(),
         weights,
         width=0.05,
@@ -356,16 +356,17 @@ def test_train_resumes_both_optimisers_from_a_checkpoint(tmp_path):
     The generator's optimiser averages its weights: the final model holds the averages.
     """
     work_dir = str(tmp_path / "work")
-    # HOG at 32 px gives 4x4x31 maps: the toy decoder takes what the run's config gives.
-    model = make_model(ema_momentum=0.5, feature_shape=(4, 4, 31))
-    features, targets = batch(size=4, feature_shape=(4, 4, 31))
+    # The generator is the decoder the run's config builds (a resume compares them).
+    run = config_lib.TrainConfig(
+        image_size=64, width=0.05, steps=4, steps_per_epoch=2, summary_images=0, loss="deepsim"
+    )
+    decoder = registry.get(run.representation).build_decoder(64, width=run.width)
+    model = make_model(ema_momentum=0.5, decoder=decoder)
+    features, targets = batch(size=4, feature_shape=(8, 8, 31), image_size=64)
     dataset = tf.data.Dataset.from_tensor_slices((features, targets)).batch(4).repeat()
     model.fit(dataset, steps_per_epoch=2, epochs=1, verbose=0)
     checkpoints = Checkpoints(os.path.join(work_dir, CHECKPOINT_DIR))
     checkpoints.save(model, 2)
-    run = config_lib.TrainConfig(
-        image_size=32, steps=4, steps_per_epoch=2, summary_images=0, loss="deepsim"
-    )
     resumed = training.train(run, dataset, work_dir, verbose=0)
     assert isinstance(resumed, losses.PerceptualModel)
     assert int(resumed.optimizer.iterations) == 4

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import building, distribute, optimizers, presets, runs, training
+from keras_invert import building, decoders, distribute, optimizers, presets, runs, training
 from keras_invert import config as config_lib
 from keras_invert.callbacks import DivergenceError, DivergenceGuard
 from keras_invert.checkpoints import Checkpoints, optimizer_step, save_final
@@ -164,6 +164,18 @@ def test_a_resume_whose_config_gives_other_shapes_is_refused_before_a_step(tmp_p
     edited = config_lib.replace(run, image_size=96, steps=10)
     with pytest.raises(ValueError, match=r"config.json edited.*\(12, 12, 31\).*\(8, 8, 31\)"):
         training.train(edited, _dataset(real_photos), str(tmp_path), verbose=0)
+    # Edited to another width or slope, the checkpoints' network would resume under a
+    # config that misstates it.
+    wider = config_lib.replace(run, width=run.width * 2, steps=10)
+    first = decoders.scaled_units(256, run.width)
+    with pytest.raises(
+        ValueError, match=rf"width={wider.width}, .*'convA1'.*{2 * first}\).*{first}\)"
+    ):
+        training.train(wider, _dataset(real_photos), str(tmp_path), verbose=0)
+    steeper = config_lib.replace(run, negative_slope=0.1, steps=10)
+    slope = r"negative_slope=0.1: its layer 'convA1_lrelu'.*has negative_slope 0.2$"
+    with pytest.raises(ValueError, match=slope):
+        training.train(steeper, _dataset(real_photos), str(tmp_path), verbose=0)
     assert Checkpoints(str(tmp_path / "checkpoints")).steps() == [5]
 
 
