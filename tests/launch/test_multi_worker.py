@@ -89,6 +89,30 @@ def test_two_workers_train_and_only_the_chief_writes(tmp_path):
     assert "2 replicas" in logs[1]
 
 
+def test_two_workers_train_from_one_data_service(tmp_path):
+    # About 35 s on 2 quiet cores. The service (a dispatcher and one worker) runs in
+    # this process; each training worker asks it for its own shard of the positions.
+    from keras_invert.checkpoints import optimizer_step
+    from pipelines import service
+
+    dispatcher = service.start_dispatcher()
+    server = service.start_worker(dispatcher.target, heartbeat_ms=200)
+    work_dirs = [str(tmp_path / "chief"), str(tmp_path / "other")]
+    try:
+        flags = ["--steps=4", f"--data_service={dispatcher.target}"]
+        workers = _start_workers(work_dirs, [flags, flags])
+        logs = _finish(workers, timeout=480)
+    finally:
+        server._stop()
+        dispatcher._stop()
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.returncode == 0, log[-3000:]
+    model = keras_invert.load(work_dirs[0]).model
+    assert optimizer_step(model) == 4
+    assert "2 replicas" in logs[1]
+    assert not os.path.exists(work_dirs[1])
+
+
 def test_survivor_of_a_killed_worker_fails_instead_of_hanging(tmp_path):
     # About 28 s on 2 quiet cores (1-2 minutes loaded); bounded by the timeout below.
     # Unit test of the configuration: test_distribute's collective timeout.
