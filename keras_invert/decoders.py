@@ -260,15 +260,32 @@ def build_from_table(
     return keras.Model(features, previous, name=name)
 
 
+SHALLOW_IMAGE_MULTIPLE = 64
+"""HOG, SIFT and LBP decoders take image sizes that are multiples of this."""
+
+
+def check_shallow_image_size(name: str, image_size, argument: str = "image_size") -> None:
+    """Refuses an image size the `name` decoder (HOG, SIFT, LBP) cannot take.
+
+    The tables' stride-2 stacks need maps whose side is a multiple of 4 (LBP),
+    8 (HOG) or 16 (SIFT) cells: all three hold for image sizes divisible by 64.
+    `argument` is the name the error gives the size under.
+    """
+    if (
+        isinstance(image_size, bool)
+        or not isinstance(image_size, int)
+        or image_size <= 0
+        or image_size % SHALLOW_IMAGE_MULTIPLE
+    ):
+        raise ValueError(
+            f"The {name} decoder needs an image size that is a positive multiple of "
+            f"{SHALLOW_IMAGE_MULTIPLE}. Received: {argument}={image_size!r}"
+        )
+
+
 def _shallow_decoder(name, table, cell_size, channels, image_size, width, negative_slope):
     """A fully convolutional table for a feature map of `image_size // cell_size` cells."""
-    # The tables' stride-2 stacks need maps whose side is a multiple of 4 (LBP),
-    # 8 (HOG) or 16 (SIFT) cells: all three hold for image sizes divisible by 64.
-    if not isinstance(image_size, int) or image_size <= 0 or image_size % 64:
-        raise ValueError(
-            f"The {name} decoder needs an image size that is a positive multiple of 64. "
-            f"Received: image_size={image_size!r}"
-        )
+    check_shallow_image_size(name, image_size)
     cells = image_size // cell_size
     return build_from_table(
         table,

@@ -148,6 +148,15 @@ def _check_features(features, feature_shape):
     return tf.ensure_shape(check_finite(features, "feature values"), [None, *feature_shape])
 
 
+NON_FINITE_OUTPUT = (
+    "The output of the decoder holds NaN or Inf: the features are far larger than those it "
+    "was trained on, or its weights are damaged."
+)
+"""A signature's assertion on NaN or Inf reconstructions (`keras_invert.load` looks for it).
+
+No apostrophe: TensorFlow escapes one in the error message it raises."""
+
+
 def _check_finite_weights(model: keras.Model) -> None:
     """Refuses a model with a NaN or Inf weight, which would serve NaN for every request."""
     for variable in model.weights:
@@ -235,10 +244,14 @@ def export_saved_model(
         )
     encoder_options = registry.resolved_encoder_options(spec, encoder_options)
     if version is not None and (
-        isinstance(version, bool) or not isinstance(version, int) or version < 0
+        isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**63
     ):
-        # TF Serving and `latest_version_dir` only see folders named by a number.
-        raise ValueError(f"Expected a non-negative integer version. Received: version={version!r}")
+        # TF Serving and `latest_version_dir` only see folders named by a number,
+        # and TF Serving reads it as a signed 64-bit integer.
+        raise ValueError(
+            "Expected a non-negative integer version below 2**63 (TF Serving reads it as an "
+            f"int64). Received: version={version!r}"
+        )
     version = next_version(export_base) if version is None else version
     final = os.path.join(export_base, str(version))
     if os.path.exists(final):
@@ -252,7 +265,10 @@ def export_saved_model(
 
     def reconstruct(batch, compute):
         def clipped():
-            return tf.clip_by_value(compute(), 0.0, 1.0)
+            # Clipping keeps NaN: finite features far larger than the training ones
+            # (~3e38) overflow inside the decoder, and the client gets an error instead.
+            output = check_finite(compute(), "reconstructions", NON_FINITE_OUTPUT)
+            return tf.clip_by_value(output, 0.0, 1.0)
 
         return {"reconstruction": _unless_empty(batch, clipped, output_size)}
 

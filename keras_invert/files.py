@@ -100,10 +100,16 @@ def check_existing_file(path: str, name: str) -> None:
     """Refuses a `path` that is not an existing file (a file to read: weights, a model).
 
     Raises:
-        ValueError: `path` is a folder or does not exist; the error names it as `name`.
+        ValueError: `path` is a folder, a device or pipe, or does not exist; the
+            error names it as `name`.
     """
     if not os.path.isfile(path):
-        kind = "a folder" if os.path.isdir(path) else "not found"
+        if os.path.isdir(path):
+            kind = "a folder"
+        elif os.path.exists(path):
+            kind = "not a regular file (a device, pipe or socket)"
+        else:
+            kind = "not found"
         raise ValueError(
             f"Expected {name} to be an existing file. Received: {name}={path!r}, {kind}"
         )

@@ -104,17 +104,18 @@ def check_photos(images) -> tf.Tensor:
         return tf.identity(images)
 
 
-def check_finite(values, name: str = "images"):
+def check_finite(values, name: str = "images", cause: str = ""):
     """`values` unchanged after checking that none is NaN or Inf.
 
     Eagerly a `ValueError` counts the bad values; inside a graph (tf.data, a
     tf.function, a SavedModel) an assertion raises `InvalidArgumentError`
-    with the same expectation. Gradients pass through unchanged.
+    with the same expectation. Gradients pass through unchanged. `cause`,
+    when given, follows the expectation: what such values would mean.
     """
     values = tf.convert_to_tensor(values)
     if not values.dtype.is_floating:
         return values
-    expected = f"Expected finite {name} (no NaN or Inf)."
+    expected = f"Expected finite {name} (no NaN or Inf)." + (f" {cause}" if cause else "")
     if tf.executing_eagerly():
         finite = tf.math.is_finite(values)
         if not bool(tf.reduce_all(finite)):

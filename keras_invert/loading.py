@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 
 import keras
 import numpy as np
@@ -101,21 +102,36 @@ class TrainedModel:
 
     def decode(self, features) -> np.ndarray:
         """Reconstructions `[N, T, T, 3]` in [0, 1] of features `[N, *feature_shape]`."""
-        features = _array(features, "features", np.float32)
+        return self._decoded(features, given=True)
+
+    def _decoded(self, features, *, given: bool) -> np.ndarray:
+        """`decode`; `given`: the caller's features (else `encode`'s), which errors name."""
+        values = _array(features, "features")
+        if values.dtype.kind == "f":
+            # Before the float32 cast, which would turn a float64 1e39 into Inf.
+            check_finite(values, "feature values")
+        features = _array(values, "features", np.float32)
         if features.shape[1:] != self.feature_shape:
             raise ValueError(
                 f"Expected features of shape [N, {', '.join(map(str, self.feature_shape))}]. "
                 f"Received: shape={features.shape}"
             )
-        check_finite(features, "feature values")
-        reconstructions = _finite(batched(self._decode, features), self.path)
+        if not np.all(np.isfinite(features)):
+            raise ValueError(
+                "Expected feature values within float32's range (|x| < 3.4e38): the decoder "
+                f"computes in float32. Received: largest magnitude {np.abs(values).max():.3g}"
+            )
+        reconstructions = _finite(
+            lambda: batched(self._decode, features), self.path, features if given else None
+        )
         return np.clip(reconstructions, 0.0, 1.0)
 
     def reconstruct(self, images) -> np.ndarray:
         """Reconstructions `[N, T, T, 3]` in [0, 1] of `images` (`[N, H, W, C]`, any size)."""
         if self._reconstruct is not None:
-            return _finite(batched(self._reconstruct, _checked(images)), self.path)
-        return self.decode(self.encode(images))
+            images = _checked(images)
+            return _finite(lambda: batched(self._reconstruct, images), self.path)
+        return self._decoded(self.encode(images), given=False)
 
     def _crops(self, images) -> np.ndarray:
         # Crops at the image size go through `prepare` too: it scales uint16
@@ -140,6 +156,11 @@ def load(path: str, encoder_options: dict | None = None, *, name: str = "model")
             that does not load (a file missing, truncated or half-copied).
     """
     path = os.fspath(path)
+    if encoder_options is not None and not isinstance(encoder_options, Mapping):
+        raise ValueError(
+            "Expected encoder_options a dict of option names to values, e.g. "
+            f"{{'backend': 'opencv'}}, or None. Received: encoder_options={encoder_options!r}"
+        )
     if not os.path.isdir(path):
         kind = "a file" if os.path.exists(path) else "not found"
         raise ValueError(
@@ -292,19 +313,34 @@ def _unloadable(version: str, error: Exception, name: str, path: str) -> ValueEr
     )
 
 
-def _finite(reconstructions: np.ndarray, path: str) -> np.ndarray:
-    """`reconstructions` unchanged after checking that none is NaN or Inf.
+def _finite(compute, path: str, features=None) -> np.ndarray:
+    """The reconstructions `compute()` returns, after checking that none is NaN or Inf.
 
     Clipping to [0, 1] keeps NaN and turns Inf into 0 or 1: without this
     check a decoder whose weights are damaged or whose training diverged
     hands out NaN images as reconstructions. (`image_checks.check_finite` names
-    neither the model nor the likely cause.) An export clips in its graph,
-    so there only NaN is left to see.
+    neither the model nor the likely cause.) An export checks in its graph,
+    before it clips, and its assertion is read here as the same finding.
+    `features`: the caller's own (`decode`), whose size the error then gives.
     """
-    if not np.all(np.isfinite(reconstructions)):
+    try:
+        reconstructions = compute()
+    except tf.errors.InvalidArgumentError as error:
+        if export.NON_FINITE_OUTPUT not in error.message:
+            raise
+        reconstructions = None  # An export's signature found them (its graph clips).
+    if reconstructions is None or not np.all(np.isfinite(reconstructions)):
+        # Given features (`decode`), finite ones far larger than the training ones
+        # overflow inside the decoder too.
+        larger = (
+            ""
+            if features is None or not np.size(features)
+            else ", or the features are far larger than those it was trained on (largest "
+            f"magnitude here {np.abs(features).max():.3g})"
+        )
         raise ValueError(
             "Expected finite reconstructions; the decoder's output holds NaN or Inf (its "
-            f"weights are damaged, or its training diverged). Received: model={path!r}"
+            f"weights are damaged, or its training diverged{larger}). Received: model={path!r}"
         )
     return reconstructions
 

@@ -26,7 +26,8 @@ from absl import app, flags
 from launch import common
 
 FLAGS = flags.FLAGS
-flags.DEFINE_list("model", [], "Work dirs or SavedModel export dirs, one table row each.")
+flags.DEFINE_list("model", None, "Work dirs or SavedModel export dirs, one table row each.")
+common.validate("model", bool, "one or more work dirs or export dirs")
 flags.DEFINE_list("method", None, "decoder and/or optimization (default: decoder with --model).")
 flags.DEFINE_string(
     "data", None, "Source of the test photos: samples (the default), folder:PATH, tfds:NAME."
@@ -89,7 +90,7 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(f"--classifier: {error}") from error
 
-    models = {path: keras_invert.load(path) for path in FLAGS.model}
+    models = {path: keras_invert.load(path) for path in FLAGS.model or []}
     decoders = "decoder" in methods
     training_means = {
         path: baselines.training_mean_image(path, model.image_size, model.output_size)

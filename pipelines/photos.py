@@ -93,7 +93,8 @@ def read_image(path, *, name: str = "path") -> tf.Tensor:
     except tf.errors.OpError as error:
         raise ValueError(
             "Expected an image file (JPEG/PNG/GIF/BMP/WebP); this one does not decode: "
-            f"not an image, or corrupt or truncated. Received: {name}={path!r}"
+            "another format (TIFF, HEIC, ...: convert it), not an image, or corrupt or "
+            f"truncated. Received: {name}={path!r}"
         ) from error
 
 

@@ -59,7 +59,8 @@ def start_dispatcher(port: int = 0, work_dir: str | None = None):
             resumes its jobs from it (None: state in memory only).
 
     Raises:
-        ValueError: `work_dir` is a file, or a folder this process cannot write into.
+        ValueError: `work_dir` is a file, or a folder this process cannot write
+            into; or the server cannot listen on `port`.
     """
     if work_dir is not None:
         files.check_folder(work_dir, "work_dir")
@@ -67,7 +68,7 @@ def start_dispatcher(port: int = 0, work_dir: str | None = None):
     config = service.DispatcherConfig(
         port=port, work_dir=work_dir, fault_tolerant_mode=work_dir is not None
     )
-    server = service.DispatchServer(config)
+    server = _started(lambda: service.DispatchServer(config), "dispatcher", port)
     # The address trainers pass to build_dataset(data_service=...).
     logging.info("tf.data service dispatcher at %s", server.target)
     return server
@@ -85,6 +86,9 @@ def start_worker(
             reach this worker.
         heartbeat_ms: milliseconds between heartbeats to the dispatcher
             (None: TensorFlow's default); lower picks new jobs up sooner.
+
+    Raises:
+        ValueError: the server cannot listen on `port`.
     """
     service = tf.data.experimental.service
     dispatcher = dispatcher.removeprefix("grpc://")
@@ -94,8 +98,21 @@ def start_worker(
         port=port,
         heartbeat_interval_ms=heartbeat_ms,
     )
-    server = service.WorkerServer(config)
+    server = _started(lambda: service.WorkerServer(config), "worker", port)
     # `_address` ("localhost:PORT") is the only way TF offers to read the bound port.
     bound_port = server._address.rsplit(":", 1)[1]
     logging.info("tf.data service worker at %s:%s for %s", worker_host, bound_port, dispatcher)
     return server
+
+
+def _started(start, role: str, port: int):
+    """`start()`, a server listening on `port`; a port it cannot bind is a ValueError."""
+    try:
+        return start()
+    except RuntimeError as error:
+        # gRPC says only "Could not start gRPC server"; a port in use is the usual cause.
+        raise ValueError(
+            f"Expected a free port for the tf.data service {role}; it could not listen on "
+            f"port {port} (in use by another process, or not allowed here: {error}). "
+            f"Received: port={port}"
+        ) from None

@@ -136,6 +136,21 @@ def test_an_export_whose_output_is_nan_is_refused_when_loaded(tmp_path, monkeypa
         keras_invert.load(path).reconstruct(photos)
 
 
+def test_served_features_too_large_for_the_decoder_are_an_error_not_nan(tmp_path):
+    # Finite features near float32's limit overflow in the decoder; clipping keeps NaN.
+    decoder = decoders.hog_decoder(64, width=0.125)
+    path = export.export_saved_model(decoder, "hog", str(tmp_path), image_size=64)
+    huge = np.full((2, *decoder.input_shape[1:]), 3e38, np.float32)
+    from_features = tf.saved_model.load(path).signatures["from_features"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="output of the decoder holds NaN"):
+        from_features(features=tf.constant(huge))
+    with pytest.raises(ValueError, match=rf"far larger than those.*3e\+38\)\). .*'{path}'"):
+        keras_invert.load(path).decode(huge)
+    # Features of the usual size are untouched by the check.
+    served = from_features(features=tf.constant(huge / 1e38))["reconstruction"].numpy()
+    assert served.shape == (2, 64, 64, 3) and np.isfinite(served).all()
+
+
 def test_saved_model_cli_shows_signatures(exported):
     _, path, _ = exported
     cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
@@ -167,11 +182,12 @@ def test_mismatched_image_size_is_rejected(tmp_path):
 
 
 def test_a_version_that_would_not_name_a_version_folder_is_rejected(tmp_path):
-    # "-3" would be written, and neither TF Serving nor `latest_version_dir` would see it.
+    # "-3" would be written, and neither TF Serving nor `latest_version_dir` would see it;
+    # TF Serving reads a version as an int64.
     decoder = decoders.hog_decoder(64, width=0.125)
-    for version in (-3, "2", True):
+    for version in (-3, "2", True, 2**63):
         with pytest.raises(
-            ValueError, match=f"non-negative integer version. Received: version={version!r}"
+            ValueError, match=rf"non-negative integer version below 2\*\*63 .*{version!r}$"
         ):
             export.export_saved_model(decoder, "hog", str(tmp_path), image_size=64, version=version)
     assert os.listdir(tmp_path) == []

@@ -58,6 +58,11 @@ def test_from_keras_errors(saved_network, tmp_path):
     gray = keras.Input((8, 8, 1))
     with pytest.raises(ValueError, match="RGB"):
         from_keras(keras.Model(gray, keras.layers.Conv2D(2, 3, name="c")(gray)), ["c"])
+    # Saved before it was built: no input, so no layer has a shape.
+    unbuilt = tmp_path / "unbuilt.keras"
+    keras.Sequential([keras.layers.Conv2D(4, 3, name="c1")]).save(unbuilt)
+    with pytest.raises(ValueError, match=r"with a defined input.*unbuilt\.keras'$"):
+        from_keras(str(unbuilt), ["c1"])
 
 
 def test_registry_resolves_keras_names(saved_network, monkeypatch):

@@ -65,6 +65,13 @@ def test_photos_and_features_it_cannot_take_are_a_value_error_naming_them(loaded
     for wrong in (features[0], features[:, :-1], features.reshape(1, -1)):
         with pytest.raises(ValueError, match=re.escape(f"features of shape [N, {shape}]")):
             loaded.decode(wrong)
+    # Finite as given, beyond float32 once cast: named as such, not counted as Inf.
+    with pytest.raises(ValueError, match=r"float32's range.*largest magnitude 1e\+39$"):
+        loaded.decode(np.full(features.shape, 1e39))
+    # Finite but far beyond the training features: the decoder overflows, and the error
+    # names that cause beside damaged weights.
+    with pytest.raises(ValueError, match=r"far larger than those it was trained on.*3e\+38\)"):
+        loaded.decode(np.full_like(features, 3e38))
 
 
 def test_photos_out_of_range_are_a_value_error_not_clipped(loaded):

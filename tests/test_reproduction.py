@@ -90,6 +90,9 @@ def test_the_shallow_image_size_sets_the_shallow_jobs_crops_only(tmp_path):
     for bad in (0, 12.5, "256"):
         with pytest.raises(ValueError, match="shallow_image_size a positive integer"):
             ReproduceConfig(out_dir="o", shallow_image_size=bad)
+    # Refused with the config, before any job: the shallow decoders' own rule.
+    with pytest.raises(ValueError, match=r"multiple of 64. Received: shallow_image_size=96$"):
+        ReproduceConfig(out_dir="o", shallow_image_size=96)
 
 
 def test_default_experiment_taps_drop_out_when_not_trained_and_bad_choices_are_refused():

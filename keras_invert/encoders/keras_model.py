@@ -60,7 +60,8 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
     """Loads a saved Keras model (`.keras`, or legacy `.h5`) for use as an encoder.
 
     Raises:
-        ValueError: the path does not exist or is not a Keras model file.
+        ValueError: the path does not exist, is not a Keras model file, or
+            holds a model without a defined input.
     """
     path = os.path.expanduser(os.fspath(path))
     if not path.endswith(KERAS_MODEL_SUFFIXES):
@@ -76,7 +77,18 @@ def load_keras_model(path: str | os.PathLike) -> keras.Model:
             "Expected a saved Keras model (a .keras file is a zip archive); this file is not "
             f"one: corrupt, truncated or another format. Received: path={path!r}"
         )
-    return keras.saving.load_model(path, compile=False)
+    model = keras.saving.load_model(path, compile=False)
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):  # A Sequential model saved before it was built.
+        inputs = None
+    if not inputs:
+        raise ValueError(
+            "Expected a Keras model with a defined input (a functional model, or a Sequential "
+            "that starts with keras.Input); this one has none, so its layers' shapes are "
+            f"unknown. Received: path={path!r}"
+        )
+    return model
 
 
 def network_input_size(model: keras.Model) -> int | None:

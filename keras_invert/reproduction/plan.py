@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from keras_invert import decoders
 from keras_invert.encoders import EFFICIENTNET_LITE0_TAPS
 from keras_invert.encoders.alexnet import ALEXNET_LAYERS
 
@@ -177,6 +178,11 @@ class ReproduceConfig:
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value > 0):
                 raise ValueError(f"Expected {name} a positive integer. Received: {value!r}")
+        if self.shallow_image_size is not None:
+            for shallow in self.shallow:
+                decoders.check_shallow_image_size(
+                    shallow, self.shallow_image_size, "shallow_image_size"
+                )
 
     @property
     def test_image_count(self) -> int:

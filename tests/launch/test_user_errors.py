@@ -63,6 +63,12 @@ def _photos(folder, count, truncated=False, first=0):
             ["--in=missing.caffemodel", "--out=x.weights.h5"],
             "Expected in to be an existing file. Received: in='missing.caffemodel', not found",
         ),
+        (
+            "convert_weights",
+            ["--in=/dev/null", "--out=x.weights.h5", "--variant=caffe"],
+            "Received: in='/dev/null', not a regular file (a device, pipe or socket)",
+        ),
+        ("evaluate", ["--model="], "--model must be one or more work dirs or export dirs"),
         ("reconstruct", ["--model=missing", "--images=a.jpg,b.jpg"], "Received: model='missing'"),
         ("reconstruct", ["--model=x", "--images="], "--images must be one or more image files"),
         ("evaluate", ["--model=x", "--images="], "--images must be one or more image files"),
@@ -231,12 +237,16 @@ def test_image_paths_that_are_missing_a_folder_or_not_an_image_are_one_line_each
     import pipelines
 
     (tmp_path / "notes.jpg").write_text("not an image")
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "scan.tif"), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "folder.jpg").mkdir()
     os.mkfifo(tmp_path / "pipe.jpg")  # Reading it would block.
     cases = {
         "missing.jpg": "Expected an existing image file",
         "folder.jpg": "not a folder",
         "notes.jpg": "does not decode",
+        "scan.tif": "another format (TIFF, HEIC, ...: convert it)",
         "pipe.jpg": "not a pipe or device",
     }
     for name, expected in cases.items():
@@ -296,3 +306,17 @@ def test_reproduce_reads_its_alexnet_weights_before_any_work(run_script, tmp_pat
     line = _one_line(*run_script("reproduce", out, f"--alexnet_weights={text}"))
     assert line.startswith("ERROR: --alexnet_weights: ") and str(text) in line
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.parametrize("role", ["dispatcher", "worker"])
+def test_a_data_service_port_in_use_is_one_line(run_script, role):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        extra = ["--dispatcher=localhost:1"] if role == "worker" else []
+        line = _one_line(*run_script("data_service", f"--role={role}", f"--port={port}", *extra))
+    assert line.startswith(f"ERROR: Expected a free port for the tf.data service {role}")
+    assert line.endswith(f"Received: port={port}")
