@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 
 import keras
@@ -307,6 +308,21 @@ def check_shapes(model: keras.Model, config: TrainConfig, work_dir: str) -> None
             f"{config.representation} features of shape {given} at image_size={image_size}; "
             f"the model takes {taken}"
         )
+
+
+def activation_bytes(model: keras.Model) -> int:
+    """Bytes of the decoder's layer outputs for one example.
+
+    A training step keeps them all for its backward pass, so `batch_size`
+    times this is a lower bound of a step's memory (gradients, the optimiser
+    and an encoder in the model come on top).
+    """
+    total = 0
+    for layer in decoder_of(model).layers:
+        for output in keras.tree.flatten(layer.output):
+            size = keras.backend.standardize_dtype(output.dtype)
+            total += math.prod(output.shape[1:]) * (2 if size.endswith("16") else 4)
+    return total
 
 
 def _precision(model: keras.Model) -> str:

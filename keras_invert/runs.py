@@ -141,9 +141,51 @@ def check_start(
     if config_lib.load(work_dir) is None:
         _check_new_work_dir(config, work_dir)
         model = building.build_model(config)
+        _check_step_memory(model, config, distribute.num_workers(strategy))
         if config.init_from is not None:
             training.initialize_from(model, config)
     return strategy
+
+
+def _check_step_memory(model, config: TrainConfig, workers: int) -> None:
+    """Refuses, on a CPU, a batch whose decoder activations alone exceed the free memory.
+
+    A `--batch_size` typo (100000) would otherwise take all the memory in its
+    first step and look like a hang. Only the lower bound is compared
+    (`building.activation_bytes`), so no batch that fits is refused; above
+    half the free memory it is a warning. On an accelerator the memory is
+    the device's, which TensorFlow reports itself.
+    """
+    if any(tf.config.list_physical_devices(kind) for kind in ("GPU", "TPU")):
+        return
+    available = _available_memory()
+    batch = -(-config.batch_size // workers)  # This machine's share of the global batch.
+    needed = building.activation_bytes(model) * batch
+    if available is None or needed <= available / 2:
+        return
+    if needed > available:
+        raise ValueError(
+            "Expected a batch whose training step fits in this machine's memory: at "
+            f"{batch} examples the decoder's activations alone take {needed / 2**30:.1f} GiB, "
+            f"and {available / 2**30:.1f} GiB is free. Received: batch_size={config.batch_size}"
+        )
+    logging.warning(
+        "batch_size=%d: the decoder's activations alone take %.1f of the %.1f GiB free, and a "
+        "step needs more (gradients, the optimiser): expect swapping or a stop for memory.",
+        config.batch_size, needed / 2**30, available / 2**30,
+    )  # fmt: skip
+
+
+def _available_memory() -> int | None:
+    """Bytes of memory free for a new process (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 # Weight averaging forgets its start at a rate of 1 - momentum a step: after

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
+from keras_invert import building, presets, runs
 from keras_invert import config as config_lib
-from keras_invert import presets, runs
 
 
 def test_a_new_run_starts_from_the_preset_of_its_representation(tmp_path):
@@ -106,3 +106,24 @@ def test_averaging_too_long_for_the_run_is_warned_of_at_its_start(tmp_path, monk
     for fine in (dict(steps=5000, ema_momentum=0.999), dict(steps=1500, ema_momentum=0.99)):
         runs.check_start(config_lib.TrainConfig(**tiny, **fine), str(tmp_path / "fine"))
     assert warnings == []
+
+
+def test_a_batch_beyond_the_free_memory_is_refused_and_one_near_it_warned_of(tmp_path, monkeypatch):
+    # The machine's free memory is the input here: 1 GiB.
+    monkeypatch.setattr(runs, "_available_memory", lambda: 2**30)
+    warnings = []
+    monkeypatch.setattr(runs.logging, "warning", lambda *args: warnings.append(args[0] % args[1:]))
+    tiny = dict(representation="hog", image_size=64, width=0.125, summary_images=0)
+    per_example = building.activation_bytes(building.build_model(config_lib.TrainConfig(**tiny)))
+    assert 64 * 64 * 3 * 4 < per_example < 10**6  # At least the output image, in float32.
+    fits = 2**29 // per_example  # Under half: nothing said.
+    runs.check_start(config_lib.TrainConfig(**tiny, batch_size=fits), str(tmp_path / "a"))
+    assert warnings == []
+    near = 2**30 // per_example  # Half to all of it: a warning.
+    runs.check_start(config_lib.TrainConfig(**tiny, batch_size=near), str(tmp_path / "b"))
+    assert len(warnings) == 1 and warnings[0].startswith(f"batch_size={near}: the decoder's")
+    beyond = near * 2  # A typo's batch: refused before the first step, the folder untouched.
+    with pytest.raises(ValueError, match=rf"alone take 2.0 GiB.*Received: batch_size={beyond}$"):
+        runs.check_start(config_lib.TrainConfig(**tiny, batch_size=beyond), str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
+    assert runs._available_memory() is None or runs._available_memory() > 0
