@@ -55,11 +55,39 @@ import tensorflow as tf
 from absl import logging
 
 from keras_invert import files, losses, registry, vlfeat
+from keras_invert.config import CONFIG_FILE
 from keras_invert.image_checks import check_finite
-from keras_invert.images import map_prepared
+from keras_invert.images import IMAGE_EXTENSIONS, map_prepared
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
+
+
+def _check_export_base(export_base: str) -> None:
+    """Refuses an export base that is plainly something else.
+
+    TF Serving watches the base for numbered version folders. A training
+    work dir, an export's own version folder (the export would nest inside
+    it, where no server looks) or a folder of photos (a `folder:` source
+    would then list the SavedModel's files) is refused before anything is
+    written. Other entries are left to the user.
+    """
+    if not os.path.isdir(export_base):
+        return
+    names = os.listdir(export_base)
+    photos = sorted(name for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
+    if CONFIG_FILE in names:
+        what = f"a training work dir (it holds {CONFIG_FILE})"
+    elif "saved_model.pb" in names:
+        what = "an export's version folder (it holds saved_model.pb): give the folder above it"
+    elif photos:
+        what = f"a folder of photos ({len(photos)}, e.g. {photos[0]!r})"
+    else:
+        return
+    raise ValueError(
+        "Expected the export base to be a new or empty folder, or one of numbered export "
+        f"versions. Received: export_base={export_base!r}, {what}"
+    )
 
 
 def next_version(export_base: str) -> int:
@@ -252,6 +280,7 @@ def export_saved_model(
             "Expected a non-negative integer version below 2**63 (TF Serving reads it as an "
             f"int64). Received: version={version!r}"
         )
+    _check_export_base(export_base)
     version = next_version(export_base) if version is None else version
     final = os.path.join(export_base, str(version))
     if os.path.exists(final):

@@ -46,6 +46,9 @@ import tensorflow as tf
 
 from keras_invert.image_checks import PIXEL_MAX, check_finite, check_photos
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+"""Photo files by name (any case): what `decode` reads, and folder sources list."""
+
 _UINT16_PER_UINT8 = 257.0  # 65535 / 255: decode widens 8-bit values by x * 257.
 
 

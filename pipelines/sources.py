@@ -44,6 +44,7 @@ import urllib.parse
 import tensorflow as tf
 from absl import logging
 
+from keras_invert.images import IMAGE_EXTENSIONS
 from pipelines import image_headers
 
 # (import name, pip package, folder inside the installed package).
@@ -102,7 +103,6 @@ SAMPLE_TEST_PHOTOS = (
     "sklearn/china.jpg",
 )
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 FOLDER_TEST_PERCENT = 10
 
 _TFDS_SHUFFLE_BUFFER = 1024  # Encoded images, so about 100 MB for ImageNet-like data.

@@ -181,6 +181,28 @@ def test_mismatched_image_size_is_rejected(tmp_path):
         )
 
 
+def test_an_export_base_that_is_something_else_is_refused_before_writing(tmp_path):
+    decoder = decoders.hog_decoder(64, width=0.125)
+    work_dir, photos = tmp_path / "run", tmp_path / "photos"
+    work_dir.mkdir()
+    (work_dir / "config.json").write_text("{}")
+    photos.mkdir()
+    (photos / "cat.JPG").write_bytes(b"")
+    version = export.export_saved_model(decoder, "hog", str(tmp_path / "base"), image_size=64)
+    for base, what in [
+        (work_dir, "a training work dir"),
+        (version, "an export's version folder (it holds saved_model.pb): give the folder above"),
+        (photos, "a folder of photos (1, e.g. 'cat.JPG')"),
+    ]:
+        before = sorted(os.listdir(base))
+        with pytest.raises(ValueError, match=re.escape(f"export_base={str(base)!r}, {what}")):
+            export.export_saved_model(decoder, "hog", str(base), image_size=64)
+        assert sorted(os.listdir(base)) == before
+    # A base of versions takes the next one.
+    again = export.export_saved_model(decoder, "hog", str(tmp_path / "base"), image_size=64)
+    assert os.path.basename(again) == "2"
+
+
 def test_a_version_that_would_not_name_a_version_folder_is_rejected(tmp_path):
     # "-3" would be written, and neither TF Serving nor `latest_version_dir` would see it;
     # TF Serving reads a version as an int64.
