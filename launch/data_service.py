@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from keras_invert import config as config_lib
 from launch import common  # Also quiets TensorFlow's C++ logs.
@@ -65,6 +65,11 @@ def main(argv):
     else:
         if not FLAGS.dispatcher:
             raise app.UsageError("--role=worker needs --dispatcher=HOST:PORT.")
+        try:
+            service.check_reachable(FLAGS.dispatcher, service.DISPATCHER_WAIT_SECONDS, "dispatcher")
+        except ValueError as error:
+            # A worker may start before its dispatcher: it keeps trying, but says so.
+            logging.warning("%s This worker keeps trying to reach it.", error)
         server = service.start_worker(
             FLAGS.dispatcher, FLAGS.port, FLAGS.worker_host, FLAGS.heartbeat_ms
         )

@@ -22,13 +22,18 @@ from absl import logging
 
 from keras_invert import files
 
+DISPATCHER_WAIT_SECONDS = 20.0
+"""How long a trainer or a worker waits for its dispatcher to answer."""
 
-def check_reachable(address: str, seconds: float = 20.0) -> None:
+
+def check_reachable(
+    address: str, seconds: float = DISPATCHER_WAIT_SECONDS, name: str = "data_service"
+) -> None:
     """Refuses a dispatcher `address` ("grpc://HOST:PORT") that nothing answers at.
 
     A trainer pointed at a dispatcher that is not running would otherwise wait
     without a word. The dispatcher gets `seconds` to come up (started just
-    before, in another shell).
+    before, in another shell). `name`: the argument or flag that gave it.
 
     Raises:
         ValueError: no connection to `address` within `seconds`.
@@ -45,7 +50,7 @@ def check_reachable(address: str, seconds: float = 20.0) -> None:
                     f"Expected a tf.data service dispatcher at {address}; nothing answered "
                     f"there in {seconds:g} s ({error}). Start one first (python -m "
                     f"launch.data_service --role=dispatcher --port=PORT). "
-                    f"Received: data_service={address!r}"
+                    f"Received: {name}={address!r}"
                 ) from None
             time.sleep(0.5)
 

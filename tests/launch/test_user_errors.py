@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from absl import app
+from absl import app, logging
 
 from launch import common
 
@@ -320,3 +320,31 @@ def test_a_data_service_port_in_use_is_one_line(run_script, role):
         line = _one_line(*run_script("data_service", f"--role={role}", f"--port={port}", *extra))
     assert line.startswith(f"ERROR: Expected a free port for the tf.data service {role}")
     assert line.endswith(f"Received: port={port}")
+
+
+def test_a_worker_whose_dispatcher_does_not_answer_says_so_and_keeps_trying(
+    run_script, monkeypatch
+):
+    import socket
+
+    from pipelines import service
+
+    with socket.socket() as closed:  # A port that nothing listens at.
+        closed.bind(("localhost", 0))
+        port = closed.getsockname()[1]
+    started = []
+
+    class Worker:  # Stands in for the gRPC server, whose join() serves forever.
+        def join(self):
+            started.append(True)
+
+    warnings = []
+    monkeypatch.setattr(service, "start_worker", lambda *args: Worker())
+    monkeypatch.setattr(service, "DISPATCHER_WAIT_SECONDS", 0.5)
+    monkeypatch.setattr(logging, "warning", lambda *args: warnings.append(args[0] % args[1:]))
+    status, _ = run_script("data_service", "--role=worker", f"--dispatcher=localhost:{port}")
+    assert status == 0 and started == [True] and len(warnings) == 1
+    assert warnings[0].startswith(f"Expected a tf.data service dispatcher at localhost:{port}; ")
+    assert warnings[0].endswith(
+        f"Received: dispatcher='localhost:{port}' This worker keeps trying to reach it."
+    )
