@@ -61,6 +61,7 @@ from keras_invert.images import IMAGE_EXTENSIONS, map_prepared
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
+SAVED_MODEL_FILE = "saved_model.pb"  # What makes a folder one export version.
 
 
 def _check_export_base(export_base: str) -> None:
@@ -78,8 +79,8 @@ def _check_export_base(export_base: str) -> None:
     photos = sorted(name for name in names if name.lower().endswith(IMAGE_EXTENSIONS))
     if CONFIG_FILE in names:
         what = f"a training work dir (it holds {CONFIG_FILE})"
-    elif "saved_model.pb" in names:
-        what = "an export's version folder (it holds saved_model.pb): give the folder above it"
+    elif SAVED_MODEL_FILE in names:
+        what = f"an export's version folder (it holds {SAVED_MODEL_FILE}): give the folder above it"
     elif photos:
         what = f"a folder of photos ({len(photos)}, e.g. {photos[0]!r})"
     else:
@@ -408,11 +409,11 @@ def read_metadata(path: str) -> dict:
 
 def latest_version_dir(path: str) -> str:
     """`path` itself if it is a SavedModel, else its newest numeric version directory."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
+    if os.path.exists(os.path.join(path, SAVED_MODEL_FILE)):
         return path
     versions = sorted((int(n) for n in os.listdir(path) if n.isdigit()), reverse=True)
     for version in versions:
         candidate = os.path.join(path, str(version))
-        if os.path.exists(os.path.join(candidate, "saved_model.pb")):
+        if os.path.exists(os.path.join(candidate, SAVED_MODEL_FILE)):
             return candidate
     raise ValueError(f"No SavedModel version directory found. Received: path={path!r}")

@@ -328,7 +328,7 @@ def _finite(compute, path: str, features=None) -> np.ndarray:
     except tf.errors.InvalidArgumentError as error:
         if export.NON_FINITE_OUTPUT not in error.message:
             raise
-        reconstructions = None  # An export's signature found them (its graph clips).
+        reconstructions = None  # An export's signature found them before its clip.
     if reconstructions is None or not np.all(np.isfinite(reconstructions)):
         # Given features (`decode`), finite ones far larger than the training ones
         # overflow inside the decoder too.

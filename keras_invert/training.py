@@ -122,7 +122,8 @@ def train(
     cached_network = representation.encode_in_model and config.cache_features
     with strategy.scope(), building.precision_scope(config.precision):
         model = checkpoints.restore(work_dir, remove_partial=chief)
-        if model is None:
+        resumed = model is not None
+        if not resumed:
             model = building.build_model(config)
             started = "Training a new"
             if config.init_from is not None:
@@ -132,7 +133,7 @@ def train(
             # XLA is how the step runs, not what it computes: a resumed run may switch it.
             model.jit_compile = config.jit_compile
             started = "Resumed"
-    if started == "Resumed":
+    if resumed:
         # Outside the scope: the check builds the config's decoder to compare, a throw-away.
         building.check_restored(model, config, work_dir)
     logging.info(
