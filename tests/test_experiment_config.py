@@ -28,6 +28,7 @@ def test_settings_are_every_field_but_what_ran_on_what():
         ("autoencoder_vs_fixed", {"compare": [], "retrain_steps": 2}, "retrain_steps"),
         ("layers", {"photos": PHOTOS[:1]}, "at least two photos"),
         ("interpolation", {"pair": (0, 3)}, "indices below 3. Received: pair=(0, 3)"),
+        ("interpolation", {"pair": (1, 1)}, "two different photo indices below 3"),
     ],
 )
 def test_a_config_that_cannot_run_is_refused(name, fields, message):

@@ -92,10 +92,12 @@ class ExperimentConfig:
             raise ValueError(f"Expected at least two photos. Received: photos={self.photos!r}")
         count = len(self.photos)
         if "interpolation" in self.experiments and (
-            len(self.pair) != 2 or not all(0 <= index < count for index in self.pair)
+            len(self.pair) != 2
+            or not all(0 <= index < count for index in self.pair)
+            or self.pair[0] == self.pair[1]  # A photo interpolated with itself shows nothing.
         ):
             raise ValueError(
-                f"Expected two photo indices below {count}. Received: pair={self.pair!r}"
+                f"Expected two different photo indices below {count}. Received: pair={self.pair!r}"
             )
 
     @property
