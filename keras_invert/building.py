@@ -137,7 +137,10 @@ def build_model(config: TrainConfig) -> keras.Model:
         keras.utils.set_random_seed(config.seed)
     image_size = representation.image_size(config.image_size)
     model = representation.build_decoder(
-        image_size, width=config.width, negative_slope=config.negative_slope
+        image_size,
+        width=config.width,
+        negative_slope=config.negative_slope,
+        mean_colour=config.mean_colour,
     )
     if uses_reconstructor(config, representation):
         options = config_lib.encoder_options(config)
@@ -241,7 +244,10 @@ def check_layers(model: keras.Model, config: TrainConfig, work_dir: str) -> None
     """
     representation = registry.get(config.representation)
     expected = representation.build_decoder(
-        config.image_size, width=config.width, negative_slope=config.negative_slope
+        config.image_size,
+        width=config.width,
+        negative_slope=config.negative_slope,
+        mean_colour=config.mean_colour,
     )
     given, held = _layer_layout(expected), _layer_layout(decoder_of(model))
     path = os.path.join(work_dir, config_lib.CONFIG_FILE)

@@ -43,6 +43,11 @@ class TrainConfig:
             representation's default).
         width: decoder channel multiplier (1.0 = the paper's network).
         negative_slope: leaky ReLU slope.
+        mean_colour: end the decoder with one learnt mean colour for every
+            image (`decoders.MeanColour`). None: on for features that cannot
+            tell an image's mean colour (HOG, SIFT, LBP), off for the rest,
+            where True is refused. A config.json written before this field
+            existed reads False: its decoder has no such layer.
         batch_size: global batch size.
         steps: total optimiser steps.
         steps_per_epoch: steps between checkpoints (and epoch-level logs).
@@ -132,6 +137,7 @@ class TrainConfig:
     image_size: int | None = None
     width: float = 1.0
     negative_slope: float = 0.2
+    mean_colour: bool | None = None
     batch_size: int = 64
     steps: int = 100_000
     steps_per_epoch: int = 500
@@ -188,6 +194,10 @@ class TrainConfig:
             "beta_2": (0 <= self.beta_2 < 1, "in [0, 1)"),
             # A leaky ReLU: a slope of 1 or more (or below 0) is another non-linearity.
             "negative_slope": (0 <= self.negative_slope < 1, "in [0, 1)"),
+            "mean_colour": (
+                self.mean_colour is None or isinstance(self.mean_colour, bool),
+                "True, False or None",
+            ),
             "min_crop_scale": (0 < self.min_crop_scale <= 1, "in (0, 1]"),
             "divergence_factor": (self.divergence_factor > 1, "> 1"),
             "schedule": (self.schedule in SCHEDULES, f"in {SCHEDULES}"),
@@ -362,6 +372,8 @@ def to_dict(config: TrainConfig) -> dict:
 
 def from_dict(values: dict) -> TrainConfig:
     values = dict(values)
+    # Written before decoders could have a learnt mean colour: theirs has none.
+    values.setdefault("mean_colour", False)
     if "learning_rate_drops" in values:
         values["learning_rate_drops"] = tuple(values["learning_rate_drops"])
     return replace(TrainConfig(), **values)

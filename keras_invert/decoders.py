@@ -19,7 +19,10 @@ A third, `feature_scale`, divides the features by their typical size before
 the first layer (a `Rescaling` layer named "feature_scale", no weights), for
 representations whose features are far from unit size (EfficientNet-Lite0's
 taps; docs/reference.md, Generic decoder rule). The paper's tables keep 1.0,
-which adds no layer.
+which adds no layer. A fourth, `mean_colour`, ends the network with a
+`MeanColour` layer (one learnt mean colour for every output image), for
+features that cannot tell an image's mean colour (HOG, SIFT, LBP; the
+registry's default for them, off in the tables).
 
 Targets are the input image resized to the decoder's output size (paper).
 
@@ -159,6 +162,7 @@ def build_from_table(
     width: float = 1.0,
     negative_slope: float = 0.2,
     feature_scale: float = 1.0,
+    mean_colour: bool = False,
     name: str = "decoder",
 ) -> keras.Model:
     """Builds a decoder from `LayerSpec` rows.
@@ -171,6 +175,9 @@ def build_from_table(
         negative_slope: slope of the leaky ReLU after every row but the last.
         feature_scale: the features' typical size (root mean square); the
             first layer divides them by it. 1.0 adds no layer.
+        mean_colour: end with a `MeanColour` layer named "mean_colour": each
+            output image's mean colour is replaced by one learnt colour. Off
+            in the paper's tables.
         name: model name.
 
     Returns:
@@ -257,7 +264,42 @@ def build_from_table(
                 tensor = layers.LeakyReLU(negative_slope, name=f"{spec.name}_lrelu")(tensor)
         outputs[spec.name] = tensor
         previous = tensor
+    if mean_colour:
+        previous = MeanColour(name=MEAN_COLOUR_LAYER, dtype="float32")(previous)
     return keras.Model(features, previous, name=name)
+
+
+MEAN_COLOUR_LAYER = "mean_colour"
+"""The name of a decoder's `MeanColour` layer."""
+
+
+@keras.saving.register_keras_serializable(package="keras_invert")
+class MeanColour(layers.Layer):
+    """Replaces each image's mean colour with one learnt colour.
+
+    `images - (the mean over height and width of each image) + colour`, where
+    `colour` has one weight per channel, starts at mid-grey (0.45, as the
+    output layers' bias) and is learnt with the rest of the decoder: under
+    the pixel loss it settles near the training targets' mean colour.
+
+    For features that stay the same when a constant is added to a colour
+    channel (HOG, SIFT, LBP: gradients and comparisons of pixels), no
+    decoder can read an image's mean colour from them. One trained without
+    this layer learns its training photos' colours and paints them into new
+    photos, which costs more than the structure it gets right (measured:
+    docs/reference.md, Decoders). The output layer's bias no longer changes
+    anything after it and keeps its starting value.
+    """
+
+    def build(self, input_shape):
+        self.colour = self.add_weight(
+            shape=(input_shape[-1],),
+            initializer=keras.initializers.Constant(0.45),
+            name="colour",
+        )
+
+    def call(self, images):
+        return images - keras.ops.mean(images, axis=(1, 2), keepdims=True) + self.colour
 
 
 SHALLOW_IMAGE_MULTIPLE = 64
@@ -283,7 +325,9 @@ def check_shallow_image_size(name: str, image_size, argument: str = "image_size"
         )
 
 
-def _shallow_decoder(name, table, cell_size, channels, image_size, width, negative_slope):
+def _shallow_decoder(
+    name, table, cell_size, channels, image_size, width, negative_slope, mean_colour
+):
     """A fully convolutional table for a feature map of `image_size // cell_size` cells."""
     check_shallow_image_size(name, image_size)
     cells = image_size // cell_size
@@ -292,23 +336,55 @@ def _shallow_decoder(name, table, cell_size, channels, image_size, width, negati
         (cells, cells, channels),
         width=width,
         negative_slope=negative_slope,
+        mean_colour=mean_colour,
         name=f"{name}_decoder",
     )
 
 
-def hog_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
-    """Table 2: HOG (cell 8, 31 channels) of an `image_size` image -> `image_size` image."""
-    return _shallow_decoder("hog", HOG_TABLE, 8, 31, image_size, width, negative_slope)
+def hog_decoder(
+    image_size: int = 256,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+    mean_colour: bool = False,
+):
+    """Table 2: HOG (cell 8, 31 channels) of an `image_size` image -> `image_size` image.
+
+    `mean_colour` ends it with a `MeanColour` layer (the registry's default).
+    """
+    return _shallow_decoder("hog", HOG_TABLE, 8, 31, image_size, width, negative_slope, mean_colour)
 
 
-def lbp_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
-    """Table 4: LBP (cell 16, 58 channels) of an `image_size` image -> `image_size` image."""
-    return _shallow_decoder("lbp", LBP_TABLE, 16, 58, image_size, width, negative_slope)
+def lbp_decoder(
+    image_size: int = 256,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+    mean_colour: bool = False,
+):
+    """Table 4: LBP (cell 16, 58 channels) of an `image_size` image -> `image_size` image.
+
+    `mean_colour` ends it with a `MeanColour` layer (the registry's default).
+    """
+    return _shallow_decoder(
+        "lbp", LBP_TABLE, 16, 58, image_size, width, negative_slope, mean_colour
+    )
 
 
-def sift_decoder(image_size: int = 256, *, width: float = 1.0, negative_slope: float = 0.2):
-    """Table 3: SIFT keypoint map (`image_size/4`, 133 channels) -> `image_size` image."""
-    return _shallow_decoder("sift", SIFT_TABLE, 4, 133, image_size, width, negative_slope)
+def sift_decoder(
+    image_size: int = 256,
+    *,
+    width: float = 1.0,
+    negative_slope: float = 0.2,
+    mean_colour: bool = False,
+):
+    """Table 3: SIFT keypoint map (`image_size/4`, 133 channels) -> `image_size` image.
+
+    `mean_colour` ends it with a `MeanColour` layer (the registry's default).
+    """
+    return _shallow_decoder(
+        "sift", SIFT_TABLE, 4, 133, image_size, width, negative_slope, mean_colour
+    )
 
 
 def alexnet_decoder(layer: str, feature_shape, *, width: float = 1.0, negative_slope: float = 0.2):

@@ -166,6 +166,7 @@ register(
         target_size=lambda size: size,
         default_image_size=256,
         jit_compile=True,
+        mean_colour_invariant=True,
     )
 )
 
@@ -193,6 +194,7 @@ register(
         target_size=lambda size: size,
         default_image_size=256,
         prepares_crops=True,
+        mean_colour_invariant=True,
     )
 )
 
@@ -220,6 +222,7 @@ register(
         target_size=lambda size: size,
         default_image_size=256,
         in_graph=False,
+        mean_colour_invariant=True,
     )
 )
 

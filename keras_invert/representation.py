@@ -48,6 +48,11 @@ class Representation:
         random_without_weights: True when `make_encoder()` without a
             `weights` option draws random weights (AlexNet): such an encoder
             cannot be built again identically, so its features are not cached.
+        mean_colour_invariant: True when the features stay the same if a
+            constant is added to a colour channel of the image (HOG, SIFT,
+            LBP; but for pixels it pushes beyond 0..255), so that no decoder
+            can read an image's mean colour from them: its decoder then
+            takes `mean_colour` and has it on by default (`decoders.MeanColour`).
     """
 
     name: str
@@ -62,6 +67,7 @@ class Representation:
     jit_compile: bool = False
     prepares_crops: bool = False
     random_without_weights: bool = False
+    mean_colour_invariant: bool = False
 
     def batch_encoder(self, **encoder_options) -> Callable:
         """`make_encoder(**encoder_options)` as batches are encoded: with XLA where `jit_compile`.
@@ -89,9 +95,31 @@ class Representation:
         return self.default_image_size if image_size is None else image_size
 
     def build_decoder(
-        self, image_size: int | None = None, *, width: float = 1.0, negative_slope: float = 0.2
+        self,
+        image_size: int | None = None,
+        *,
+        width: float = 1.0,
+        negative_slope: float = 0.2,
+        mean_colour: bool | None = None,
     ) -> keras.Model:
-        """Builds this representation's decoder for `image_size` input images."""
-        return self.decoder_builder(
-            self.image_size(image_size), width=width, negative_slope=negative_slope
-        )
+        """Builds this representation's decoder for `image_size` input images.
+
+        `mean_colour` (None: `mean_colour_invariant`) ends the decoder with one
+        learnt mean colour for every image (`decoders.MeanColour`); only for
+        representations whose features cannot tell an image's mean colour.
+
+        Raises:
+            ValueError: `mean_colour` for features that carry the mean colour.
+        """
+        options = {"width": width, "negative_slope": negative_slope}
+        if mean_colour is None:
+            mean_colour = self.mean_colour_invariant
+        if mean_colour and not self.mean_colour_invariant:
+            raise ValueError(
+                f"Expected mean_colour only for features that cannot tell an image's mean "
+                f"colour (HOG, SIFT, LBP); {self.name}'s features carry it. "
+                f"Received: mean_colour={mean_colour!r}"
+            )
+        if mean_colour:
+            options["mean_colour"] = True
+        return self.decoder_builder(self.image_size(image_size), **options)

@@ -207,6 +207,40 @@ def test_build_decoder_by_name_and_unknown_name():
         registry.build_decoder("no-such-feature")
 
 
+def test_a_mean_colour_decoder_gives_every_image_its_learnt_mean_colour(tmp_path):
+    plain = decoders.hog_decoder(64, width=0.125)
+    decoder = decoders.hog_decoder(64, width=0.125, mean_colour=True)
+    assert (
+        decoder.layers[-1].name == decoders.MEAN_COLOUR_LAYER
+        and decoder.count_params() == plain.count_params() + 3
+    )
+    colour = np.array([0.2, 0.5, 0.7], np.float32)
+    decoder.set_weights([*plain.get_weights(), colour])
+    features = np.random.default_rng(0).uniform(0, 1, (3, 8, 8, 31)).astype(np.float32)
+    images = np.asarray(decoder(features))
+    np.testing.assert_allclose(images.mean(axis=(1, 2)), np.tile(colour, (3, 1)), atol=1e-5)
+    # The structure is the table's: the plain decoder's output less its own mean.
+    structure = np.array(plain(features))
+    structure -= structure.mean(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(images - colour, structure, atol=1e-5)
+    # Saved and loaded again without custom objects (the layer is registered).
+    decoder.save(tmp_path / "decoder.keras")
+    again = keras.saving.load_model(tmp_path / "decoder.keras")
+    np.testing.assert_allclose(again(features), images, atol=1e-6)
+
+
+def test_the_registry_gives_a_learnt_mean_colour_to_features_that_cannot_tell_it():
+    for name in ("hog", "lbp", "sift"):
+        decoder = registry.build_decoder(name, image_size=64, width=0.125)
+        assert decoder.layers[-1].name == decoders.MEAN_COLOUR_LAYER, name
+        plain = registry.build_decoder(name, image_size=64, width=0.125, mean_colour=False)
+        assert decoders.MEAN_COLOUR_LAYER not in [layer.name for layer in plain.layers], name
+    tap = registry.get("efficientnet-lite0/stem")
+    assert not tap.mean_colour_invariant
+    with pytest.raises(ValueError, match="features carry it. Received: mean_colour=True"):
+        tap.build_decoder(width=0.125, mean_colour=True)
+
+
 def test_wrong_feature_shape_names_expected_shape():
     decoder = decoders.hog_decoder(64, width=0.125)
     with pytest.raises(ValueError, match=r"8, 8, 31"):

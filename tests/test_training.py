@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -155,6 +156,33 @@ def test_config_round_trips_and_validates(tmp_path):
             config_lib.replace(run, **{name: value})
     with pytest.raises(ValueError, match="Unknown preset"):
         presets.preset("nope")
+    with pytest.raises(
+        ValueError, match="Expected mean_colour True, False or None. Received: mean_colour=1"
+    ):
+        config_lib.replace(run, mean_colour=1)
+
+
+def test_a_run_from_before_the_mean_colour_option_resumes_with_its_own_decoder(
+    tmp_path, real_photos
+):
+    # Such runs trained the table's decoder alone; their config.json has no mean_colour.
+    run = _tiny_config(steps=5, mean_colour=False)
+    training.train(run, _dataset(real_photos), str(tmp_path), verbose=0)
+    stored = json.loads((Path(config_lib.save(run, str(tmp_path)))).read_text())
+    del stored["mean_colour"]
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    old = config_lib.load(str(tmp_path))
+    assert old.mean_colour is False
+    model = training.train(
+        config_lib.replace(old, steps=10), _dataset(real_photos), str(tmp_path), verbose=0
+    )
+    assert int(model.optimizer.iterations) == 10
+    assert decoders.MEAN_COLOUR_LAYER not in [layer.name for layer in model.layers]
+    # Edited to the new default, it would name a layer the model lacks.
+    edited = config_lib.replace(old, mean_colour=None, steps=15)
+    with pytest.raises(ValueError, match="config.json edited.*'mean_colour'"):
+        training.train(edited, _dataset(real_photos), str(tmp_path), verbose=0)
+    assert Checkpoints(str(tmp_path / "checkpoints")).steps() == [5, 10]
 
 
 def test_a_resume_whose_config_gives_other_shapes_is_refused_before_a_step(tmp_path, real_photos):
