@@ -44,7 +44,7 @@ class TrainConfig:
         width: decoder channel multiplier (1.0 = the paper's network).
         negative_slope: leaky ReLU slope.
         mean_colour: end the decoder with one learnt mean colour for every
-            image (`decoders.MeanColour`). None: on for features that cannot
+            image (`decoders.MeanColour`). Unset (None): on for features that cannot
             tell an image's mean colour (HOG, SIFT, LBP), off for the rest,
             where True is refused. A config.json written before this field
             existed reads False: its decoder has no such layer.
