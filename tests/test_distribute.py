@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_invert import building, distribute, training
+from keras_invert import building, decoders, distribute, training
 from keras_invert import config as config_lib
 from keras_invert.checkpoints import Checkpoints
 
@@ -144,7 +144,8 @@ def test_mixed_float16_keeps_a_float32_output_and_scales_the_loss(tmp_path):
 
 def test_bfloat16_trains_a_step_without_loss_scaling():
     """mixed_bfloat16: bfloat16 compute, float32 weights and output, one finite Adam step."""
-    model = building.build_model(_tiny_config(precision="mixed_bfloat16"))
+    # The table alone: after a learnt mean colour the output layer's bias has no gradient.
+    model = building.build_model(_tiny_config(precision="mixed_bfloat16", mean_colour=False))
     assert keras.config.dtype_policy().name == "float32"  # Only the model is mixed.
     *hidden, last = [layer for layer in model.layers if layer.weights]
     assert {layer.dtype_policy.name for layer in hidden} == {"mixed_bfloat16"}
@@ -154,7 +155,7 @@ def test_bfloat16_trains_a_step_without_loss_scaling():
     features, targets = _examples(4)
     # The first layer computes in bfloat16: the same weights in float32 give
     # other activations, by bfloat16's rounding (8 bits of mantissa) and no more.
-    reference = building.build_model(_tiny_config())
+    reference = building.build_model(_tiny_config(mean_colour=False))
     reference.set_weights(model.get_weights())
     mixed, exact = (
         keras.Model(m.input, m.get_layer(hidden[0].name).output)(features).numpy()
@@ -171,6 +172,12 @@ def test_bfloat16_trains_a_step_without_loss_scaling():
         for b, v in zip(before, model.trainable_variables, strict=True)
     ]
     assert all(changed), changed
+    # The learnt mean colour computes in float32 too, after the float32 output layer.
+    coloured = building.build_model(_tiny_config(precision="mixed_bfloat16"))
+    assert coloured.layers[-1].name == decoders.MEAN_COLOUR_LAYER
+    assert coloured.layers[-1].dtype_policy.name == "float32"
+    assert coloured.outputs[0].dtype == "float32"
+    assert np.isfinite(float(coloured.train_on_batch(features, targets)))
 
 
 def test_jit_compile_reaches_compile_and_a_resumed_model(tmp_path):
