@@ -2,13 +2,15 @@
 
 On the centre crops of fixed test photos at each model's image size
 (docs/reference.md, Evaluation), every row reports the normalised
-reconstruction error (image space), the feature-space error
+reconstruction error (image space), the same once each reconstruction has its
+photo's mean colour (`metrics.error_given_mean_colour`), the feature-space error
 ||phi(x_hat) - phi(x)|| / ||phi(x)|| (the reconstruction re-encoded by the
 model's encoder, `reencode`; a reconstruction smaller than the encoder's
 input, e.g. 192x192 from conv5 for 227x227 crops, is resized up bilinearly
 first and the row says so), PSNR, SSIM, luma correlation and the seconds per
 image (encoding + decoding, or the whole optimisation; wall clock on this
-machine, after one warm-up call so that graph tracing is not counted).
+machine, after the same calls once untimed, so that tracing and compiling for
+their batch shapes are not counted).
 
 - `evaluate_decoder`: a trained model (`keras_invert.load`).
 - `evaluate_optimization`: Mahendran & Vedaldi's inversion
@@ -60,6 +62,7 @@ COLUMNS = [
     "image_size",
     "output_size",
     "normalized_error",
+    "error_given_mean_colour",
     "feature_error",
     "psnr",
     "ssim",
@@ -142,7 +145,9 @@ def evaluate_decoder(path, model, crops, classify=None):
         `(row, originals [N, T, T, 3], reconstructions [N, T, T, 3])`, in [0, 1].
     """
     photos = crops(model.image_size)
-    model.reconstruct(photos[:1])  # Warm-up: tracing is not part of the time per image.
+    # Warm-up with the very calls that are timed: tracing and compiling for
+    # each batch shape they use is not part of the time per image.
+    model.decode(model.encode(photos))
     start = time.perf_counter()
     features = model.encode(photos)
     reconstructions = model.decode(features)

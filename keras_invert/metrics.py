@@ -8,10 +8,13 @@ All functions take batches `[N, H, W, 3]` of images in [0, 1].
   image, or for images that are all the same.
 - `feature_error`: ||phi(x_hat) - phi(x)|| / ||phi(x)||, averaged.
 - `normalized_reconstruction_errors`, `feature_errors`: the same per image.
+- `error_given_mean_colour`: the normalised error once each reconstruction's
+  mean colour is its original's: the part of the error that is not the
+  image's overall colour and brightness, which HOG, SIFT and LBP do not hold.
 - `luma_correlation`, `ssim`, `psnr`: structure and fidelity beside the error;
   HOG discards absolute brightness and colour, so structure measures tell how
   much of the layout came back even when colours do not.
-- `summarize`: all four image-space measures (`MEASURES`) at once.
+- `summarize`: all five image-space measures (`MEASURES`) at once.
 - `mean_image_baseline`: the same measures for predicting one constant image.
 
 Example:
@@ -84,6 +87,34 @@ def normalized_reconstruction_errors(originals, reconstructions) -> np.ndarray |
     return errors / scale
 
 
+def with_mean_colour_of(originals, reconstructions) -> np.ndarray:
+    """`reconstructions` with each image's mean colour replaced by its original's.
+
+    Per image and channel, the mean over height and width is moved to the
+    original's; nothing is clipped, so values may leave [0, 1].
+    """
+    originals, reconstructions = _check_pair(originals, reconstructions)
+    return (
+        reconstructions
+        - reconstructions.mean(axis=(1, 2), keepdims=True)
+        + originals.mean(axis=(1, 2), keepdims=True)
+    )
+
+
+def error_given_mean_colour(originals, reconstructions) -> float | None:
+    """The normalised error of `with_mean_colour_of`: the error once the mean colour is known.
+
+    For features that do not hold an image's mean colour (HOG, SIFT, LBP) it
+    separates what the decoder got wrong in the image's layout from the
+    colour no decoder can read from them. The divisor is the originals' own
+    mean pairwise distance, as in `normalized_reconstruction_error`; None
+    where that is.
+    """
+    return normalized_reconstruction_error(
+        originals, with_mean_colour_of(originals, reconstructions)
+    )
+
+
 def feature_errors(original_features, reconstruction_features) -> np.ndarray:
     """Per example ||phi(x_hat) - phi(x)|| / ||phi(x)||."""
     a = np.asarray(original_features, np.float64).reshape(len(original_features), -1)
@@ -151,7 +182,7 @@ def psnr(originals, reconstructions) -> float:
     return float(np.mean(10 * np.log10(1.0 / np.maximum(mse, 1e-12))))
 
 
-MEASURES = ("normalized_error", "luma_correlation", "ssim", "psnr")
+MEASURES = ("normalized_error", "error_given_mean_colour", "luma_correlation", "ssim", "psnr")
 """The keys of `summarize`, in its order."""
 
 
@@ -159,15 +190,17 @@ def summarize(originals, reconstructions) -> dict[str, float | None]:
     """All image-space measures (`MEASURES`) of `reconstructions` against `originals`.
 
     One image has no normalised error (it needs pairs of distinct images):
-    its `normalized_error` is None, as it is for originals that are all the
-    same image.
+    its `normalized_error` and `error_given_mean_colour` are None, as they
+    are for originals that are all the same image.
     """
     originals, reconstructions = _check_pair(originals, reconstructions)
-    normalized_error = None
+    normalized_error = given_mean_colour = None
     if len(originals) > 1:
         normalized_error = normalized_reconstruction_error(originals, reconstructions)
+        given_mean_colour = error_given_mean_colour(originals, reconstructions)
     return {
         "normalized_error": normalized_error,
+        "error_given_mean_colour": given_mean_colour,
         "luma_correlation": luma_correlation(originals, reconstructions),
         "ssim": ssim(originals, reconstructions),
         "psnr": psnr(originals, reconstructions),

@@ -112,8 +112,38 @@ def test_perfect_reconstructions_score_the_ends_of_each_scale():
     originals = _images(3)
     perfect = metrics.summarize(originals, originals)
     assert perfect == pytest.approx(
-        {"normalized_error": 0.0, "luma_correlation": 1.0, "ssim": 1.0, "psnr": 120.0}
+        {
+            "normalized_error": 0.0,
+            "error_given_mean_colour": 0.0,
+            "luma_correlation": 1.0,
+            "ssim": 1.0,
+            "psnr": 120.0,
+        }
     )
+
+
+def test_the_error_given_mean_colour_forgives_the_colour_and_nothing_else():
+    originals = _images(4)
+    pairwise = np.mean(pdist(originals.reshape(4, -1)))
+    tint = np.array([0.3, -0.2, 0.1])
+    # A tinted copy is wrong only in its mean colour.
+    tinted = metrics.summarize(originals, originals + tint)
+    assert tinted["normalized_error"] == pytest.approx(
+        np.linalg.norm(np.ones((16, 16, 1)) * tint) / pairwise
+    )
+    assert tinted["error_given_mean_colour"] == pytest.approx(0.0, abs=1e-12)
+    # Noise is not forgiven, bar the mean colour it adds, which is taken out.
+    noise = np.random.default_rng(1).normal(0, 0.1, originals.shape)
+    shown = metrics.with_mean_colour_of(originals, originals + noise)
+    np.testing.assert_allclose(shown.mean(axis=(1, 2)), originals.mean(axis=(1, 2)), atol=1e-12)
+    centred = noise - noise.mean(axis=(1, 2), keepdims=True)
+    expected = np.mean(np.linalg.norm(centred.reshape(4, -1), axis=1)) / pairwise
+    noisy = metrics.summarize(originals, originals + noise)
+    assert noisy["error_given_mean_colour"] == pytest.approx(expected, rel=1e-12)
+    assert noisy["error_given_mean_colour"] < noisy["normalized_error"]
+    # The mean image of the photos keeps the error of its structure only.
+    baseline = metrics.mean_image_baseline(originals)
+    assert 0 < baseline["error_given_mean_colour"] < baseline["normalized_error"]
 
 
 def test_feature_error_is_relative():
@@ -143,6 +173,7 @@ def test_one_image_has_every_measure_but_the_normalized_error():
     original, reconstruction = _images(1), _images(2)[1:]
     values = metrics.summarize(original, reconstruction)
     assert list(values) == list(metrics.MEASURES) and values["normalized_error"] is None
+    assert values["error_given_mean_colour"] is None
     assert values["psnr"] == pytest.approx(metrics.psnr(original, reconstruction))
     assert values["ssim"] == pytest.approx(metrics.ssim(original, reconstruction))
 
@@ -155,5 +186,5 @@ def test_originals_that_are_all_the_same_image_have_no_normalized_error():
         values = metrics.summarize(originals, reconstructions)
         assert metrics.normalized_reconstruction_error(originals, reconstructions) is None
         assert metrics.normalized_reconstruction_errors(originals, reconstructions) is None
-    assert values["normalized_error"] is None
+    assert values["normalized_error"] is None and values["error_given_mean_colour"] is None
     assert values["psnr"] == pytest.approx(metrics.psnr(originals, reconstructions))

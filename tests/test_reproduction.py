@@ -239,6 +239,22 @@ def test_a_diverging_optimisation_is_recorded_and_reported_not_raised(monkeypatc
     assert "| diverged |" in logits
 
 
+def test_the_shallow_table_gives_the_error_given_the_mean_colour_where_it_was_measured():
+    from keras_invert.reproduction import report
+
+    errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5}
+    numbers = _numbers(errors)
+    given = "| decoder, error given each photo's mean colour |"
+    # Results from before the measure: no row of dashes.
+    assert not [
+        line for line in report._shallow_table(_plan(list(errors)), numbers) if given in line
+    ]
+    for name, value in {"hog": 0.25, "sift": 0.375}.items():
+        numbers["evaluations"][name]["decoder"]["error_given_mean_colour"] = value
+    lines = report._shallow_table(_plan(list(errors)), numbers)
+    assert f"{given} 0.250 | 0.375 | - |" in lines
+
+
 def test_a_finding_without_its_measurement_says_so():
     errors = {"hog": 0.3, "sift": 0.4, "lbp": 0.5, "logits": 0.6}
     numbers = _numbers(errors)

@@ -92,6 +92,12 @@ def _shallow_table(planned, numbers) -> list[str]:
     ]
     decoder = [numbers["evaluations"][job.name]["decoder"] for job in shallow]
     lines.append("| decoder | " + " | ".join(" / ".join(_measures(row)) for row in decoder) + " |")
+    # These features do not hold the mean colour: the error that is not it.
+    given = [figure(row.get("error_given_mean_colour")) for row in decoder]
+    if any(cell != "-" for cell in given):
+        lines.append(
+            "| decoder, error given each photo's mean colour | " + " | ".join(given) + " |"
+        )
     seen = [numbers["evaluations"][job.name].get(SEEN) for job in shallow]
     if any(seen):
         cells = [" / ".join(_measures(row)) if row else "-" for row in seen]

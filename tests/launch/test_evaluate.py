@@ -151,6 +151,42 @@ def test_small_reconstructions_are_resized_up_before_reencoding():
     assert not evaluation.reencode(encode, np.zeros((1, 24, 24, 3)), 24)[1]
 
 
+def test_the_time_per_image_is_taken_after_every_batch_shape_it_uses_was_called(monkeypatch):
+    """Tracing or compiling for a new batch shape is not counted as time per image."""
+    import types
+
+    from keras_invert import evaluation
+
+    events = []
+
+    def encode(photos):
+        events.append(("encode", photos.shape))
+        return photos.mean(axis=(1, 2))
+
+    def decode(features):
+        events.append(("decode", features.shape))
+        return np.broadcast_to(features[:, None, None, :] / 255.0, (len(features), 16, 16, 3))
+
+    model = types.SimpleNamespace(
+        image_size=16, output_size=16, representation="hog", encoder_source="registry",
+        encode=encode, decode=decode, reconstruct=lambda photos: decode(encode(photos)),
+    )  # fmt: skip
+    clock = iter(range(100))
+
+    def perf_counter():
+        events.append(("clock", None))
+        return float(next(clock))
+
+    monkeypatch.setattr(evaluation.time, "perf_counter", perf_counter)
+    photos = np.random.default_rng(0).uniform(0, 255, (6, 16, 16, 3))
+    row, _, _ = evaluation.evaluate_decoder("runs/x", model, lambda size: photos)
+    start = events.index(("clock", None))
+    end = events.index(("clock", None), start + 1)
+    timed = events[start + 1 : end]
+    assert timed and set(timed) <= set(events[:start])
+    assert row["seconds_per_image"] == pytest.approx(1 / 6)
+
+
 def test_agreement_of_a_classifier_on_originals_and_reconstructions():
     from keras_invert import evaluation
 
@@ -215,7 +251,7 @@ def test_the_markdown_table_of_evaluate_and_of_reconstruct():
     lines = evaluation.format_table([row]).splitlines()
     assert lines[0] == "| " + " | ".join(evaluation.COLUMNS) + " |"
     assert lines[1] == "|" + "---|" * len(evaluation.COLUMNS)
-    assert lines[2].startswith("| decoder runs/hog | hog | 64 | - | - | - | 12.346 |")
+    assert lines[2].startswith("| decoder runs/hog | hog | 64 | - | - | - | - | 12.346 |")
     # Named rows (launch.reconstruct): the name column has no title.
     named = [{"": "hog decoder", "normalized_error": None, "psnr": 20.0}]
     table = evaluation.format_table(named, ["", "normalized_error", "psnr"])
