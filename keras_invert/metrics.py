@@ -70,8 +70,7 @@ def normalized_reconstruction_error(originals, reconstructions) -> float | None:
     None when the originals are all the same image: there is no distance
     between them to measure the error against.
     """
-    errors = normalized_reconstruction_errors(originals, reconstructions)
-    return None if errors is None else float(errors.mean())
+    return _mean(normalized_reconstruction_errors(originals, reconstructions))
 
 
 def normalized_reconstruction_errors(originals, reconstructions) -> np.ndarray | None:
@@ -80,11 +79,19 @@ def normalized_reconstruction_errors(originals, reconstructions) -> np.ndarray |
     None when the originals are all the same image (mean pairwise distance 0).
     """
     originals, reconstructions = _check_pair(originals, reconstructions)
-    scale = mean_pairwise_distance(originals)
+    return _errors(originals, reconstructions, mean_pairwise_distance(originals))
+
+
+def _errors(originals, reconstructions, scale) -> np.ndarray | None:
+    """Per image ||x_i - x_hat_i|| / `scale` of checked batches; None for a scale of 0."""
     if scale == 0:
         return None
     errors = np.linalg.norm((originals - reconstructions).reshape(len(originals), -1), axis=1)
     return errors / scale
+
+
+def _mean(errors) -> float | None:
+    return None if errors is None else float(errors.mean())
 
 
 def with_mean_colour_of(originals, reconstructions) -> np.ndarray:
@@ -196,8 +203,11 @@ def summarize(originals, reconstructions) -> dict[str, float | None]:
     originals, reconstructions = _check_pair(originals, reconstructions)
     normalized_error = given_mean_colour = None
     if len(originals) > 1:
-        normalized_error = normalized_reconstruction_error(originals, reconstructions)
-        given_mean_colour = error_given_mean_colour(originals, reconstructions)
+        # One pairwise distance for both errors: it is the costly part (N^2 pairs of images).
+        scale = mean_pairwise_distance(originals)
+        normalized_error = _mean(_errors(originals, reconstructions, scale))
+        given = with_mean_colour_of(originals, reconstructions)
+        given_mean_colour = _mean(_errors(originals, given, scale))
     return {
         "normalized_error": normalized_error,
         "error_given_mean_colour": given_mean_colour,
