@@ -161,6 +161,8 @@ def evaluate_decoder(path, model, crops, classify=None):
         )
     if model.encoder_source == "registry" and model.representation.startswith("alexnet"):
         notes.append("encoder rebuilt from the registry")
+    if model.mirror_average:
+        notes.append("mirror-averaged")
     row = _row(f"decoder {path}", model.representation, model.image_size, model.output_size)
     row.update(metrics.summarize(originals, reconstructions))
     row["feature_error"] = metrics.feature_error(features, again)

@@ -30,12 +30,16 @@ call per image) cannot run inside a SavedModel: their export has
 images in (any size), features computed on the client side where the export
 has no image signature.
 
+With `mirror_average=True` (HOG and LBP) every signature decodes the
+features and their mirror and averages the two images
+(`keras_invert.mirror_averaging`).
+
 The metadata (`assets.extra/keras_invert.json`) records the representation,
-image size, feature shape and the encoder options with machine-dependent
-defaults made explicit: a SIFT export records the backend its decoder was
-trained on (`"vlfeat"` or `"opencv"`, whose maps differ; docs/reference.md, SIFT),
-and client-side features use that backend, never whichever one happens to
-load on the client.
+image size, feature shape, whether the export averages with the mirror, and
+the encoder options with machine-dependent defaults made explicit: a SIFT
+export records the backend its decoder was trained on (`"vlfeat"` or
+`"opencv"`, whose maps differ; docs/reference.md, SIFT), and client-side
+features use that backend, never whichever one happens to load on the client.
 
 Example:
     >>> from keras_invert import export
@@ -58,6 +62,7 @@ from keras_invert import files, losses, registry, vlfeat
 from keras_invert.config import CONFIG_FILE
 from keras_invert.image_checks import check_finite
 from keras_invert.images import IMAGE_EXTENSIONS, map_prepared
+from keras_invert.mirror_averaging import mirror_averaged
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
@@ -217,6 +222,7 @@ def export_saved_model(
     image_size: int | None = None,
     encoder_options: dict | None = None,
     version: int | None = None,
+    mirror_average: bool = False,
 ) -> str:
     """Exports `decoder` as `export_base/<version>` and returns that path.
 
@@ -240,6 +246,10 @@ def export_saved_model(
             the training backend explicitly. (For a `Reconstructor`, which
             carries its encoder, the options are only recorded.)
         version: the version number, a non-negative integer (default: the next free one).
+        mirror_average: every signature decodes the features and their mirror
+            and averages the two images (`mirror_averaging`; HOG and LBP at
+            image sizes that are a multiple of their cell size). Recorded in
+            the metadata.
 
     Returns:
         The version directory written.
@@ -272,6 +282,14 @@ def export_saved_model(
             f"image_size={image_size} gives {feature_shape}. Received: image_size={image_size!r}"
         )
     encoder_options = registry.resolved_encoder_options(spec, encoder_options)
+    if not isinstance(mirror_average, bool):
+        raise ValueError(f"Expected mirror_average a bool. Received: {mirror_average!r}")
+
+    def decode(features):
+        return decoder(features, training=False)
+
+    if mirror_average:
+        decode = mirror_averaged(decode, spec.mirror(image_size, **encoder_options))
     if version is not None and (
         isinstance(version, bool) or not isinstance(version, int) or not 0 <= version < 2**63
     ):
@@ -304,7 +322,7 @@ def export_saved_model(
 
     def from_features(features):
         features = _check_features(features, feature_shape)
-        return reconstruct(features, lambda: decoder(features, training=False))
+        return reconstruct(features, lambda: decode(features))
 
     archive.add_endpoint(
         "from_features",
@@ -320,7 +338,12 @@ def export_saved_model(
                 archive.track(encode)
 
             def decode_crops(crops):
-                return decoder(encode(crops), training=False)
+                return decode(encode(crops))
+
+        elif mirror_average:
+
+            def decode_crops(crops):
+                return decode(model.encoder(crops, training=False))
 
         else:
 
@@ -361,11 +384,15 @@ def export_saved_model(
 
     with files.atomic_path(final) as temporary:
         archive.write_out(temporary, verbose=False)
-        _write_metadata(temporary, representation, image_size, feature_shape, encoder_options)
+        _write_metadata(
+            temporary, representation, image_size, feature_shape, encoder_options, mirror_average
+        )
     return final
 
 
-def _write_metadata(path, representation, image_size, feature_shape, encoder_options):
+def _write_metadata(
+    path, representation, image_size, feature_shape, encoder_options, mirror_average
+):  # fmt: skip
     import json
 
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)
@@ -376,6 +403,7 @@ def _write_metadata(path, representation, image_size, feature_shape, encoder_opt
                 "image_size": image_size,
                 "feature_shape": list(feature_shape),
                 "encoder_options": encoder_options,
+                "mirror_average": mirror_average,
             },
             file,
             indent=2,

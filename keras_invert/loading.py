@@ -26,6 +26,10 @@ A decoder whose output holds NaN or Inf (damaged weights, a diverged run) is
 a `ValueError` naming the model, never NaN images. A damaged export (a file
 missing, truncated or half-copied) is a `ValueError` naming it.
 
+`load(path, mirror_average=True)` decodes the features and their mirror and
+averages the two images (`keras_invert.mirror_averaging`; HOG and LBP); an
+export decodes as it was exported, so this asks for one exported with it.
+
 Example:
     >>> import keras_invert
     >>> model = keras_invert.load("runs/hog")  # or "exports/hog"
@@ -48,6 +52,7 @@ from keras_invert import building, checkpoints, export, losses, registry
 from keras_invert import config as config_lib
 from keras_invert.image_checks import check_finite, check_photos, check_range
 from keras_invert.images import prepare
+from keras_invert.mirror_averaging import mirror_averaged
 
 BATCH_SIZE = 16
 """Images or feature vectors per call when encoding, decoding or reconstructing."""
@@ -77,6 +82,8 @@ class TrainedModel:
         model: the Keras model as saved, with its optimiser (work dirs), else None.
         decoder: the Keras decoder (work dirs), else None.
         saved_model: the loaded SavedModel (exports), else None.
+        mirror_average: whether `decode` and `reconstruct` average each
+            decoding with that of the mirrored features (`mirror_averaging`).
     """
 
     def __init__(self, *, encode, decode, reconstruct=None, **attributes):
@@ -95,6 +102,7 @@ class TrainedModel:
         self.decoder = attributes.get("decoder")
         # An export's loaded SavedModel: it keeps the signatures' variables alive.
         self.saved_model = attributes.get("saved_model")
+        self.mirror_average = bool(attributes.get("mirror_average", False))
 
     def encode(self, images) -> np.ndarray:
         """The features of `images` (`[N, H, W, C]`, any size: centre cropped to S)."""
@@ -139,7 +147,13 @@ class TrainedModel:
         return prepare(_checked(images), self.image_size).numpy()
 
 
-def load(path: str, encoder_options: dict | None = None, *, name: str = "model") -> TrainedModel:
+def load(
+    path: str,
+    encoder_options: dict | None = None,
+    *,
+    name: str = "model",
+    mirror_average: bool = False,
+) -> TrainedModel:
     """Loads a training work dir or a SavedModel export (see the module docstring).
 
     Args:
@@ -150,12 +164,18 @@ def load(path: str, encoder_options: dict | None = None, *, name: str = "model")
             OpenCV maps on a client without `libvl` (they differ: expect
             worse reconstructions).
         name: the argument or flag that gave `path`, which the errors name.
+        mirror_average: decode the features and their mirror and average the
+            two images (`keras_invert.mirror_averaging`; HOG and LBP at image
+            sizes that are a multiple of their cell size). An export decodes
+            as it was exported: this asks for one exported with it.
 
     Raises:
         ValueError: `path` is neither, holds no trained model yet, or is an export
             that does not load (a file missing, truncated or half-copied).
     """
     path = os.fspath(path)
+    if not isinstance(mirror_average, bool):
+        raise ValueError(f"Expected mirror_average a bool. Received: {mirror_average!r}")
     if encoder_options is not None and not isinstance(encoder_options, Mapping):
         raise ValueError(
             "Expected encoder_options a dict of option names to values, e.g. "
@@ -168,13 +188,13 @@ def load(path: str, encoder_options: dict | None = None, *, name: str = "model")
         )
     run = config_lib.load(path)
     if run is None:
-        return _load_export(path, encoder_options, name)
+        return _load_export(path, encoder_options, name, mirror_average)
     if encoder_options:
         raise ValueError(
             "A work dir's encoder runs with the options it was trained with: expected no "
             f"encoder_options. Received: encoder_options={encoder_options!r}"
         )
-    return _load_work_dir(path, run, name)
+    return _load_work_dir(path, run, name, mirror_average)
 
 
 def load_model(work_dir: str, *, name: str = "work_dir") -> keras.Model:
@@ -211,7 +231,7 @@ def load_model(work_dir: str, *, name: str = "work_dir") -> keras.Model:
     return building.use_averaged_weights(model)
 
 
-def _load_work_dir(path: str, run, name: str) -> TrainedModel:
+def _load_work_dir(path: str, run, name: str, mirror_average: bool) -> TrainedModel:
     representation = registry.get(run.representation)
     model = load_model(path, name=name)
     building.check_shapes(model, run, path)
@@ -224,13 +244,20 @@ def _load_work_dir(path: str, run, name: str) -> TrainedModel:
     else:
         encoder = _Lazy(lambda: representation.batch_encoder(**options))
         source = "registry"
+    image_size = representation.image_size(run.image_size)
+
+    def decode(features):
+        return decoder(features, training=False)
+
+    if mirror_average:
+        decode = mirror_averaged(decode, representation.mirror(image_size, **options))
     return TrainedModel(
         encode=lambda crops: _call_encoder(encoder(), crops),
-        decode=lambda features: decoder(features, training=False),
+        decode=decode,
         path=path,
         kind="work_dir",
         representation=run.representation,
-        image_size=representation.image_size(run.image_size),
+        image_size=image_size,
         output_size=decoder.output_shape[1],
         feature_shape=decoder.input_shape[1:],
         encoder_options=options,
@@ -238,10 +265,13 @@ def _load_work_dir(path: str, run, name: str) -> TrainedModel:
         config=run,
         model=model,
         decoder=decoder,
+        mirror_average=mirror_average,
     )
 
 
-def _load_export(path: str, encoder_options: dict | None, name: str) -> TrainedModel:
+def _load_export(
+    path: str, encoder_options: dict | None, name: str, mirror_average: bool
+) -> TrainedModel:
     try:
         version = export.latest_version_dir(path)
     except ValueError:
@@ -262,6 +292,14 @@ def _load_export(path: str, encoder_options: dict | None, name: str) -> TrainedM
         raise _unloadable(version, error, name, path) from error
     representation_name = metadata["representation"]
     image_size = int(metadata["image_size"])
+    # Exports from before the option decode without it.
+    exported_averaged = bool(metadata.get("mirror_average", False))
+    if mirror_average and not exported_averaged:
+        raise ValueError(
+            "Expected an export written with mirror averaging (`launch.export "
+            "--mirror_average`): an export decodes as it was exported. Received: "
+            f"{name}={path!r}, exported without it"
+        )
     representation = registry.get(representation_name)
     from_features = loaded.signatures["from_features"]
     from_images = loaded.signatures.get("serve_float")
@@ -301,6 +339,7 @@ def _load_export(path: str, encoder_options: dict | None, name: str) -> TrainedM
         encoder_source=source,
         metadata=metadata,
         saved_model=loaded,
+        mirror_average=exported_averaged,
     )
 
 

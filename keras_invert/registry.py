@@ -34,6 +34,12 @@ from keras_invert import decoders
 from keras_invert.encoders.alexnet import ALEXNET_VARIANTS
 from keras_invert.features.hog import hog, hog_num_channels, hog_output_size
 from keras_invert.features.lbp import LBP_NUM_BINS, lbp, lbp_output_size
+from keras_invert.features.mirror import (
+    hog_mirror_permutation,
+    lbp_mirror_permutation,
+    mirror,
+    mirrored_cells_exact,
+)
 from keras_invert.features.sift import (
     SIFT_BACKENDS,
     SIFT_NUM_CHANNELS,
@@ -152,6 +158,21 @@ def _hog_encoder(cell_size: int = 8, num_orientations: int = 9):
     return encode
 
 
+def _cell_mirror(permutation, image_size: int, cell_size: int, representation: str):
+    """`mirror` with `permutation`, if the cell grid of `image_size` crops is symmetric."""
+    if not mirrored_cells_exact(image_size, cell_size):
+        raise ValueError(
+            f"Expected an image size that is a multiple of {representation}'s cell size "
+            f"({cell_size}): only then do the features give those of the mirrored image "
+            f"exactly. Received: image_size={image_size}"
+        )
+    return lambda features: mirror(features, permutation)
+
+
+def _hog_mirror(image_size: int, cell_size: int = 8, num_orientations: int = 9):
+    return _cell_mirror(hog_mirror_permutation(num_orientations), image_size, cell_size, "HOG")
+
+
 register(
     Representation(
         name="hog",
@@ -167,6 +188,7 @@ register(
         default_image_size=256,
         jit_compile=True,
         mean_colour_invariant=True,
+        make_mirror=_hog_mirror,
     )
 )
 
@@ -178,6 +200,10 @@ def _lbp_encoder(cell_size: int = 16):
         return lbp(images, cell_size=cell_size, clip=True)
 
     return encode
+
+
+def _lbp_mirror(image_size: int, cell_size: int = 16):
+    return _cell_mirror(lbp_mirror_permutation(), image_size, cell_size, "LBP")
 
 
 register(
@@ -195,6 +221,7 @@ register(
         default_image_size=256,
         prepares_crops=True,
         mean_colour_invariant=True,
+        make_mirror=_lbp_mirror,
     )
 )
 

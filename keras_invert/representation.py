@@ -53,6 +53,12 @@ class Representation:
             LBP; but for pixels it pushes beyond 0..255), so that no decoder
             can read an image's mean colour from them: its decoder then
             takes `mean_colour` and has it on by default (`decoders.MeanColour`).
+        make_mirror: `(image_size, **options) -> mirror` for features that
+            give those of the left-right mirrored image exactly (HOG, LBP:
+            `keras_invert.features.mirror`), where `mirror(features)` maps a
+            batch to the mirrored images' features; it raises ValueError for
+            an image size or options where the mirror would not be exact.
+            None: no such mirror (SIFT's keypoints, the networks).
     """
 
     name: str
@@ -68,6 +74,7 @@ class Representation:
     prepares_crops: bool = False
     random_without_weights: bool = False
     mean_colour_invariant: bool = False
+    make_mirror: Callable[..., Callable] | None = None
 
     def batch_encoder(self, **encoder_options) -> Callable:
         """`make_encoder(**encoder_options)` as batches are encoded: with XLA where `jit_compile`.
@@ -83,6 +90,20 @@ class Representation:
         import tensorflow as tf
 
         return tf.function(encode, jit_compile=True)
+
+    def mirror(self, image_size: int | None = None, **encoder_options) -> Callable:
+        """`mirror(features)`: the features of the left-right mirrored images (`make_mirror`).
+
+        Raises:
+            ValueError: a representation without an exact mirror, or an image
+                size where it is not exact.
+        """
+        if self.make_mirror is None:
+            raise ValueError(
+                "Expected a representation whose features give those of the mirrored image "
+                f"exactly (hog, lbp). Received: representation={self.name!r}"
+            )
+        return self.make_mirror(self.image_size(image_size), **encoder_options)
 
     def image_size(self, image_size: int | None = None) -> int:
         """The side of the crops a run works on: `image_size`, or when None the default.

@@ -29,6 +29,7 @@ import numpy as np
 _LIBRARY_NAMES = ("libvl.so.1", "libvl.so", "libvl.dylib")
 
 _vl_size = ctypes.c_uint64
+_vl_index = ctypes.c_int64
 _vl_bool = ctypes.c_int
 _VL_HOG_VARIANT_UOCTTI = 1
 _VL_LBP_UNIFORM = 0
@@ -147,6 +148,8 @@ def _declare(library: ctypes.CDLL) -> None:
     library.vl_hog_get_dimension.restype = _vl_size
     library.vl_hog_extract.argtypes = [pointer, float_pointer]
     library.vl_hog_extract.restype = None
+    library.vl_hog_get_permutation.argtypes = [pointer]
+    library.vl_hog_get_permutation.restype = ctypes.POINTER(_vl_index)
 
     library.vl_lbp_new.argtypes = [ctypes.c_int, _vl_bool]
     library.vl_lbp_new.restype = pointer
@@ -236,6 +239,22 @@ def hog(image: np.ndarray, cell_size: int = 8, num_orientations: int = 9) -> np.
     finally:
         library.vl_hog_delete(handle)
     return features.transpose(1, 2, 0).copy()
+
+
+def hog_flip_permutation(num_orientations: int = 9) -> np.ndarray:
+    """VLFeat's `vl_hog_get_permutation` (UoCTTI): channel c of a left-right flipped image's cell.
+
+    Flipping the image flips the cell columns and sends channel `c` of a cell
+    to channel `permutation[c]`.
+    """
+    library = _library()
+    handle = library.vl_hog_new(_VL_HOG_VARIANT_UOCTTI, num_orientations, 0)
+    try:
+        dimension = library.vl_hog_get_dimension(handle)
+        permutation = library.vl_hog_get_permutation(handle)
+        return np.array([permutation[index] for index in range(dimension)], dtype=np.int64)
+    finally:
+        library.vl_hog_delete(handle)
 
 
 def lbp(image: np.ndarray, cell_size: int = 16) -> np.ndarray:

@@ -14,7 +14,9 @@ classifier) adds the top-1/top-5 agreement columns. `--method=optimization`
 runs Mahendran & Vedaldi's inversion with the paper's settings for the
 representation unless flags override them, for `--representation` at
 `--image_size`, or else for each model's. One Markdown table on stdout, and
-`evaluation.json` + `evaluation.csv` in `--out_dir`.
+`evaluation.json` + `evaluation.csv` in `--out_dir`. `--mirror_average`
+averages each decoding with that of the mirrored features (HOG, LBP; an
+export must have been exported with it).
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ for _name in ("tv_weight", "alpha_weight"):
     common.validate(_name, math.isfinite, "finite")
 common.validate_path("out_dir")
 common.validate_path("encoder_weights")
+flags.DEFINE_bool("mirror_average", False, common.MIRROR_AVERAGE_HELP)
 
 
 def main(argv):
@@ -90,7 +93,10 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(f"--classifier: {error}") from error
 
-    models = {path: keras_invert.load(path) for path in FLAGS.model or []}
+    models = {
+        path: keras_invert.load(path, mirror_average=FLAGS.mirror_average)
+        for path in FLAGS.model or []
+    }
     decoders = "decoder" in methods
     training_means = {
         path: baselines.training_mean_image(path, model.image_size, model.output_size)

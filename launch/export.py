@@ -4,7 +4,8 @@
 
 writes `EXPORT/<version>/` (a SavedModel with `serving_default`,
 `serve_float` and `from_features` signatures), renamed into place only when
-complete.
+complete. With `--mirror_average` (HOG, LBP) every signature averages each
+decoding with that of the mirrored features.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ flags.DEFINE_string("export_dir", None, "Base directory that TF Serving watches.
 common.validate_path("work_dir")
 common.validate_path("export_dir")
 flags.DEFINE_integer("version", None, "Version number (default: next free).")
+flags.DEFINE_bool("mirror_average", False, common.MIRROR_AVERAGE_HELP)
 
 
 def main(argv):
@@ -43,6 +45,7 @@ def main(argv):
         image_size=run.image_size,
         encoder_options=config_lib.encoder_options(run),
         version=FLAGS.version,
+        mirror_average=FLAGS.mirror_average,
     )
     print(f"Exported {run.representation} model to {path}")
 

@@ -14,7 +14,8 @@ baselines: the mean training photo (a work dir's own training data, from its
 more, the mean of the evaluated photos themselves (an oracle, hard to beat).
 Photos are centre cropped and made targets as in training
 (`keras_invert.images`). A path that is missing, a folder or not an image
-is refused with an error that says which.
+is refused with an error that says which. `--mirror_average` averages each
+decoding with that of the mirrored features (HOG, LBP).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ flags.DEFINE_string("out", "reconstructions.png", "Output PNG grid.")
 flags.DEFINE_string("metrics_out", None, "Optional JSON file for the figures.")
 common.validate("out", lambda path: path.lower().endswith(".png"), "a path ending in .png")
 common.validate_path("metrics_out")
+flags.DEFINE_bool("mirror_average", False, common.MIRROR_AVERAGE_HELP)
 
 
 def warn_if_upsampled(paths, image_size: int) -> None:
@@ -90,7 +92,7 @@ def main(argv):
     files.check_file(FLAGS.out, "out")
     if FLAGS.metrics_out:
         files.check_file(FLAGS.metrics_out, "metrics_out")
-    model = keras_invert.load(FLAGS.model)
+    model = keras_invert.load(FLAGS.model, mirror_average=FLAGS.mirror_average)
     representation, image_size = model.representation, model.image_size
     photos = pipelines.chosen_photos(FLAGS.images, FLAGS.data, FLAGS.split, FLAGS.num_images)
     if not photos.labels:
@@ -106,9 +108,8 @@ def main(argv):
     grid = figures.figure(pairs, column_labels=labels, spacing=0, header_height=24)
     figures.save_png(FLAGS.out, grid)
     training_mean = baselines.training_mean_image(FLAGS.model, image_size, size)
-    rows = evaluation.reconstruction_rows(
-        f"{representation} decoder", originals, reconstructions, training_mean
-    )
+    name = f"{representation} decoder" + (", mirror-averaged" if model.mirror_average else "")
+    rows = evaluation.reconstruction_rows(name, originals, reconstructions, training_mean)
     print(f"\n{len(photos)} images, {representation}, reconstructions {size}x{size}: {FLAGS.out}\n")
     table = [{"": name, **values} for name, values in rows.items()]
     print(evaluation.format_table(table, ["", *metrics.MEASURES]))

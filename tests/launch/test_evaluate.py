@@ -169,7 +169,8 @@ def test_the_time_per_image_is_taken_after_every_batch_shape_it_uses_was_called(
 
     model = types.SimpleNamespace(
         image_size=16, output_size=16, representation="hog", encoder_source="registry",
-        encode=encode, decode=decode, reconstruct=lambda photos: decode(encode(photos)),
+        mirror_average=False, encode=encode, decode=decode,
+        reconstruct=lambda photos: decode(encode(photos)),
     )  # fmt: skip
     clock = iter(range(100))
 
