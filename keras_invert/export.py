@@ -392,7 +392,7 @@ def export_saved_model(
 
 def _write_metadata(
     path, representation, image_size, feature_shape, encoder_options, mirror_average
-):  # fmt: skip
+):
     import json
 
     os.makedirs(os.path.join(path, "assets.extra"), exist_ok=True)

@@ -90,3 +90,19 @@ def test_it_is_refused_where_the_features_have_no_exact_mirror(tmp_path):
     assert not os.path.exists(base) or not os.listdir(base)
     with pytest.raises(ValueError, match="Expected mirror_average a bool"):
         keras_invert.load(sift, mirror_average="yes")
+
+
+def test_a_model_holding_its_feature_op_exports_the_same_average(real_photos, tmp_path):
+    # The export's image signatures run such a model's own encoder, then the average.
+    work_dir = _work_dir(tmp_path / "lbp", "lbp", features_in_model=True)
+    local = keras_invert.load(work_dir, mirror_average=True)
+    assert local.encoder_source == "model"
+    base = str(tmp_path / "exports")
+    export.export_saved_model(local.model, "lbp", base, image_size=SIZE, mirror_average=True)
+    photos = _photos(real_photos)
+    served = keras_invert.load(base).saved_model.signatures["serving_default"]
+    np.testing.assert_allclose(
+        served(images=tf.constant(photos))["reconstruction"], local.reconstruct(photos), atol=1e-5
+    )
+    plain = keras_invert.load(work_dir).reconstruct(photos)
+    assert np.abs(plain - local.reconstruct(photos)).max() > 1e-3
