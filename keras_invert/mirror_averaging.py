@@ -3,9 +3,10 @@
 For HOG and LBP the features of the left-right mirrored image follow exactly
 from the features (`keras_invert.features.mirror`). A decoder trained on
 randomly flipped crops then gives two estimates of the image: one from the
-features, and one from the mirrored features, flipped back. Their average is
-closer to the image than either (docs/reference.md, Mirror averaging), at
-twice the decoding cost. `keras_invert.load(..., mirror_average=True)` and
+features, and one from the mirrored features, flipped back. The squared
+error being convex, their average's is at most the mean of theirs, and lower
+wherever they disagree (docs/reference.md, Mirror averaging), for twice the
+decoding work. `keras_invert.load(..., mirror_average=True)` and
 `export.export_saved_model(..., mirror_average=True)` decode through
 `mirror_averaged`, so served and local reconstructions are the same.
 
