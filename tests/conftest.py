@@ -7,32 +7,6 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import pytest  # noqa: E402
 
-# The slowest modules first (`pytest --durations`: about 2-4 minutes each on
-# 2 cores). The workers take modules in collection order, so a slow module
-# collected last would run alone at the end while the other worker idles.
-_SLOWEST_MODULES = (
-    "tests/test_reproduction.py",
-    "tests/launch/test_multi_worker.py",
-    "tests/launch/test_scripts.py",
-    "tests/launch/test_alexnet_scripts.py",
-    "tests/launch/test_shallow.py",
-    "tests/test_training.py",
-    "tests/test_losses_distribute.py",
-    "tests/launch/test_resume.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    """Runs `_SLOWEST_MODULES` first; the order within each module is kept."""
-
-    def rank(item):
-        module = item.nodeid.split("::")[0]
-        return (
-            _SLOWEST_MODULES.index(module) if module in _SLOWEST_MODULES else len(_SLOWEST_MODULES)
-        )
-
-    items.sort(key=rank)
-
 
 @pytest.fixture(autouse=True)
 def _seed():
