@@ -54,7 +54,7 @@ import time
 import numpy as np
 from absl import logging
 
-from keras_invert import files, images, inversion, metrics, registry
+from keras_invert import files, images, inversion, metrics, mirror_averaging, registry
 
 COLUMNS = [
     "method",
@@ -162,7 +162,7 @@ def evaluate_decoder(path, model, crops, classify=None):
     if model.encoder_source == "registry" and model.representation.startswith("alexnet"):
         notes.append("encoder rebuilt from the registry")
     if model.mirror_average:
-        notes.append("mirror-averaged")
+        notes.append(mirror_averaging.LABEL)
     row = _row(f"decoder {path}", model.representation, model.image_size, model.output_size)
     row.update(metrics.summarize(originals, reconstructions))
     row["feature_error"] = metrics.feature_error(features, again)

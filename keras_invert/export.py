@@ -62,7 +62,7 @@ from keras_invert import files, losses, registry, vlfeat
 from keras_invert.config import CONFIG_FILE
 from keras_invert.image_checks import check_finite
 from keras_invert.images import IMAGE_EXTENSIONS, map_prepared
-from keras_invert.mirror_averaging import mirror_averaged
+from keras_invert.mirror_averaging import check_option, mirror_averaged
 from keras_invert.reconstructor import Reconstructor
 
 METADATA_ASSET = "keras_invert.json"
@@ -282,8 +282,7 @@ def export_saved_model(
             f"image_size={image_size} gives {feature_shape}. Received: image_size={image_size!r}"
         )
     encoder_options = registry.resolved_encoder_options(spec, encoder_options)
-    if not isinstance(mirror_average, bool):
-        raise ValueError(f"Expected mirror_average a bool. Received: {mirror_average!r}")
+    check_option(mirror_average)
 
     def decode(features):
         return decoder(features, training=False)

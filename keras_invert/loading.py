@@ -52,7 +52,7 @@ from keras_invert import building, checkpoints, export, losses, registry
 from keras_invert import config as config_lib
 from keras_invert.image_checks import check_finite, check_photos, check_range
 from keras_invert.images import prepare
-from keras_invert.mirror_averaging import mirror_averaged
+from keras_invert.mirror_averaging import check_option, mirror_averaged
 
 BATCH_SIZE = 16
 """Images or feature vectors per call when encoding, decoding or reconstructing."""
@@ -174,8 +174,7 @@ def load(
             that does not load (a file missing, truncated or half-copied).
     """
     path = os.fspath(path)
-    if not isinstance(mirror_average, bool):
-        raise ValueError(f"Expected mirror_average a bool. Received: {mirror_average!r}")
+    check_option(mirror_average)
     if encoder_options is not None and not isinstance(encoder_options, Mapping):
         raise ValueError(
             "Expected encoder_options a dict of option names to values, e.g. "

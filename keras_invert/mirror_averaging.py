@@ -23,6 +23,15 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
+LABEL = "mirror-averaged"
+"""How tables and rows name a mirror-averaged decoder."""
+
+
+def check_option(mirror_average) -> None:
+    """Refuses a `mirror_average` argument that is not a bool."""
+    if not isinstance(mirror_average, bool):
+        raise ValueError(f"Expected mirror_average a bool. Received: {mirror_average!r}")
+
 
 def mirror_averaged(decode: Callable, mirror: Callable) -> Callable:
     """`decode` averaged with the flipped-back decoding of the mirrored features.

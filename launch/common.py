@@ -21,14 +21,6 @@ USER_ERROR_STATUS = 2
 """Exit status of a run stopped by a user's mistake."""
 
 
-MIRROR_AVERAGE_HELP = (
-    "Average each decoding with the flipped-back decoding of the mirrored features (HOG and "
-    "LBP at image sizes that are a multiple of their cell size; twice the decoding time). An "
-    "export decodes as it was exported: loading one asks for one exported with it."
-)
-"""The help of `--mirror_average` (`keras_invert.mirror_averaging`), one text for every script."""
-
-
 def run(main) -> None:
     """Runs a launch script's `main` as `app.run` does, with user mistakes as one line.
 

@@ -14,9 +14,7 @@ classifier) adds the top-1/top-5 agreement columns. `--method=optimization`
 runs Mahendran & Vedaldi's inversion with the paper's settings for the
 representation unless flags override them, for `--representation` at
 `--image_size`, or else for each model's. One Markdown table on stdout, and
-`evaluation.json` + `evaluation.csv` in `--out_dir`. `--mirror_average`
-averages each decoding with that of the mirrored features (HOG, LBP; an
-export must have been exported with it).
+`evaluation.json` + `evaluation.csv` in `--out_dir`.
 """
 
 from __future__ import annotations
@@ -63,14 +61,13 @@ for _name in ("tv_weight", "alpha_weight"):
     common.validate(_name, math.isfinite, "finite")
 common.validate_path("out_dir")
 common.validate_path("encoder_weights")
-flags.DEFINE_bool("mirror_average", False, common.MIRROR_AVERAGE_HELP)
+flags.DEFINE_bool("mirror_average", False, "Average with the decoded mirror (HOG, LBP).")
 
 
 def main(argv):
     del argv
-    import keras_invert
     import pipelines
-    from keras_invert import evaluation, files
+    from keras_invert import evaluation, files, load
     from pipelines import baselines
 
     files.check_folder(FLAGS.out_dir, "out_dir")  # Before the work, not when it is saved.
@@ -93,10 +90,7 @@ def main(argv):
     except ValueError as error:
         raise app.UsageError(f"--classifier: {error}") from error
 
-    models = {
-        path: keras_invert.load(path, mirror_average=FLAGS.mirror_average)
-        for path in FLAGS.model or []
-    }
+    models = {path: load(path, mirror_average=FLAGS.mirror_average) for path in FLAGS.model or []}
     decoders = "decoder" in methods
     training_means = {
         path: baselines.training_mean_image(path, model.image_size, model.output_size)

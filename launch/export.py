@@ -20,7 +20,7 @@ flags.DEFINE_string("export_dir", None, "Base directory that TF Serving watches.
 common.validate_path("work_dir")
 common.validate_path("export_dir")
 flags.DEFINE_integer("version", None, "Version number (default: next free).")
-flags.DEFINE_bool("mirror_average", False, common.MIRROR_AVERAGE_HELP)
+flags.DEFINE_bool("mirror_average", False, "Average with the decoded mirror (HOG, LBP).")
 
 
 def main(argv):

@@ -45,7 +45,7 @@ flags.DEFINE_string("out", "reconstructions.png", "Output PNG grid.")
 flags.DEFINE_string("metrics_out", None, "Optional JSON file for the figures.")
 common.validate("out", lambda path: path.lower().endswith(".png"), "a path ending in .png")
 common.validate_path("metrics_out")
-flags.DEFINE_bool("mirror_average", False, common.MIRROR_AVERAGE_HELP)
+flags.DEFINE_bool("mirror_average", False, "Average with the decoded mirror (HOG, LBP).")
 
 
 def warn_if_upsampled(paths, image_size: int) -> None:
@@ -72,7 +72,7 @@ def main(argv):
 
     import keras_invert
     import pipelines
-    from keras_invert import evaluation, figures, files, images, metrics
+    from keras_invert import evaluation, figures, files, images, metrics, mirror_averaging
     from pipelines import baselines
 
     if FLAGS.images and FLAGS["data"].present:
@@ -108,7 +108,9 @@ def main(argv):
     grid = figures.figure(pairs, column_labels=labels, spacing=0, header_height=24)
     figures.save_png(FLAGS.out, grid)
     training_mean = baselines.training_mean_image(FLAGS.model, image_size, size)
-    name = f"{representation} decoder" + (", mirror-averaged" if model.mirror_average else "")
+    name = f"{representation} decoder" + (
+        f", {mirror_averaging.LABEL}" if model.mirror_average else ""
+    )
     rows = evaluation.reconstruction_rows(name, originals, reconstructions, training_mean)
     print(f"\n{len(photos)} images, {representation}, reconstructions {size}x{size}: {FLAGS.out}\n")
     table = [{"": name, **values} for name, values in rows.items()]
