@@ -5,27 +5,12 @@ import json
 import os
 import pickle
 import struct
-import subprocess
-import sys
 import zipfile
 
 import cv2
 import numpy as np
 
 import keras_invert
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _run(module, *args):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise AssertionError(f"{module} failed:\n{result.stdout}\n{result.stderr}")
-    return result
 
 
 def _export_as_the_script_does(work_dir, export_dir):
@@ -40,14 +25,14 @@ def _export_as_the_script_does(work_dir, export_dir):
     )  # fmt: skip
 
 
-def test_train_export_reconstruct_conv5(tmp_path):
+def test_train_export_reconstruct_conv5(tmp_path, launch_script):
     from keras_invert.encoders import alexnet
 
     weights = str(tmp_path / "random_caffenet.weights.h5")
     alexnet("caffe").save_weights(weights)
     work_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
-    trained = _run(
-        "launch.train", f"--work_dir={work_dir}", "--representation=alexnet/conv5",
+    trained = launch_script(
+        "train", f"--work_dir={work_dir}", "--representation=alexnet/conv5",
         "--data=samples", "--image_size=64", "--width=0.0625", "--batch_size=2", "--steps=2",
         "--steps_per_epoch=2", "--seed=0",
         f"--encoder_weights={weights}",
@@ -66,8 +51,8 @@ def test_train_export_reconstruct_conv5(tmp_path):
     np.testing.assert_allclose(served, keras_invert.load(work_dir).reconstruct(images), atol=1e-4)
     grid = str(tmp_path / "grid.png")
     metrics_file = str(tmp_path / "metrics.json")
-    result = _run(
-        "launch.reconstruct", f"--model={export_dir}", "--data=samples", "--split=test",
+    result = launch_script(
+        "reconstruct", f"--model={export_dir}", "--data=samples", "--split=test",
         f"--out={grid}", f"--metrics_out={metrics_file}",
     )  # fmt: skip
     assert "alexnet/conv5 decoder" in result.stdout
@@ -77,7 +62,7 @@ def test_train_export_reconstruct_conv5(tmp_path):
     assert cv2.imread(grid).shape == (24 + 192 * count, 2 * 192, 3)
 
 
-def test_train_on_cached_features_then_export_and_evaluate(tmp_path):
+def test_train_on_cached_features_then_export_and_evaluate(tmp_path, launch_script):
     import keras
 
     from keras_invert.encoders import alexnet
@@ -88,8 +73,8 @@ def test_train_on_cached_features_then_export_and_evaluate(tmp_path):
     weights = str(tmp_path / "conv1.weights.h5")
     alexnet("caffe", outputs=["conv1"]).save_weights(weights)
     work_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
-    trained = _run(
-        "launch.train", f"--work_dir={work_dir}", "--representation=alexnet/conv1",
+    trained = launch_script(
+        "train", f"--work_dir={work_dir}", "--representation=alexnet/conv1",
         f"--encoder_weights={weights}", "--cache_dir=cache", "--cache_features",
         "--crops_per_image=1", "--data=samples", "--image_size=64", "--width=0.0625",
         "--batch_size=2", "--steps=2", "--steps_per_epoch=2", "--seed=0",
@@ -114,7 +99,9 @@ def test_train_on_cached_features_then_export_and_evaluate(tmp_path):
     np.testing.assert_allclose(expected, direct, atol=1e-4)
 
 
-def test_train_autoencoder_trains_the_stored_encoder_from_the_given_weights(tmp_path):
+def test_train_autoencoder_trains_the_stored_encoder_from_the_given_weights(
+    tmp_path, launch_script
+):
     import keras
 
     from keras_invert.encoders import alexnet
@@ -126,8 +113,8 @@ def test_train_autoencoder_trains_the_stored_encoder_from_the_given_weights(tmp_
     network.save_weights(weights)
     initial = [v.numpy() for v in network.get_layer("conv1").weights]
     work_dir = str(tmp_path / "run")
-    trained = _run(
-        "launch.train", f"--work_dir={work_dir}", "--representation=alexnet/conv1",
+    trained = launch_script(
+        "train", f"--work_dir={work_dir}", "--representation=alexnet/conv1",
         "--autoencoder", f"--encoder_weights={weights}", "--data=samples", "--image_size=64",
         "--width=0.0625", "--batch_size=2", "--steps=2", "--steps_per_epoch=2", "--seed=0",
     )  # fmt: skip
@@ -178,7 +165,7 @@ def _write_pth(path, arrays):
             archive.writestr(f"archive/data/{key}", np.ascontiguousarray(array, "<f4").tobytes())
 
 
-def test_train_and_export_torchvision_conv5_from_a_pth(tmp_path):
+def test_train_and_export_torchvision_conv5_from_a_pth(tmp_path, launch_script):
     import keras
     import tensorflow as tf
 
@@ -203,8 +190,8 @@ def test_train_and_export_torchvision_conv5_from_a_pth(tmp_path):
     ])  # fmt: skip
 
     work_dir, export_dir = str(tmp_path / "run"), str(tmp_path / "exports")
-    trained = _run(
-        "launch.train", f"--work_dir={work_dir}", "--representation=alexnet-torchvision/conv5",
+    trained = launch_script(
+        "train", f"--work_dir={work_dir}", "--representation=alexnet-torchvision/conv5",
         f"--encoder_weights={pth}", "--data=samples", "--image_size=64", "--width=0.0625",
         "--batch_size=2", "--steps=2", "--steps_per_epoch=2", "--seed=0",
     )  # fmt: skip

@@ -13,7 +13,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = ["--data=samples", "--image_size=64", "--width=0.125", "--batch_size=4", "--seed=3"]
 
 
-def _run(module, *args, check=True, timeout=300):
+def _command(module, *args, check=True, timeout=300):
+    """`python -m <module> args` in a subprocess: the command as a user types it.
+
+    The other runs call the scripts in this process (`launch_script`).
+    """
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     result = subprocess.run(
         [sys.executable, "-m", module, *args],
@@ -35,7 +39,7 @@ def _steps(work_dir):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     work_dir = str(tmp_path_factory.mktemp("run"))
-    _run("launch.train", f"--work_dir={work_dir}", *TINY, "--steps=6", "--steps_per_epoch=3")
+    _command("launch.train", f"--work_dir={work_dir}", *TINY, "--steps=6", "--steps_per_epoch=3")
     return work_dir
 
 
@@ -47,32 +51,32 @@ def test_train_writes_config_checkpoints_and_model(trained):
     assert os.path.exists(os.path.join(trained, "model.keras"))
 
 
-def test_conflicting_flags_on_resume_are_refused(trained):
-    result = _run("launch.train", f"--work_dir={trained}", "--width=0.5", check=False)
+def test_conflicting_flags_on_resume_are_refused(trained, launch_script):
+    result = launch_script("train", f"--work_dir={trained}", "--width=0.5", check=False)
     assert result.returncode != 0
     assert "different config" in result.stderr
 
 
-def test_a_finished_run_goes_on_when_given_more_steps(trained, tmp_path):
+def test_a_finished_run_goes_on_when_given_more_steps(trained, tmp_path, launch_script):
     # `--steps` may change on resume. A SIGKILLed run resumes: tests/launch/test_resume.py.
     import keras_invert
 
     work_dir = str(tmp_path / "run")
     shutil.copytree(trained, work_dir)
-    _run("launch.train", f"--work_dir={work_dir}", "--steps=9")
+    launch_script("train", f"--work_dir={work_dir}", "--steps=9")
     assert _steps(work_dir) == [6, 9]
     with open(os.path.join(work_dir, "config.json")) as file:
         assert json.load(file)["steps"] == 9
     assert int(keras_invert.load(work_dir).model.optimizer.iterations) == 9
 
 
-def test_export_and_reconstruct(trained, tmp_path):
+def test_export_and_reconstruct(trained, tmp_path, launch_script):
     export_dir = str(tmp_path / "exports")
-    _run("launch.export", f"--work_dir={trained}", f"--export_dir={export_dir}")
+    _command("launch.export", f"--work_dir={trained}", f"--export_dir={export_dir}")
     assert os.listdir(export_dir) == ["1"]
     grid = str(tmp_path / "grid.png")
     metrics_file = str(tmp_path / "metrics.json")
-    result = _run(
+    result = _command(
         "launch.reconstruct", f"--model={export_dir}", "--data=samples", "--split=test",
         f"--out={grid}", f"--metrics_out={metrics_file}",
     )  # fmt: skip
@@ -85,8 +89,8 @@ def test_export_and_reconstruct(trained, tmp_path):
     assert image.shape[1] == 128 and image.shape[0] == 24 + 64 * len(figures["images"])
     assert 0 < figures["results"]["mean image (of these photos)"]["normalized_error"] < 1
     # The work dir gives the same reconstructions as its export.
-    from_work_dir = _run(
-        "launch.reconstruct", f"--model={trained}", "--data=samples", "--split=test",
+    from_work_dir = launch_script(
+        "reconstruct", f"--model={trained}", "--data=samples", "--split=test",
         f"--out={tmp_path / 'grid2.png'}", f"--metrics_out={tmp_path / 'm2.json'}",
     )  # fmt: skip
     assert from_work_dir.returncode == 0
@@ -99,15 +103,15 @@ def test_export_and_reconstruct(trained, tmp_path):
     )
 
 
-def test_reconstruct_a_single_photo(trained, tmp_path):
+def test_reconstruct_a_single_photo(trained, tmp_path, launch_script):
     import cv2
 
     import pipelines
 
     photo = pipelines.list_source_files("samples", "test")[0]
     grid, metrics_file = str(tmp_path / "one.png"), str(tmp_path / "one.json")
-    result = _run(
-        "launch.reconstruct", f"--model={trained}", f"--images={photo}", f"--out={grid}",
+    result = launch_script(
+        "reconstruct", f"--model={trained}", f"--images={photo}", f"--out={grid}",
         f"--metrics_out={metrics_file}",
     )  # fmt: skip
     with open(metrics_file) as file:
@@ -121,9 +125,9 @@ def test_reconstruct_a_single_photo(trained, tmp_path):
     assert "| hog decoder | - |" in result.stdout
 
 
-def test_divergent_run_stops_with_message(tmp_path):
-    result = _run(
-        "launch.train", f"--work_dir={tmp_path}", *TINY, "--steps=20", "--steps_per_epoch=5",
+def test_divergent_run_stops_with_message(tmp_path, launch_script):
+    result = launch_script(
+        "train", f"--work_dir={tmp_path}", *TINY, "--steps=20", "--steps_per_epoch=5",
         "--learning_rate=1", check=False,
     )  # fmt: skip
     assert result.returncode == 2

@@ -8,8 +8,6 @@ compute the maps from images on the client side.
 
 import json
 import os
-import subprocess
-import sys
 
 import cv2
 import numpy as np
@@ -19,22 +17,8 @@ import tensorflow as tf
 import keras_invert
 from keras_invert.features import lbp, sift_batch, sift_tf
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = ["--data=samples", "--image_size=64", "--width=0.125", "--batch_size=4", "--seed=3"]
 BUILDING, REUSING = "Building the feature cache", "Reusing the feature cache"
-
-
-def _run(module, *args, timeout=300):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    result = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise AssertionError(
-            f"{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
-    return result
 
 
 def _caches(cache_dir):
@@ -64,21 +48,21 @@ def _write_images(folder):
 
 
 @pytest.fixture(scope="module")
-def lbp_run(tmp_path_factory):
+def lbp_run(tmp_path_factory, launch_script):
     root = tmp_path_factory.mktemp("lbp")
     work_dir, export_dir = str(root / "run"), str(root / "exports")
-    _run("launch.train", f"--work_dir={work_dir}", "--representation=lbp", *TINY, "--steps=2")
-    _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    launch_script("train", f"--work_dir={work_dir}", "--representation=lbp", *TINY, "--steps=2")
+    launch_script("export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
     return work_dir, export_dir
 
 
 @pytest.fixture(scope="module")
-def sift_run(tmp_path_factory):
+def sift_run(tmp_path_factory, launch_script):
     root = tmp_path_factory.mktemp("sift")
     work_dir, export_dir = str(root / "run"), str(root / "exports")
-    first = _run("launch.train", f"--work_dir={work_dir}", "--representation=sift", *TINY,
+    first = launch_script("train", f"--work_dir={work_dir}", "--representation=sift", *TINY,
                  "--steps=2", "--steps_per_epoch=2")  # fmt: skip
-    _run("launch.export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
+    launch_script("export", f"--work_dir={work_dir}", f"--export_dir={export_dir}")
     return work_dir, export_dir, first, root
 
 
@@ -100,10 +84,10 @@ def test_lbp_export_takes_images_and_features(lbp_run, real_photos):
     np.testing.assert_allclose(model.reconstruct(photos), from_images["reconstruction"], atol=1e-6)
 
 
-def test_lbp_reconstruct_from_export(lbp_run, tmp_path):
+def test_lbp_reconstruct_from_export(lbp_run, tmp_path, launch_script):
     _, export_dir = lbp_run
-    result = _run(
-        "launch.reconstruct", f"--model={export_dir}", "--data=samples", "--split=test",
+    result = launch_script(
+        "reconstruct", f"--model={export_dir}", "--data=samples", "--split=test",
         f"--out={tmp_path / 'grid.png'}", f"--metrics_out={tmp_path / 'metrics.json'}",
     )  # fmt: skip
     assert "lbp decoder" in result.stdout
@@ -133,11 +117,11 @@ def test_sift_export_takes_keypoint_maps(sift_run, real_photos):
         loaded.signatures["serving_default"](features=tf.zeros((1, 16, 16, 58)))
 
 
-def test_sift_reconstruct_computes_maps_from_images(sift_run, tmp_path):
+def test_sift_reconstruct_computes_maps_from_images(sift_run, tmp_path, launch_script):
     _, export_dir, _, _ = sift_run
     paths = _write_images(str(tmp_path / "images"))
-    result = _run(
-        "launch.reconstruct", f"--model={export_dir}", f"--images={','.join(paths.values())}",
+    result = launch_script(
+        "reconstruct", f"--model={export_dir}", f"--images={','.join(paths.values())}",
         f"--out={tmp_path / 'grid.png'}", f"--metrics_out={tmp_path / 'metrics.json'}",
     )  # fmt: skip
     # A 3x3 image is smaller than one SIFT cell: upsampled with a warning, not an error.
@@ -148,7 +132,7 @@ def test_sift_reconstruct_computes_maps_from_images(sift_run, tmp_path):
     assert cv2.imread(str(tmp_path / "grid.png")).shape == (24 + 3 * 64, 128, 3)
 
 
-def test_sift_cache_is_reused_and_rebuilt_when_a_parameter_changes(sift_run):
+def test_sift_cache_is_reused_and_rebuilt_when_a_parameter_changes(sift_run, launch_script):
     import pipelines
     from keras_invert import config as config_lib
 
@@ -160,7 +144,7 @@ def test_sift_cache_is_reused_and_rebuilt_when_a_parameter_changes(sift_run):
     meta = os.path.join(cache_dir, built[0], "meta.json")
     stamp = os.stat(meta).st_mtime_ns
     # The same run continued: the maps are read back, not computed again.
-    again = _run("launch.train", f"--work_dir={work_dir}", "--steps=4")
+    again = launch_script("train", f"--work_dir={work_dir}", "--steps=4")
     assert REUSING in again.stderr and BUILDING not in again.stderr
     assert _caches(cache_dir) == built and os.stat(meta).st_mtime_ns == stamp
     # The run's own parameters find its cache from another process; a changed one does not.
