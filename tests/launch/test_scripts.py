@@ -72,7 +72,7 @@ def test_a_finished_run_goes_on_when_given_more_steps(trained, tmp_path, launch_
 
 def test_export_and_reconstruct(trained, tmp_path, launch_script):
     export_dir = str(tmp_path / "exports")
-    _command("launch.export", f"--work_dir={trained}", f"--export_dir={export_dir}")
+    launch_script("export", f"--work_dir={trained}", f"--export_dir={export_dir}")
     assert os.listdir(export_dir) == ["1"]
     grid = str(tmp_path / "grid.png")
     metrics_file = str(tmp_path / "metrics.json")
@@ -134,65 +134,41 @@ def test_divergent_run_stops_with_message(tmp_path, launch_script):
     assert "diverged" in result.stderr and "learning_rate" in result.stderr
 
 
-_STARTS_SCRIPT = """
-import json, os, sys
-from absl import app
-import keras_invert
-from launch import train
-from keras_invert import training
-from keras_invert.checkpoints import Checkpoints, optimizer_step
+def test_failed_starts_write_nothing_and_steps_are_exact(launch_script, tmp_path, monkeypatch):
+    import keras_invert
+    from keras_invert import training
+    from keras_invert.checkpoints import Checkpoints, optimizer_step
 
-work_dir, empty_folder = sys.argv[1:]
-config_file = os.path.join(work_dir, "config.json")
-TINY = ["--representation=hog", "--width=0.05", "--batch_size=4", "--seed=0"]
-
-
-def start(*flags):
-    train.FLAGS.unparse_flags()
-    train.FLAGS(["train", f"--work_dir={work_dir}", *TINY, *flags])
-    try:
-        train.main([])
-    except app.UsageError as error:
-        return dict(error=str(error), work_dir=os.path.exists(work_dir))
-    return dict(error=None)
-
-
-config_at_train = []
-original_train = training.train
-
-
-def recording_train(*args, **kwargs):
-    config_at_train.append(os.path.exists(config_file))
-    return original_train(*args, **kwargs)
-
-
-training.train = recording_train
-result = dict(
-    empty=start(f"--data=folder:{empty_folder}", "--image_size=64", "--steps=3"),
-    image_size=start("--data=samples", "--image_size=96", "--steps=3"),
-    corrected=start("--data=samples", "--image_size=64", "--steps=3"),
-)
-with open(config_file) as file:
-    result["stored_steps"] = json.load(file)["steps"]
-result["config_at_train"] = config_at_train
-result["checkpoints"] = Checkpoints(os.path.join(work_dir, "checkpoints")).steps()
-result["final_step"] = optimizer_step(keras_invert.load(work_dir).model)
-print("RESULT " + json.dumps(result))
-"""
-
-
-def test_failed_starts_write_nothing_and_steps_are_exact(result_script, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("no photos here")
     work_dir = tmp_path / "run"
-    result = result_script(_STARTS_SCRIPT, tmp_path, work_dir, empty, name="starts").result()
+    config_file = work_dir / "config.json"
+    config_at_train = []
+    original_train = training.train
+
+    def recording_train(*args, **kwargs):
+        config_at_train.append(config_file.exists())
+        return original_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "train", recording_train)
+
+    def start(*flags):
+        tiny = ["--representation=hog", "--width=0.05", "--batch_size=4", "--seed=0"]
+        return launch_script("train", f"--work_dir={work_dir}", *tiny, *flags, check=False)
+
+    empty_start = start(f"--data=folder:{empty}", "--image_size=64", "--steps=3")
     # Refused before anything was written: the work dir was never made.
-    assert "photos" in result["empty"]["error"] and not result["empty"]["work_dir"]
-    assert "multiple of 64" in result["image_size"]["error"]
-    assert not result["image_size"]["work_dir"]
+    assert empty_start.returncode == 2 and "photos" in empty_start.stderr
+    assert not work_dir.exists()
+    image_size = start("--data=samples", "--image_size=96", "--steps=3")
+    assert image_size.returncode == 2 and "multiple of 64" in image_size.stderr
+    assert not work_dir.exists()
     # The corrected command is a new run; its config is written once training has started.
-    assert result["corrected"] == {"error": None} and result["config_at_train"] == [False]
-    assert result["stored_steps"] == 3
+    assert start("--data=samples", "--image_size=64", "--steps=3").returncode == 0
+    assert config_at_train == [False]
+    with open(config_file) as file:
+        assert json.load(file)["steps"] == 3
     # --steps=3 with the preset's 500 steps per epoch: 3 steps, a checkpoint at the last.
-    assert result["checkpoints"] == [3] and result["final_step"] == 3
+    assert Checkpoints(str(work_dir / "checkpoints")).steps() == [3]
+    assert optimizer_step(keras_invert.load(str(work_dir)).model) == 3
