@@ -65,15 +65,14 @@ def main(argv):
     else:
         if not FLAGS.dispatcher:
             raise app.UsageError("--role=worker needs --dispatcher=HOST:PORT.")
-        # Listening first: a port in use is refused at once, not after the wait below.
-        server = service.start_worker(
-            FLAGS.dispatcher, FLAGS.port, FLAGS.worker_host, FLAGS.heartbeat_ms
-        )
         try:
             service.check_reachable(FLAGS.dispatcher, service.DISPATCHER_WAIT_SECONDS, "dispatcher")
         except ValueError as error:
             # A worker may start before its dispatcher: it keeps trying, but says so.
             logging.warning("%s This worker keeps trying to reach it.", error)
+        server = service.start_worker(
+            FLAGS.dispatcher, FLAGS.port, FLAGS.worker_host, FLAGS.heartbeat_ms
+        )
     server.join()  # Serves until the process is killed.
 
 

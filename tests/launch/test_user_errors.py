@@ -309,9 +309,13 @@ def test_reproduce_reads_its_alexnet_weights_before_any_work(run_script, tmp_pat
 
 
 @pytest.mark.parametrize("role", ["dispatcher", "worker"])
-def test_a_data_service_port_in_use_is_one_line(run_script, role):
+def test_a_data_service_port_in_use_is_one_line(run_script, role, monkeypatch):
     import socket
 
+    from pipelines import service
+
+    # The worker waits for its dispatcher (nothing at port 1) before it listens.
+    monkeypatch.setattr(service, "DISPATCHER_WAIT_SECONDS", 0.5)
     with socket.socket() as taken:
         taken.bind(("", 0))
         taken.listen()
