@@ -3,6 +3,8 @@
 TensorFlow splits the CPU into two logical devices only before it
 initialises, so the runs happen in subprocesses (as in test_distribute), one
 on the default strategy and one mirrored, whose results the tests below share.
+The perceptual loss's own runs are slow-marked (`bash scripts/test.sh -m slow
+tests/test_losses_distribute.py`): its terms are DeepSiM's less the adversarial one.
 """
 
 import os
@@ -30,7 +32,7 @@ _SCRIPT = """
 import json, sys
 import tensorflow as tf
 
-work, name = sys.argv[1:]
+work, name, losses = sys.argv[1:]
 if name == "mirrored":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
@@ -114,7 +116,7 @@ def config(loss):
 # with the first model's gradient shapes ("Shape mismatch in the collective instance").
 strategy = distribute.make_strategy(name)
 result = {}
-for loss in ("perceptual", "deepsim"):
+for loss in losses.split(","):
     # The mirrored DeepSiM run stops at its step-2 checkpoint, and a second
     # run restores that checkpoint under the strategy and goes on to step 4.
     stops = (2, 4) if (loss, name) == ("deepsim", "mirrored") else (4,)
@@ -128,20 +130,32 @@ print("RESULT " + json.dumps(result))
 """
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory, result_script):
-    """Perceptual and DeepSiM runs on one device and mirrored, the mirrored DeepSiM resumed."""
-    work = tmp_path_factory.mktemp("losses_distribute")
-    # The two processes run side by side: tracing the train steps, most of
-    # their time, takes one core each.
+def _runs(tmp_path_factory, result_script, loss):
+    """Runs of `loss` on one device and mirrored, side by side (one core each)."""
+    work = tmp_path_factory.mktemp(f"losses_distribute_{loss}")
     scripts = [
-        result_script(_SCRIPT, work, work, mode, name=f"runs_{mode}")
+        result_script(_SCRIPT, work, work, mode, loss, name=f"runs_{loss}_{mode}")
         for mode in ("default", "mirrored")
     ]
     result = {}
     for script in scripts:
         result.update(script.result())
     return result
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, result_script):
+    """DeepSiM runs on one device and mirrored, the mirrored one resumed.
+
+    DeepSiM's loss holds the perceptual loss's terms (pixel and feature) and
+    the adversarial one; the perceptual runs alone are the slow test's.
+    """
+    return _runs(tmp_path_factory, result_script, "deepsim")
+
+
+@pytest.fixture(scope="module")
+def perceptual_runs(tmp_path_factory, result_script):
+    return _runs(tmp_path_factory, result_script, "perceptual")
 
 
 def _assert_same_weights(a, b, rtol):
@@ -166,7 +180,9 @@ def _max_relative_difference(got, expected, steps):
     return worst
 
 
-def test_mirrored_perceptual_on_two_cpus_matches_one_device(runs):
+@pytest.mark.slow  # Two more processes (about 40 s); DeepSiM's runs below hold its terms.
+def test_mirrored_perceptual_on_two_cpus_matches_one_device(perceptual_runs):
+    runs = perceptual_runs
     single, mirrored = runs["perceptual-default-4"], runs["perceptual-mirrored-4"]
     assert (single["replicas"], mirrored["replicas"]) == (1, 2)
     assert sorted(single["losses"]) == COMPONENTS["perceptual"]
