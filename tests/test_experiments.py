@@ -397,13 +397,14 @@ def test_autoencoder_vs_fixed_checks_the_pair(conv1_work_dirs):
         experiments.check_autoencoder_pair(bare, autoencoder)
 
 
-def _autoencoder_vs_fixed(work_dirs, out, *arguments):
+def _autoencoder_vs_fixed(launch_script, work_dirs, out, *arguments):
+    """launch.experiment in this process (`test_experiment_command_writes_png_and_json`
+    runs the command)."""
     fixed, autoencoder = work_dirs
-    result = _experiment(
-        "--name=autoencoder_vs_fixed", f"--model={fixed},{autoencoder}", "--num_images=2",
-        f"--out={out}", *arguments,
+    launch_script(
+        "experiment", "--name=autoencoder_vs_fixed", f"--model={fixed},{autoencoder}",
+        "--num_images=2", f"--out={out}", *arguments,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
     with open(out / "autoencoder_vs_fixed.json") as file:
         record = json.load(file)
     assert {k: v["encoder_source"] for k, v in record["models"].items()} == {
@@ -418,7 +419,7 @@ def _autoencoder_vs_fixed(work_dirs, out, *arguments):
 
 
 def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
-    conv1_work_dirs, tmp_path
+    conv1_work_dirs, tmp_path, launch_script
 ):
     """Feature fitting and retrained decoders of launch.experiment, on both work dirs.
 
@@ -435,8 +436,9 @@ def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
 
     stored = [(Path(d) / "model.keras").read_bytes() for d in conv1_work_dirs]
     results = _autoencoder_vs_fixed(
-        conv1_work_dirs, tmp_path, "--compare=perturbation,random_samples", "--retrain_steps=2",
-        "--retrain_batch_size=2", "--fit_examples=4", "--num_samples=2", "--bins=4",
+        launch_script, conv1_work_dirs, tmp_path, "--compare=perturbation,random_samples",
+        "--retrain_steps=2", "--retrain_batch_size=2", "--fit_examples=4", "--num_samples=2",
+        "--bins=4",
     )  # fmt: skip
     assert set(results) == {"reconstructions", "perturbation", "random_samples"}
     for label in ("fixed", "autoencoder"):
@@ -478,11 +480,11 @@ def test_autoencoder_vs_fixed_command_fits_features_and_retrains_decoders(
 # comparison in test_runners_give_labelled_rows_and_numbers.
 @pytest.mark.slow
 def test_autoencoder_vs_fixed_command_with_every_comparison_and_retraining(
-    conv1_work_dirs, tmp_path
+    conv1_work_dirs, tmp_path, launch_script
 ):
     compared = "interpolation,perturbation,random_samples,dark_knowledge,single_neuron"
     results = _autoencoder_vs_fixed(
-        conv1_work_dirs, tmp_path, f"--compare={compared}", "--retrain_steps=2",
+        launch_script, conv1_work_dirs, tmp_path, f"--compare={compared}", "--retrain_steps=2",
         "--retrain_batch_size=2", "--fit_examples=8", "--units=0,1", "--num_samples=2",
     )  # fmt: skip
     assert set(results) == {"reconstructions", *compared.split(",")}
