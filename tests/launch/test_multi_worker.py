@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 import keras_invert
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -57,38 +59,12 @@ def _finish(workers, timeout):
                 worker.wait()
 
 
-def test_two_workers_train_from_one_data_service_and_only_the_chief_writes(tmp_path):
-    # Two TensorFlow processes: about 35 s on 2 quiet cores (1-2 minutes loaded).
-    # Unit tests of the parts: tests/test_distribute.py (chief rules, reduce, TF_CONFIG).
-    # Both workers without a service: the killed-worker test below trains them.
-    # The service (a dispatcher and one worker) runs in this process; each
-    # training worker asks it for its own shard of the positions.
+def _check_chief_only(chief_dir, other_dir, logs, checkpoints):
+    """Both workers trained to the last of `checkpoints`; only the chief wrote anything."""
     from keras_invert.checkpoints import Checkpoints, optimizer_step
-    from pipelines import service
 
-    dispatcher = service.start_dispatcher()
-    server = service.start_worker(dispatcher.target, heartbeat_ms=200)
-    chief_dir, other_dir = str(tmp_path / "chief"), str(tmp_path / "other")
-    start = time.monotonic()
-    try:
-        # The chief's time budget is spent after the first epoch, the other's is not:
-        # both must stop there together (one leaving alone would strand the other).
-        flags = ["--steps=6", f"--data_service={dispatcher.target}"]
-        workers = _start_workers(
-            [chief_dir, other_dir], [[*flags, "--max_minutes=0"], [*flags, "--max_minutes=1000"]]
-        )
-        logs = _finish(workers, timeout=480)
-    finally:
-        server._stop()
-        dispatcher._stop()
-    seconds = time.monotonic() - start
-    for worker, log in zip(workers, logs, strict=True):
-        assert worker.returncode == 0, log[-3000:]
-    print(f"two-worker run (2 steps, 2 replicas): {seconds:.1f} s wall")
-
-    assert Checkpoints(os.path.join(chief_dir, "checkpoints")).steps() == [2]
-    model = keras_invert.load(chief_dir).model
-    assert optimizer_step(model) == 2
+    assert Checkpoints(os.path.join(chief_dir, "checkpoints")).steps() == checkpoints
+    assert optimizer_step(keras_invert.load(chief_dir).model) == checkpoints[-1]
     assert sorted(os.listdir(chief_dir)) == [
         "checkpoints",
         "config.json",
@@ -97,6 +73,48 @@ def test_two_workers_train_from_one_data_service_and_only_the_chief_writes(tmp_p
     ]
     assert not os.path.exists(other_dir)  # The other worker wrote nothing.
     assert "2 replicas" in logs[1]
+
+
+def test_two_workers_train_and_only_the_chief_writes(tmp_path):
+    # Two TensorFlow processes: about 25 s on 2 quiet cores (1-2 minutes loaded).
+    # Unit tests of the parts: tests/test_distribute.py (chief rules, reduce, TF_CONFIG).
+    chief_dir, other_dir = str(tmp_path / "chief"), str(tmp_path / "other")
+    start = time.monotonic()
+    # The chief's time budget is spent after the first epoch, the other's is not:
+    # both must stop there together (one leaving alone would strand the other).
+    workers = _start_workers(
+        [chief_dir, other_dir],
+        [["--steps=6", "--max_minutes=0"], ["--steps=6", "--max_minutes=1000"]],
+    )
+    logs = _finish(workers, timeout=480)
+    seconds = time.monotonic() - start
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.returncode == 0, log[-3000:]
+    print(f"two-worker run (2 steps, 2 replicas): {seconds:.1f} s wall")
+    _check_chief_only(chief_dir, other_dir, logs, checkpoints=[2])
+
+
+# Fast variant: tests/launch/test_data_service.py's service feeding `fit` under a
+# strategy in the test process (two worker processes and the service: 1-2 minutes).
+@pytest.mark.slow
+def test_two_workers_train_from_one_data_service(tmp_path):
+    # The service (a dispatcher and one worker) runs in this process; each
+    # training worker asks it for its own shard of the positions.
+    from pipelines import service
+
+    dispatcher = service.start_dispatcher()
+    server = service.start_worker(dispatcher.target, heartbeat_ms=200)
+    work_dirs = [str(tmp_path / "chief"), str(tmp_path / "other")]
+    try:
+        flags = ["--steps=4", f"--data_service={dispatcher.target}"]
+        workers = _start_workers(work_dirs, [flags, flags])
+        logs = _finish(workers, timeout=480)
+    finally:
+        server._stop()
+        dispatcher._stop()
+    for worker, log in zip(workers, logs, strict=True):
+        assert worker.returncode == 0, log[-3000:]
+    _check_chief_only(*work_dirs, logs, checkpoints=[2, 4])
 
 
 def test_survivor_of_a_killed_worker_fails_instead_of_hanging(tmp_path):

@@ -37,9 +37,10 @@ def _steps(work_dir):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, launch_script):
+    # `python -m launch.train` itself trains in tests/launch/test_multi_worker.py.
     work_dir = str(tmp_path_factory.mktemp("run"))
-    _command("launch.train", f"--work_dir={work_dir}", *TINY, "--steps=6", "--steps_per_epoch=3")
+    launch_script("train", f"--work_dir={work_dir}", *TINY, "--steps=6", "--steps_per_epoch=3")
     return work_dir
 
 
