@@ -13,7 +13,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = ["--data=samples", "--image_size=64", "--width=0.125", "--batch_size=4", "--seed=3"]
 
 
-def _command(module, *args, check=True, timeout=300):
+def _command(module, *args, timeout=300):
     """`python -m <module> args` in a subprocess: the command as a user types it.
 
     The other runs call the scripts in this process (`launch_script`).
@@ -23,7 +23,7 @@ def _command(module, *args, check=True, timeout=300):
         [sys.executable, "-m", module, *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout,
     )  # fmt: skip
-    if check and result.returncode != 0:
+    if result.returncode != 0:
         raise AssertionError(
             f"{module} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
         )
