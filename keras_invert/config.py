@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import re
 
@@ -29,6 +30,29 @@ DISPATCHER_ADDRESS = r"\S+:\d{1,5}"
 """HOST:PORT of a tf.data service dispatcher (a pattern; `data_service` adds "grpc://")."""
 MAX_IMAGE_SIZE = 4096
 """The largest crop side a run trains on (the paper's networks take 224-256)."""
+
+MIN_WIDTH = 1 / 32
+"""The narrowest width multiplier: the tables' narrowest layers (32 channels) keep one."""
+
+
+def check_width(width) -> None:
+    """Refuses a decoder or discriminator width multiplier outside [1/32, inf).
+
+    Narrower, layers would round to no channel and be floored to one: a
+    decoder that trains, but as a different network from the one asked for.
+
+    Raises:
+        ValueError: `width` is not a real number in [MIN_WIDTH, inf).
+    """
+    if (
+        isinstance(width, bool)
+        or not isinstance(width, numbers.Real)
+        or not (MIN_WIDTH <= width < math.inf)
+    ):
+        raise ValueError(
+            "Expected a width multiplier in [1/32, inf): narrower, the 32-channel layers "
+            f"would keep no channel. Received: width={width!r}"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,9 +210,8 @@ class TrainConfig:
             "steps": (self.steps > 0, "> 0"),
             "steps_per_epoch": (self.steps_per_epoch > 0, "> 0"),
             # Adam moves each weight by about the rate a step: above 1 a run can only
-            # diverge (or overflow), and an infinite width fails.
+            # diverge (or overflow).
             "learning_rate": (0 < self.learning_rate <= 1, "in (0, 1]"),
-            "width": (0 < self.width < math.inf, "> 0 and finite"),
             # Adam's moment decays: outside [0, 1) its averages grow without bound.
             "beta_1": (0 <= self.beta_1 < 1, "in [0, 1)"),
             "beta_2": (0 <= self.beta_2 < 1, "in [0, 1)"),
@@ -226,6 +249,7 @@ class TrainConfig:
                 raise ValueError(
                     f"Expected {name} {expected}. Received: {name}={getattr(self, name)!r}"
                 )
+        check_width(self.width)
         if any(not 0 < f < 1 for f in self.learning_rate_drops):
             raise ValueError(
                 "Expected learning_rate_drops as fractions in (0, 1). "

@@ -44,6 +44,8 @@ import numbers
 import keras
 from keras import layers
 
+from keras_invert.config import check_width
+
 
 @dataclasses.dataclass(frozen=True)
 class LayerSpec:
@@ -183,8 +185,7 @@ def build_from_table(
     Returns:
         A functional `keras.Model` mapping features to an image.
     """
-    if isinstance(width, bool) or not isinstance(width, numbers.Real) or not width > 0:
-        raise ValueError(f"Expected a positive width multiplier. Received: width={width!r}")
+    check_width(width)
     if negative_slope < 0:
         raise ValueError(
             f"Expected a non-negative leaky ReLU slope. Received: negative_slope={negative_slope!r}"

@@ -23,6 +23,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from keras_invert.config import check_width
 from keras_invert.decoders import scaled_units
 
 # (name, filters, kernel, stride): the paper's discriminator image path.
@@ -59,8 +60,7 @@ def build_discriminator(
         >>> discriminator.output_shape
         (None, 1)
     """
-    if not width > 0:
-        raise ValueError(f"Expected a positive width multiplier. Received: width={width!r}")
+    check_width(width)
     images = keras.Input(shape=tuple(image_shape), name="images")
     condition = keras.Input(shape=tuple(condition_shape), name="condition")
     x = layers.Rescaling(2.0, offset=-1.0, name="centre")(images)

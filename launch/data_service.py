@@ -65,6 +65,7 @@ def main(argv):
     else:
         if not FLAGS.dispatcher:
             raise app.UsageError("--role=worker needs --dispatcher=HOST:PORT.")
+        service.check_port_free(FLAGS.port, "worker")  # Before the wait below.
         try:
             service.check_reachable(FLAGS.dispatcher, service.DISPATCHER_WAIT_SECONDS, "dispatcher")
         except ValueError as error:

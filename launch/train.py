@@ -73,7 +73,8 @@ config_flags.define_config_flags(
     skip=("encoder_options",),
 )
 common.validate_path("work_dir")
-for _name in ("width", "learning_rate", "discriminator_learning_rate"):
+common.validate("width", lambda width: width >= config_lib.MIN_WIDTH, ">= 1/32")
+for _name in ("learning_rate", "discriminator_learning_rate"):
     common.validate(_name, lambda value: value > 0, "> 0")
 # 0 is a budget spent at once: the run stops after its first epoch (and checkpoint).
 common.validate("max_minutes", lambda minutes: minutes >= 0, ">= 0")

@@ -110,14 +110,40 @@ def start_worker(
     return server
 
 
+def check_port_free(port: int, role: str) -> None:
+    """Refuses a `port` that another process listens on, without starting a server.
+
+    A worker waits for its dispatcher before it listens (TensorFlow's worker
+    server does not return until the dispatcher answers), so a port in use
+    would otherwise be reported only after that wait. `role`: "dispatcher"
+    or "worker", for the message. Port 0 (any free port) always passes.
+
+    Raises:
+        ValueError: nothing may listen on `port` here.
+    """
+    if port == 0:
+        return
+    with socket.socket() as probe:
+        # As gRPC does: a port left in TIME_WAIT by a stopped server is free to reuse.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as error:
+            raise _port_error(role, port, error) from None
+
+
 def _started(start, role: str, port: int):
     """`start()`, a server listening on `port`; a port it cannot bind is a ValueError."""
     try:
         return start()
     except RuntimeError as error:
         # gRPC says only "Could not start gRPC server"; a port in use is the usual cause.
-        raise ValueError(
-            f"Expected a free port for the tf.data service {role}; it could not listen on "
-            f"port {port} (in use by another process, or not allowed here: {error}). "
-            f"Received: port={port}"
-        ) from None
+        raise _port_error(role, port, error) from None
+
+
+def _port_error(role: str, port: int, error: Exception) -> ValueError:
+    return ValueError(
+        f"Expected a free port for the tf.data service {role}; it could not listen on "
+        f"port {port} (in use by another process, or not allowed here: {error}). "
+        f"Received: port={port}"
+    )

@@ -143,8 +143,9 @@ def test_config_round_trips_and_validates(tmp_path):
             config_lib.load(str(tmp_path))
     with pytest.raises(ValueError, match="batch_size"):
         config_lib.replace(run, batch_size=0)
-    with pytest.raises(ValueError, match="Expected width > 0 and finite. Received: width=inf"):
-        config_lib.replace(run, width=float("inf"))
+    for width in (float("inf"), 1e-9):  # Narrower than 1/32, the 32-channel layers keep none.
+        with pytest.raises(ValueError, match=rf"in \[1/32, inf\).* Received: width={width}$"):
+            config_lib.replace(run, width=width)
     for rate in (float("inf"), 1.5):  # Adam moves a weight by about the rate a step.
         with pytest.raises(ValueError, match=r"Expected learning_rate in \(0, 1\]. Received"):
             config_lib.replace(run, learning_rate=rate)

@@ -45,7 +45,7 @@ def _photos(folder, count, truncated=False, first=0):
     "script, arguments, expected",
     [
         ("train", ["--batch_size=0"], "--batch_size must be a positive integer. Received: 0"),
-        ("train", ["--width=0"], "--width must be > 0. Received: 0.0"),
+        ("train", ["--width=0.01"], "--width must be >= 1/32. Received: 0.01"),
         ("train", ["--image_size=7.5"], "--image_size must be a positive integer. Received: 7.5"),
         ("train", ["--max_minutes=-1"], "--max_minutes must be >= 0. Received: -1.0"),
         ("train", ["--min_crop_scale=1.5"], "--min_crop_scale must be in (0, 1]. Received: 1.5"),
@@ -314,8 +314,9 @@ def test_a_data_service_port_in_use_is_one_line(run_script, role, monkeypatch):
 
     from pipelines import service
 
-    # The worker waits for its dispatcher (nothing at port 1) before it listens.
-    monkeypatch.setattr(service, "DISPATCHER_WAIT_SECONDS", 0.5)
+    # A worker waits for its dispatcher before it listens; a taken port is refused before that.
+    waits = []
+    monkeypatch.setattr(service, "check_reachable", lambda *args: waits.append(args))
     with socket.socket() as taken:
         taken.bind(("", 0))
         taken.listen()
@@ -324,6 +325,7 @@ def test_a_data_service_port_in_use_is_one_line(run_script, role, monkeypatch):
         line = _one_line(*run_script("data_service", f"--role={role}", f"--port={port}", *extra))
     assert line.startswith(f"ERROR: Expected a free port for the tf.data service {role}")
     assert line.endswith(f"Received: port={port}")
+    assert waits == []
 
 
 def test_a_worker_whose_dispatcher_does_not_answer_says_so_and_keeps_trying(
